@@ -1,0 +1,70 @@
+"""kling-async: an asyncio-native client for Kling AI's Multi-Image to Video API, for bulk work."""
+
+from ._auth import Credentials
+from ._client import Client
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._errors import (
+    AccountError,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConcurrencyLimitError,
+    ConfigurationError,
+    ConnectError,
+    ContentPolicyError,
+    DownloadError,
+    InvalidRequestError,
+    KlingError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseValidationError,
+    ServerError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+    TransportError,
+    VideoExpiredError,
+)
+from ._events import Event, EventHook
+from ._images import EncodingCache, ImageInput
+from .models import MultiImageToVideoRequest, Task, TaskStatus, Video
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AccountError",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConcurrencyLimitError",
+    "ConfigurationError",
+    "ConnectError",
+    "ContentPolicyError",
+    "Credentials",
+    "DownloadError",
+    "EncodingCache",
+    "Event",
+    "EventHook",
+    "ImageInput",
+    "InvalidRequestError",
+    "KlingError",
+    "Limits",
+    "MultiImageToVideoRequest",
+    "PollPolicy",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseValidationError",
+    "RetryPolicy",
+    "ServerError",
+    "Task",
+    "TaskError",
+    "TaskFailedError",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Timeouts",
+    "TransportError",
+    "Video",
+    "VideoExpiredError",
+    "__version__",
+]

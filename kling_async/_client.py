@@ -1,0 +1,260 @@
+"""Client: the public entry point. Submit, follow and download tasks, one shared session/gate."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from ._auth import Credentials, JwtSigner, base_url_from_env
+from ._config import (
+    DEFAULT_LIMITS,
+    DEFAULT_POLL,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUTS,
+    Limits,
+    PollPolicy,
+    RetryPolicy,
+    Timeouts,
+)
+from ._create import CREATE_PATH, create_task
+from ._errors import (
+    ConcurrencyLimitError,
+    InvalidRequestError,
+    ResponseValidationError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from ._events import EventHook, emit
+from ._fetch import ProgressCallback, save_videos
+from ._http import HttpLayer
+from ._images import EncodingCache
+from ._limits import SlotGate
+from ._poll import TaskTracker
+from ._retry import backoff
+from ._types import Clock, PathLike, Sleep
+from .models import MultiImageToVideoRequest, Task
+
+__all__ = ["Client"]
+
+
+def _task(data: Any, what: str) -> Task:
+    try:
+        return Task.model_validate(data)
+    except ValueError as exc:
+        raise ResponseValidationError(f"{what}: unexpected task shape: {exc}") from None
+
+
+class Client:
+    """An async Kling client; use as `async with Client(...) as client:` and share it widely."""
+
+    def __init__(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        poll: PollPolicy = DEFAULT_POLL,
+        limits: Limits = DEFAULT_LIMITS,
+        event_hook: EventHook | None = None,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.credentials = credentials or Credentials.from_env(
+            access_key, secret_key, api_key, environ=environ
+        )
+        self.base_url = (base_url or base_url_from_env(environ)).rstrip("/")
+        self.timeouts, self.retry, self.poll, self.limits = timeouts, retry, poll, limits
+        self.event_hook = event_hook
+        self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
+        self._rng = random.Random()
+        self.http = HttpLayer(
+            base_url=self.base_url,
+            signer=JwtSigner(self.credentials, clock=clock),
+            session=session,
+            timeouts=timeouts,
+            retry=retry,
+            rps=limits.rps,
+            sleep=sleep,
+            monotonic=monotonic,
+            event_hook=event_hook,
+            rng=self._rng,
+        )
+        self.gate = SlotGate(limits.concurrency, monotonic=monotonic)
+        self.tracker = TaskTracker(
+            list_page=self.list_tasks,
+            get_one=self._fetch_task,
+            policy=poll,
+            page_size=limits.page_size,
+            sleep=sleep,
+            monotonic=monotonic,
+            event_hook=event_hook,
+        )
+        self.encodings = EncodingCache()
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Client:
+        """Credentials and base URL from KLING_* variables; keyword options as for `Client`."""
+        return cls(**options)
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r}, credentials={self.credentials!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop background polling and close our session (never a borrowed one)."""
+        await self.tracker.aclose()
+        await self.http.aclose()
+
+    async def submit(
+        self, request: MultiImageToVideoRequest, *, external_task_id: str | None = None
+    ) -> Task:
+        """Create a task once, waiting for a free concurrency slot first; returns it `submitted`.
+
+        The slot stays held until the task is seen finished (the client keeps polling for it).
+        """
+        if external_task_id is not None:
+            request = request.with_external_id(external_task_id)
+        attempt = 0
+        while True:
+            await self.gate.acquire()
+            try:
+                task = await create_task(
+                    self.http,
+                    request,
+                    policy=self.retry,
+                    sleep=self._sleep,
+                    monotonic=self._monotonic,
+                    cache=self.encodings,
+                    retry_concurrency=False,
+                    adopt_existing=attempt > 0,
+                    event_hook=self.event_hook,
+                    rng=self._rng,
+                )
+            except ConcurrencyLimitError as exc:
+                held = self.gate.rejected()
+                emit(self.event_hook, "concurrency_backoff", limit=self.gate.limit, held=held)
+                if held == 0:  # someone else fills the account: nothing of ours will free a slot
+                    await self._sleep(backoff(attempt, self.retry, error=exc, rng=self._rng))
+                attempt += 1
+                continue
+            except BaseException:
+                self.gate.release()
+                raise
+            self.tracker.track(task, on_terminal=lambda _t: self.gate.release())
+            return task
+
+    async def _fetch_task(self, task_id: str) -> Task:
+        return _task(await self.http.call("GET", f"{CREATE_PATH}/{task_id}"), "query")
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task's current state, by Kling's task_id or by your external_task_id."""
+        if not task_id or "/" in task_id:
+            raise InvalidRequestError(f"task_id: invalid id {task_id!r}", field="task_id")
+        task = await self._fetch_task(task_id)
+        self.tracker.observe(task)
+        return task
+
+    async def list_tasks(self, page_num: int = 1, page_size: int = 30) -> list[Task]:
+        """One page of the account's tasks (newest first, as far as Kling documents)."""
+        for name, value, high in (("page_num", page_num, 1000), ("page_size", page_size, 500)):
+            if not 1 <= value <= high:
+                raise InvalidRequestError(
+                    f"{name} must be in [1, {high}], got {value}",
+                    field=name,
+                    limit=f"[1, {high}]",
+                    value=value,
+                )
+        params = {"pageNum": page_num, "pageSize": page_size}
+        data = await self.http.call("GET", CREATE_PATH, params=params)
+        if not isinstance(data, list):
+            raise ResponseValidationError(f"list: expected an array, got {type(data).__name__}")
+        return [_task(item, "list") for item in data]
+
+    async def iter_tasks(
+        self, *, page_size: int = 500, max_pages: int = 1000
+    ) -> AsyncIterator[Task]:
+        """Every task the list endpoint reports, page by page (up to `max_pages`)."""
+        for page in range(1, min(max_pages, 1000) + 1):
+            tasks = await self.list_tasks(page, page_size)
+            for task in tasks:
+                yield task
+            if len(tasks) < page_size:
+                return
+
+    async def wait(
+        self, task: Task | str, *, timeout: float | None = None, raise_on_failure: bool = True
+    ) -> Task:
+        """Wait until the task ends; raises TaskFailedError / TaskTimeoutError (task may go on)."""
+        if isinstance(task, str):
+            task = await self.get_task(task)
+        done = self.tracker.track(task)
+        limit = self.poll.timeout if timeout is None else timeout
+        try:
+            final = await asyncio.wait_for(asyncio.shield(done), timeout=limit)
+        except TimeoutError:
+            raise TaskTimeoutError(
+                f"task {task.task_id} did not finish within {limit:g} s", task=task
+            ) from None
+        if raise_on_failure and final.task_status == "failed":
+            raise TaskFailedError(final)
+        return final
+
+    def notify(self, task_id: str | None = None) -> None:
+        """A hint that a task changed (e.g. from a callback): sweep now instead of later."""
+        self.tracker.hint()
+
+    async def download(
+        self,
+        task: Task,
+        out_dir: PathLike,
+        *,
+        name: str | None = None,
+        watermarked: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[Path]:
+        """Stream every video of a finished task into `out_dir`; returns the files written."""
+        results = await save_videos(
+            self.http.session,
+            task,
+            Path(out_dir),
+            refresh=self.get_task,
+            name=name,
+            watermarked=watermarked,
+            timeouts=self.timeouts,
+            retry=self.retry,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_progress=on_progress,
+        )
+        return [r.path for r in results]
+
+    async def generate(
+        self, request: MultiImageToVideoRequest, out_dir: PathLike, *, timeout: float | None = None
+    ) -> list[Path]:
+        """Submit, wait and download in one call."""
+        task = await self.wait(await self.submit(request), timeout=timeout)
+        return await self.download(task, out_dir)

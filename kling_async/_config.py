@@ -1,0 +1,108 @@
+"""Frozen configuration values with sensible defaults (the DEFAULT_* constants at the bottom)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_LIMITS",
+    "DEFAULT_POLL",
+    "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUTS",
+    "Limits",
+    "PollPolicy",
+    "RetryPolicy",
+    "Timeouts",
+]
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. API calls get a total; downloads only connect/read limits (a 1 GB video is slow)."""
+
+    connect: float = 10.0
+    read: float = 60.0
+    total: float = 120.0
+    download_read: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "total", "download_read"):
+            _positive(f"Timeouts.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential back-off with full jitter, a cap and a total budget (stamina's vocabulary)."""
+
+    attempts: int = 6
+    timeout: float = 300.0
+    wait_initial: float = 0.5
+    wait_max: float = 30.0
+    wait_exp_base: float = 2.0
+    wait_jitter: bool = True
+    #: 1303 means "wait until a running task ends": the documented initial back-off is ≥ 1 s.
+    concurrency_wait_initial: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigurationError(f"RetryPolicy.attempts must be ≥ 1, got {self.attempts}")
+        for name in ("timeout", "wait_initial", "wait_max", "wait_exp_base"):
+            _positive(f"RetryPolicy.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """How `wait` and the batch poller pace status queries: back off while nothing changes."""
+
+    interval: float = 1.0
+    interval_max: float = 15.0
+    backoff: float = 1.5
+    timeout: float = 3600.0
+    #: Never sweep more often than this.
+    min_interval: float = 0.05
+    #: While some task is due (by learnt durations), sweep every `typical duration × due_fraction`.
+    due_fraction: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "interval_max", "timeout", "min_interval", "due_fraction"):
+            _positive(f"PollPolicy.{name}", getattr(self, name))
+        if self.backoff < 1:
+            raise ConfigurationError(f"PollPolicy.backoff must be ≥ 1, got {self.backoff}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Account concurrency (starting value), API request rate, and parallel downloads."""
+
+    concurrency: int = 5
+    rps: float = 10.0
+    download_concurrency: int = 4
+    page_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"Limits.concurrency must be ≥ 1, got {self.concurrency}")
+        if self.download_concurrency < 1:
+            raise ConfigurationError(
+                f"Limits.download_concurrency must be ≥ 1, got {self.download_concurrency}"
+            )
+        _positive("Limits.rps", self.rps)
+        if not 1 <= self.page_size <= 500:
+            raise ConfigurationError(f"Limits.page_size must be in [1, 500], got {self.page_size}")
+
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+DEFAULT_TIMEOUTS = Timeouts()
+DEFAULT_RETRY = RetryPolicy()
+DEFAULT_POLL = PollPolicy()
+DEFAULT_LIMITS = Limits()

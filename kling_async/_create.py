@@ -1,0 +1,130 @@
+"""Creating a task exactly once: an unknown outcome is reconciled, never resent blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from typing import Any
+
+from ._config import RetryPolicy
+from ._errors import (
+    BadRequestError,
+    ConcurrencyLimitError,
+    KlingError,
+    RateLimitError,
+)
+from ._events import EventHook, EventKind, emit
+from ._http import HttpLayer
+from ._images import EncodingCache
+from ._retry import backoff, is_ambiguous_create
+from ._types import Clock, Sleep
+from .models import MultiImageToVideoRequest, Task
+
+__all__ = ["CREATE_PATH", "create_task", "new_external_id"]
+
+CREATE_PATH = "/v1/videos/multi-image2video"
+#: A JSON body larger than this is serialised off the event loop (4 × 10 MB images ≈ 53 MB).
+_BIG_BODY = 1 << 20
+
+
+def new_external_id() -> str:
+    """A fresh idempotency key for a create that has none."""
+    return f"ka-{uuid.uuid4().hex}"
+
+
+async def _encode(request: MultiImageToVideoRequest, cache: EncodingCache | None) -> bytes:
+    body = await request.to_wire(cache)
+    size = sum(len(item["image"]) for item in body["image_list"])
+    if size > _BIG_BODY:
+        return await asyncio.to_thread(lambda: json.dumps(body).encode())
+    return json.dumps(body).encode()
+
+
+async def _lookup(http: HttpLayer, external_task_id: str) -> Task | None:
+    """The task created under this key, or None if Kling has none (1203)."""
+    try:
+        data: Any = await http.call("GET", f"{CREATE_PATH}/{external_task_id}")
+    except BadRequestError as exc:
+        if exc.code == 1203 or exc.status == 404:
+            return None
+        raise
+    return Task.model_validate(data)
+
+
+def _created(data: Any, external_task_id: str) -> Task:
+    # The create answer carries no task_info: fill in the key we sent, so callers can use it.
+    if isinstance(data, dict):
+        data = {"task_info": {"external_task_id": external_task_id}, **data}
+    return Task.model_validate(data)
+
+
+async def create_task(
+    http: HttpLayer,
+    request: MultiImageToVideoRequest,
+    *,
+    policy: RetryPolicy,
+    sleep: Sleep,
+    monotonic: Clock,
+    cache: EncodingCache | None = None,
+    retry_concurrency: bool = True,
+    adopt_existing: bool = False,
+    event_hook: EventHook | None = None,
+    rng: random.Random | None = None,
+) -> Task:
+    """POST the request once; on an unknown outcome ask by external id before sending again.
+
+    `retry_concurrency=False` hands 1303 to the caller (the batch's slot gate decides then);
+    `adopt_existing=True` treats "external_task_id already exists" as success (resuming a batch).
+    """
+    if request.external_task_id is None:
+        request = request.with_external_id(new_external_id())
+    key = request.external_task_id
+    assert key is not None
+    body = await _encode(request, cache)
+    deadline = monotonic() + policy.timeout
+    attempt = 0
+    ambiguous = False
+    while True:
+        try:
+            data = await http.call("POST", CREATE_PATH, body=body, retry=False)
+            task = _created(data, key)
+            emit(event_hook, "task_submitted", task_id=task.task_id, external_task_id=key)
+            return task
+        except KlingError as exc:
+            error: KlingError = exc
+        if isinstance(error, BadRequestError) and (ambiguous or adopt_existing):
+            # 1201 for a key we may have used already: the earlier attempt did create it.
+            found = await _lookup(http, key)
+            if found is not None:
+                return found
+            raise error
+        if is_ambiguous_create(error):
+            ambiguous = True
+            found = await _lookup(http, key)  # reads are retried inside
+            if found is not None:
+                emit(event_hook, "task_submitted", task_id=found.task_id, external_task_id=key)
+                return found
+        elif isinstance(error, ConcurrencyLimitError):
+            if not retry_concurrency:
+                raise error
+        elif not isinstance(error, RateLimitError):
+            raise error
+        wait = backoff(attempt, policy, error=error, rng=rng)
+        attempt += 1
+        if attempt >= policy.attempts or monotonic() + wait > deadline:
+            raise error
+        kind: EventKind = (
+            "concurrency_backoff" if isinstance(error, ConcurrencyLimitError) else "request_retry"
+        )
+        emit(
+            event_hook,
+            kind,
+            path=CREATE_PATH,
+            attempt=attempt,
+            delay=round(wait, 3),
+            code=getattr(error, "code", None),
+            error=type(error).__name__,
+        )
+        await sleep(wait)

@@ -1,0 +1,214 @@
+"""The one HTTP choke point: session, auth header (API origin only), timeouts, envelope parsing,
+error mapping and the retry loop (with an injected sleep, so tests never wait)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from ._auth import JwtSigner
+from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUTS, RetryPolicy, Timeouts
+from ._errors import (
+    AuthenticationError,
+    ConnectError,
+    KlingError,
+    RequestTimeoutError,
+    ResponseValidationError,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
+from ._events import EventHook, emit
+from ._retry import Verdict, backoff, classify
+from ._types import Clock, Sleep
+
+__all__ = ["HttpLayer", "new_session", "parse_envelope"]
+
+logger = logging.getLogger("kling_async")
+
+
+def new_session(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> aiohttp.ClientSession:
+    """A session with no default headers: auth is added per API request, never to the CDN."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(
+            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+        ),
+        connector=aiohttp.TCPConnector(limit=64),
+        read_bufsize=1 << 20,
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date: rare enough to fall back on our own back-off
+
+
+def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
+    """Return `data` of a successful answer, or raise the error the answer stands for."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    code = payload.get("code") if isinstance(payload, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        if status >= 500:
+            raise ServerError(f"HTTP {status} without a Kling envelope", status=status, code=None)
+        raise ResponseValidationError(
+            f"HTTP {status}: answer is not a Kling envelope (no integer 'code')",
+            status=status,
+            body=body[:500].decode("utf-8", "replace"),
+        )
+    assert isinstance(payload, dict)
+    if code != 0 or status >= 400:
+        message = payload.get("message")
+        request_id = payload.get("request_id")
+        raise error_from_response(
+            status=status,
+            code=code if code != 0 else None,
+            message=message if isinstance(message, str) else "",
+            request_id=request_id if isinstance(request_id, str) else None,
+            retry_after=_retry_after(headers),
+        )
+    return payload.get("data")
+
+
+class HttpLayer:
+    """Signs, sends, parses and retries API calls; owns (or borrows) the aiohttp session."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        signer: JwtSigner,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        rps: float | None = None,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Clock = time.monotonic,
+        event_hook: EventHook | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts
+        self.retry = retry
+        self._signer = signer
+        self._session = session
+        self._owns_session = session is None
+        self._limiter = AsyncLimiter(rps, 1.0) if rps else None
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._hook = event_hook
+        self._rng = rng or random.Random()
+        self.requests_sent = 0
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session; ours is made lazily because aiohttp needs a running loop."""
+        if self._session is None or (self._owns_session and self._session.closed):
+            self._session = new_session(self.timeouts)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if we made it; a borrowed one is the lender's to close."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str | int] | None = None,
+        retry: bool = True,
+    ) -> Any:
+        """Send with retries (when `retry`), re-signing once on 1003/1004; return `data`."""
+        deadline = self._monotonic() + self.retry.timeout
+        attempt = 0
+        resigned = False
+        while True:
+            try:
+                return await self.send_once(method, path, body=body, params=params)
+            except KlingError as exc:
+                verdict = classify(exc)
+                if verdict is Verdict.RESIGN and not resigned:
+                    resigned = True
+                    self._signer.invalidate()
+                    continue
+                if verdict is Verdict.RESIGN and isinstance(exc, AuthenticationError):
+                    exc.args = (f"{exc.message} — refused twice; is this machine's clock right?",)
+                    exc.message = exc.args[0]
+                    raise
+                if not retry or verdict is not Verdict.RETRY:
+                    raise
+                if attempt + 1 >= self.retry.attempts:
+                    raise
+                wait = backoff(attempt, self.retry, error=exc, rng=self._rng)
+                if self._monotonic() + wait > deadline:
+                    raise
+                emit(
+                    self._hook,
+                    "request_retry",
+                    method=method,
+                    path=path,
+                    attempt=attempt + 1,
+                    delay=round(wait, 3),
+                    error=type(exc).__name__,
+                    code=getattr(exc, "code", None),
+                )
+                await self._sleep(wait)
+                attempt += 1
+
+    async def send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> Any:
+        """One request, no retry: map every failure onto the error tree."""
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        headers = {"Authorization": self._signer.header(), "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        url = self.base_url + path
+        started = time.perf_counter()
+        self.requests_sent += 1
+        try:
+            async with self.session.request(
+                method, url, data=body, params=params, headers=headers
+            ) as resp:
+                raw = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except TimeoutError as exc:
+            raise RequestTimeoutError(f"{method} {path}: timed out") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"{method} {path}: cannot connect to {self.base_url}") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise ConnectError(f"{method} {path}: connection lost ({exc})") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s → HTTP %d, %d bytes in %.1f ms",
+                method,
+                path,
+                status,
+                len(raw),
+                (time.perf_counter() - started) * 1000,
+            )
+        return parse_envelope(status, raw, resp_headers)

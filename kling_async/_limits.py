@@ -1,0 +1,99 @@
+"""SlotGate: our view of the account's concurrency (a slot is held from create to terminal state).
+
+On 1303 the limit drops to what we hold (the refused create aside): the notes' simulations show
+that beats multiplicative decrease on a hard cap. It then probes +1 every `probe_interval` seconds
+so a raised cap, or slots that someone else freed, get used again. It never exceeds `maximum`,
+the user's configured concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from ._types import Clock
+
+__all__ = ["SlotGate"]
+
+
+class SlotGate:
+    """An adaptive counting gate: `acquire` waits for a slot, `release` frees one."""
+
+    def __init__(
+        self, maximum: int, *, probe_interval: float = 30.0, monotonic: Clock = time.monotonic
+    ) -> None:
+        if maximum < 1:
+            raise ValueError(f"maximum must be ≥ 1, got {maximum}")
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_use = 0
+        self.peak = 0
+        self.rejections = 0
+        self.probe_interval = probe_interval
+        self._monotonic = monotonic
+        self._last_change = monotonic()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def __repr__(self) -> str:
+        return f"SlotGate(in_use={self.in_use}, limit={self.limit}, maximum={self.maximum})"
+
+    def _maybe_probe(self) -> float | None:
+        """Raise the limit by one if a probe is due; return seconds until the next one."""
+        if self.limit >= self.maximum:
+            return None
+        due = self._last_change + self.probe_interval - self._monotonic()
+        if due > 0:
+            return due
+        self.limit += 1
+        self._last_change = self._monotonic()
+        return self.probe_interval if self.limit < self.maximum else None
+
+    async def acquire(self) -> None:
+        """Wait until we hold fewer slots than the current limit, then take one."""
+        loop = asyncio.get_running_loop()
+        while True:
+            next_probe = self._maybe_probe()
+            if self.in_use < self.limit:
+                self.in_use += 1
+                self.peak = max(self.peak, self.in_use)
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeout=next_probe)
+            except TimeoutError:
+                pass  # a probe is due: loop and re-check
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake(self, count: int = 1) -> None:
+        while count > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+
+    def release(self) -> None:
+        """Give a slot back (its task ended, or its create was refused or failed)."""
+        self.in_use = max(0, self.in_use - 1)
+        self._wake()
+
+    def rejected(self) -> int:
+        """A create holding a slot got 1303: return that slot, set limit = what we still hold.
+
+        Returns how many slots we still hold; 0 means someone else fills the account, and the
+        caller should back off (≥ 1 s) before trying again.
+        """
+        self.rejections += 1
+        self.in_use = max(0, self.in_use - 1)
+        self.limit = max(1, min(self.limit, self.in_use))
+        self._last_change = self._monotonic()
+        return self.in_use
+
+    def set_maximum(self, maximum: int) -> None:
+        """Change the configured ceiling at run time (e.g. the user raised --concurrency)."""
+        self.maximum = max(1, maximum)
+        self.limit = min(self.limit, self.maximum)
+        self._wake(len(self._waiters))

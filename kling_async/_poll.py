@@ -1,0 +1,211 @@
+"""TaskTracker: one background sweep reports every task we wait on.
+
+With many tasks in flight one list request (pageSize ≤ 500) reports them all; single GETs are
+kept for the few a sweep did not find. Sweeps are paced by what we have learnt about generation
+times: slow while nothing can be done yet, quick while some task is due, so a finished task (which
+frees a concurrency slot) is noticed soon without a request per task per tick. A hint (e.g. a
+callback) wakes the sweeper at once; polling stays the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ._config import PollPolicy
+from ._errors import AccountError, AuthenticationError, KlingError
+from ._events import EventHook, emit
+from ._types import Clock, Sleep
+from .models import Task
+
+__all__ = ["TaskTracker"]
+
+logger = logging.getLogger("kling_async")
+
+ListPage = Callable[[int, int], Awaitable[list[Task]]]
+GetOne = Callable[[str], Awaitable[Task]]
+#: Fatal for every tracked task: retrying a query cannot help.
+_FATAL = (AuthenticationError, AccountError)
+
+
+@dataclass(eq=False, slots=True)
+class _Tracked:
+    task: Task
+    since: float  # our monotonic clock when we started tracking (≈ submission)
+    done: asyncio.Future[Task]
+    listeners: list[Callable[[Task], None]] = field(default_factory=list)
+
+
+class TaskTracker:
+    """Tracks non-terminal tasks and resolves a future for each when it ends."""
+
+    def __init__(
+        self,
+        *,
+        list_page: ListPage,
+        get_one: GetOne,
+        policy: PollPolicy,
+        page_size: int = 500,
+        max_pages: int = 4,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Clock = time.monotonic,
+        event_hook: EventHook | None = None,
+    ) -> None:
+        self._list_page = list_page
+        self._get_one = get_one
+        self.policy = policy
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._hook = event_hook
+        self._tracked: dict[str, _Tracked] = {}
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._durations: deque[float] = deque(maxlen=256)
+        self._interval = policy.interval
+        self.sweeps = 0
+        self.list_calls = 0
+        self.get_calls = 0
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+    def track(
+        self, task: Task, on_terminal: Callable[[Task], None] | None = None
+    ) -> asyncio.Future[Task]:
+        """Follow `task` until it ends; the future resolves with its terminal view."""
+        entry = self._tracked.get(task.task_id)
+        if entry is None:
+            loop = asyncio.get_running_loop()
+            entry = _Tracked(task, self._monotonic(), loop.create_future())
+            if task.is_terminal:
+                entry.done.set_result(task)
+                if on_terminal:
+                    on_terminal(task)
+                return entry.done
+            self._tracked[task.task_id] = entry
+        if on_terminal:
+            entry.listeners.append(on_terminal)
+        self._ensure_running()
+        return entry.done
+
+    def hint(self) -> None:
+        """Sweep now (a callback said something changed)."""
+        self._wake.set()
+
+    def observe(self, task: Task) -> None:
+        """Take a fresh view of a task from anywhere (a query, a confirmed callback)."""
+        entry = self._tracked.get(task.task_id)
+        if entry is None:
+            return
+        if task.task_status != entry.task.task_status:
+            emit(self._hook, "task_status", task_id=task.task_id, status=task.task_status.value)
+        entry.task = task
+        if task.is_terminal:
+            del self._tracked[task.task_id]
+            self._durations.append((task.updated_at - task.created_at).total_seconds())
+            emit(self._hook, "task_finished", task_id=task.task_id, status=task.task_status.value)
+            for listener in entry.listeners:
+                listener(task)
+            if not entry.done.done():
+                entry.done.set_result(task)
+
+    def _ensure_running(self) -> None:
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="kling-sweep")
+
+    async def aclose(self) -> None:
+        """Stop sweeping; waiters still pending are cancelled."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for entry in self._tracked.values():
+            entry.done.cancel()
+        self._tracked.clear()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for entry in self._tracked.values():
+            if not entry.done.done():
+                entry.done.set_exception(error)
+        self._tracked.clear()
+
+    async def _run(self) -> None:
+        while self._tracked:
+            await self._pause(self._next_delay())
+            if not self._tracked:
+                break
+            changed = 0
+            try:
+                changed = await self.sweep()
+            except _FATAL as exc:
+                self._fail_all(exc)
+                return
+            except KlingError as exc:  # already retried inside: wait longer, then go on
+                logger.warning("status sweep failed: %s", exc)
+            if changed:
+                self._interval = self.policy.interval
+            else:
+                self._interval = min(self.policy.interval_max, self._interval * self.policy.backoff)
+
+    async def _pause(self, seconds: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+            self._wake.clear()
+
+    def _next_delay(self) -> float:
+        """Until the soonest task is due (by learnt durations), then `due` cadence; capped."""
+        ceiling = self._interval
+        if len(self._durations) < 3:
+            return ceiling
+        ordered = sorted(self._durations)
+        early = ordered[len(ordered) // 10]  # 10th percentile: few finish sooner
+        typical = statistics.median(ordered)
+        now = self._monotonic()
+        soonest = min(e.since for e in self._tracked.values()) + early
+        due_cadence = max(self.policy.min_interval, typical * self.policy.due_fraction)
+        if soonest > now:
+            return max(self.policy.min_interval, min(ceiling, soonest - now))
+        return min(ceiling, due_cadence)
+
+    async def sweep(self) -> int:
+        """One status pass over every tracked task; returns how many changed status."""
+        self.sweeps += 1
+        before = {tid: e.task.task_status for tid, e in self._tracked.items()}
+        pending = set(before)
+        if len(pending) > 2:
+            oldest = min(self._tracked[tid].task.created_at for tid in pending)
+            for page in range(1, self.max_pages + 1):
+                self.list_calls += 1
+                tasks = await self._list_page(page, self.page_size)
+                for task in tasks:
+                    if task.task_id in pending:
+                        pending.discard(task.task_id)
+                        self.observe(task)
+                if not pending or len(tasks) < self.page_size:
+                    break
+                if tasks and min(t.created_at for t in tasks) < oldest:
+                    break  # newest-first and already past our oldest: the rest are stragglers
+        for tid in pending:
+            if tid in self._tracked:
+                self.get_calls += 1
+                self.observe(await self._get_one(tid))
+        return sum(
+            1
+            for tid, status in before.items()
+            if tid not in self._tracked or self._tracked[tid].task.task_status != status
+        )

@@ -1,0 +1,122 @@
+"""Response models: the envelope and the task. They tolerate fields Kling adds later."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["RETENTION", "Envelope", "Task", "TaskInfo", "TaskResult", "TaskStatus", "Video"]
+
+#: Kling deletes generated videos this long after generation.
+RETENTION = timedelta(days=30)
+
+
+class TaskStatus(StrEnum):
+    """A task's documented states: submitted → processing → succeed | failed."""
+
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEED = "succeed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for succeed and failed: the task no longer holds a concurrency slot."""
+        return self in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Envelope(_Tolerant):
+    """Every JSON answer: `code` 0 is success; error bodies may carry no `data`."""
+
+    code: int
+    message: str = ""
+    request_id: str | None = None
+    data: Any = None
+
+
+class Video(_Tolerant):
+    """One generated video: its id, its (expiring) URL and duration in seconds as a string."""
+
+    id: str
+    url: str
+    watermark_url: str | None = None
+    duration: str | None = None
+
+
+class TaskInfo(_Tolerant):
+    """What Kling echoes back of the creation parameters."""
+
+    external_task_id: str | None = None
+
+
+class TaskResult(_Tolerant):
+    """The result; `{}` (no videos) for a failed task."""
+
+    videos: list[Video] = Field(default_factory=list)
+
+
+def _ms_to_datetime(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value
+
+
+class Task(_Tolerant):
+    """A Multi-Image-to-Video task as a query reports it (the create answer is a subset)."""
+
+    task_id: str
+    task_status: TaskStatus
+    task_status_msg: str | None = None
+    task_info: TaskInfo = Field(default_factory=TaskInfo)
+    task_result: TaskResult = Field(default_factory=TaskResult)
+    final_unit_deduction: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("task_id", mode="before")
+    @classmethod
+    def _id_as_str(cls, value: Any) -> Any:
+        # ids have been seen both as decimal snowflakes and base64-like strings: keep them opaque
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("task_info", "task_result", mode="before")
+    @classmethod
+    def _none_as_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("created_at", "updated_at", mode="before")
+    @classmethod
+    def _epoch_ms(cls, value: Any) -> Any:
+        return _ms_to_datetime(value)
+
+    @property
+    def status(self) -> TaskStatus:
+        """Shorthand for `task_status`."""
+        return self.task_status
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task succeeded or failed."""
+        return self.task_status.is_terminal
+
+    @property
+    def external_task_id(self) -> str | None:
+        """The caller's own id for this task, if one was given at creation."""
+        return self.task_info.external_task_id
+
+    @property
+    def videos(self) -> list[Video]:
+        """The generated videos (empty until the task succeeds)."""
+        return self.task_result.videos
+
+    @property
+    def expires_at(self) -> datetime:
+        """When Kling deletes the videos: created_at + 30 days (the earlier, safer clock)."""
+        return self.created_at + RETENTION

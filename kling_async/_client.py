@@ -130,11 +130,17 @@ class Client:
         await self.http.aclose()
 
     async def submit(
-        self, request: MultiImageToVideoRequest, *, external_task_id: str | None = None
+        self,
+        request: MultiImageToVideoRequest,
+        *,
+        external_task_id: str | None = None,
+        adopt_existing: bool = False,
     ) -> Task:
         """Create a task once, waiting for a free concurrency slot first; returns it `submitted`.
 
         The slot stays held until the task is seen finished (the client keeps polling for it).
+        `adopt_existing=True` returns the task already created under this external_task_id
+        (resuming after a crash) instead of raising Kling's duplicate-id error.
         """
         if external_task_id is not None:
             request = request.with_external_id(external_task_id)
@@ -150,7 +156,7 @@ class Client:
                     monotonic=self._monotonic,
                     cache=self.encodings,
                     retry_concurrency=False,
-                    adopt_existing=attempt > 0,
+                    adopt_existing=adopt_existing or attempt > 0,
                     event_hook=self.event_hook,
                     rng=self._rng,
                 )
@@ -164,8 +170,14 @@ class Client:
             except BaseException:
                 self.gate.release()
                 raise
-            self.tracker.track(task, on_terminal=lambda _t: self.gate.release())
+            self.tracker.track(task).add_done_callback(self._release_slot)
             return task
+
+    def _release_slot(self, done: asyncio.Future[Task]) -> None:
+        # Runs however tracking ended (finished, lost, cancelled): the slot must come back.
+        if not done.cancelled():
+            done.exception()  # mark it retrieved; waiters see it through their own await
+        self.gate.release()
 
     async def _fetch_task(self, task_id: str) -> Task:
         return _task(await self.http.call("GET", f"{CREATE_PATH}/{task_id}"), "query")

@@ -68,6 +68,11 @@ class SlotGate:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
+    def hold(self) -> None:
+        """Count a slot we already hold without waiting (a running task found on resume)."""
+        self.in_use += 1
+        self.peak = max(self.peak, self.in_use)
+
     def _wake(self, count: int = 1) -> None:
         while count > 0 and self._waiters:
             waiter = self._waiters.popleft()

@@ -15,10 +15,10 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._config import PollPolicy
-from ._errors import AccountError, AuthenticationError, KlingError
+from ._errors import AccountError, AuthenticationError, BadRequestError, KlingError
 from ._events import EventHook, emit
 from ._types import Clock, Sleep
 from .models import Task
@@ -38,7 +38,6 @@ class _Tracked:
     task: Task
     since: float  # our monotonic clock when we started tracking (≈ submission)
     done: asyncio.Future[Task]
-    listeners: list[Callable[[Task], None]] = field(default_factory=list)
 
 
 class TaskTracker:
@@ -76,22 +75,20 @@ class TaskTracker:
     def __len__(self) -> int:
         return len(self._tracked)
 
-    def track(
-        self, task: Task, on_terminal: Callable[[Task], None] | None = None
-    ) -> asyncio.Future[Task]:
-        """Follow `task` until it ends; the future resolves with its terminal view."""
+    def track(self, task: Task) -> asyncio.Future[Task]:
+        """Follow `task` until it ends; the future resolves with its terminal view.
+
+        It fails with the error if Kling says the task does not exist (1203), or with a fatal
+        error (authentication, account) that stops all polling.
+        """
         entry = self._tracked.get(task.task_id)
         if entry is None:
             loop = asyncio.get_running_loop()
             entry = _Tracked(task, self._monotonic(), loop.create_future())
             if task.is_terminal:
                 entry.done.set_result(task)
-                if on_terminal:
-                    on_terminal(task)
                 return entry.done
             self._tracked[task.task_id] = entry
-        if on_terminal:
-            entry.listeners.append(on_terminal)
         self._ensure_running()
         return entry.done
 
@@ -111,8 +108,6 @@ class TaskTracker:
             del self._tracked[task.task_id]
             self._durations.append((task.updated_at - task.created_at).total_seconds())
             emit(self._hook, "task_finished", task_id=task.task_id, status=task.task_status.value)
-            for listener in entry.listeners:
-                listener(task)
             if not entry.done.done():
                 entry.done.set_result(task)
 
@@ -203,7 +198,14 @@ class TaskTracker:
         for tid in pending:
             if tid in self._tracked:
                 self.get_calls += 1
-                self.observe(await self._get_one(tid))
+                try:
+                    self.observe(await self._get_one(tid))
+                except BadRequestError as exc:
+                    if exc.code != 1203 and exc.status != 404:
+                        raise
+                    lost = self._tracked.pop(tid)  # Kling has no such task: stop following it
+                    if not lost.done.done():
+                        lost.done.set_exception(exc)
         return sum(
             1
             for tid, status in before.items()

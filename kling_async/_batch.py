@@ -1,0 +1,368 @@
+"""The bulk engine: jobs → tasks → videos on disk, at the account's concurrency, crash-safe.
+
+Three stages run side by side: submitters (slot gate + exactly-once create, journal intent
+first), the client's tracker (one list sweep reports every running task), and a download pool
+that takes the earliest-expiring video first. The journal is the source of truth; a rerun with
+the same out dir resumes from it without creating or downloading anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import os
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._batch_io import BatchResult, file_record, job_error, result_from_row, write_manifest
+from ._errors import (
+    AccountError,
+    APIError,
+    AuthenticationError,
+    DownloadError,
+    InvalidRequestError,
+    KlingError,
+    VideoExpiredError,
+)
+from ._events import emit
+from ._fetch import save_video, video_filename
+from ._jobs import Job, external_id_for, jobs_from_jsonl, jobs_from_requests
+from ._journal import JobRow, JobState, Journal
+from ._types import PathLike
+from .models import MultiImageToVideoRequest, Task
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["Batch", "BatchResult", "run_batch"]
+
+
+@dataclass(slots=True)
+class BatchCounts:
+    """Live counters for progress displays."""
+
+    seen: int = 0
+    running: int = 0
+    finished: int = 0
+    downloaded: int = 0
+    failed: int = 0
+    bytes: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+
+
+class Batch:
+    """Runs a batch; iterate it (`async for result in batch`) to drive it and get results."""
+
+    def __init__(
+        self,
+        client: Client,
+        jobs: Iterable[Job],
+        out_dir: Path,
+        *,
+        download_concurrency: int | None = None,
+        watermark: bool = False,
+        submitters: int | None = None,
+    ) -> None:
+        self.client = client
+        self.out_dir = Path(out_dir)
+        self.videos_dir = self.out_dir / "videos"
+        self._jobs: Iterator[Job] = iter(jobs)
+        self._watermark = watermark
+        self._downloaders = download_concurrency or client.limits.download_concurrency
+        self._submitters = submitters or min(client.gate.maximum, 16)
+        self.counts = BatchCounts()
+        self.stop_reason: str | None = None
+        self.interrupted = False
+        self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
+        self._downloads: list[tuple[float, int, str, Task]] = []
+        self._download_ready = asyncio.Event()
+        self._outstanding = 0  # submitted-not-finished + waiting-to-download
+        self._idle = asyncio.Event()
+        self._known: dict[int, JobRow] = {}
+        self._journal: Journal | None = None
+        self._batch_id = ""
+        self._background: set[asyncio.Future[None]] = set()
+
+    # -- public control -----------------------------------------------------------------------
+    def stop_submitting(self, reason: str) -> None:
+        """Submit nothing more; running tasks still finish and download."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    async def __aiter__(self) -> AsyncIterator[BatchResult]:
+        engine = asyncio.create_task(self._run(), name="kling-batch")
+        try:
+            while (result := await self._results.get()) is not None:
+                yield result
+            await engine
+        finally:
+            if not engine.done():
+                self.interrupted = True
+                engine.cancel()
+            await asyncio.gather(engine, return_exceptions=True)
+
+    # -- engine -------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        self.videos_dir.mkdir(parents=True, exist_ok=True)
+        journal = self._journal = Journal(self.out_dir / "journal.sqlite3")
+        self._batch_id = journal.meta("batch_id") or uuid.uuid4().hex
+        journal.set_meta("batch_id", self._batch_id)
+        self._known = {row.line: row for row in journal.rows()}
+        workers: list[asyncio.Task[None]] = []
+        try:
+            await self._resume()
+            workers = [asyncio.create_task(self._submitter()) for _ in range(self._submitters)]
+            workers += [asyncio.create_task(self._downloader()) for _ in range(self._downloaders)]
+            await asyncio.gather(*workers[: self._submitters])
+            while self._outstanding:
+                self._idle.clear()
+                await self._idle.wait()
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await journal.aclose()
+            write_manifest(Journal(journal.path), self.out_dir / "results.jsonl")
+            self._results.put_nowait(None)
+
+    def _emit(self, result: BatchResult) -> None:
+        self.counts.states[result.state] = self.counts.states.get(result.state, 0) + 1
+        self._results.put_nowait(result)
+
+    def _settle(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+
+    async def _resume(self) -> None:
+        """Pick up what an earlier run left: running tasks, videos to fetch, unknown creates."""
+        for row in list(self._known.values()):
+            task = Task.model_validate(row.task) if row.task else None
+            if row.state in JobState.TERMINAL:
+                self.counts.seen += 1
+                self._emit(result_from_row(row))
+            elif row.state == JobState.SUCCEEDED and task is not None:
+                self.counts.seen += 1
+                self._outstanding += 1
+                self._queue_download(row.line, row.external_id, task)
+            elif row.state == JobState.SUBMITTED and task is not None:
+                self.counts.seen += 1
+                self._follow(row.line, row.external_id, task, hold_slot=True)
+            elif row.state == JobState.SUBMITTING:
+                found = await self._lookup(row.external_id)
+                if found is not None:  # the lost create did happen: adopt it, never re-create
+                    self.counts.seen += 1
+                    await self._journal_task(row.line, JobState.SUBMITTED, found)
+                    self._follow(row.line, row.external_id, found, hold_slot=not found.is_terminal)
+                    continue
+                del self._known[row.line]  # never created: the submitters send it again
+
+    async def _lookup(self, external_id: str) -> Task | None:
+        try:
+            return await self.client.get_task(external_id)
+        except APIError as exc:
+            if exc.code == 1203 or exc.status == 404:
+                return None
+            raise
+
+    def _follow(self, line: int, ext: str, task: Task, *, hold_slot: bool) -> None:
+        self._outstanding += 1
+        self.counts.running += 1
+        done = self.client.tracker.track(task)
+        if hold_slot:
+            self.client.gate.hold()
+            done.add_done_callback(self.client._release_slot)
+        done.add_done_callback(lambda f: self._spawn(self._finished(line, ext, f)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.ensure_future(coro)
+        self._background.add(job)  # keep a reference: the loop holds tasks only weakly
+        job.add_done_callback(self._background.discard)
+
+    async def _submitter(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        for job in self._jobs:
+            if self.stop_reason is not None:
+                return
+            if job.line in self._known:
+                continue  # handled by _resume from the journal
+            self.counts.seen += 1
+            ext = external_id_for(self._batch_id, job)
+            if job.request is None:
+                assert job.error is not None
+                await self._reject(job, ext, job.error)
+                continue
+            request = job.request.with_external_id(ext)
+            if self._watermark and not request.watermark:
+                request = request.model_copy(update={"watermark": True})
+            await journal.intent(job.line, ext, job.fingerprint)
+            try:
+                task = await self.client.submit(request, adopt_existing=True)
+            except InvalidRequestError as exc:
+                await self._reject(job, ext, exc)
+                continue
+            except (AccountError, AuthenticationError) as exc:
+                # Retrying cannot help and every later create would fail the same way.
+                self.stop_submitting(f"{type(exc).__name__}: {exc}")
+                self._emit(BatchResult(job.line, ext, JobState.SUBMITTING, error=job_error(exc)))
+                return
+            except APIError as exc:  # refused for this job only (policy, parameters)
+                await self._reject(job, ext, exc)
+                continue
+            except KlingError as exc:  # outcome unknown even after reconciling: rerun decides
+                self._emit(BatchResult(job.line, ext, JobState.SUBMITTING, error=job_error(exc)))
+                continue
+            await self._journal_task(job.line, JobState.SUBMITTED, task)
+            self._follow(job.line, ext, task, hold_slot=False)
+
+    async def _reject(self, job: Job, ext: str, exc: KlingError) -> None:
+        assert self._journal is not None
+        error = job_error(exc)
+        await self._journal.record(job.line, ext, job.fingerprint, JobState.REJECTED, error)
+        emit(self.client.event_hook, "job_rejected", line=job.line, error=error["message"])
+        self._emit(BatchResult(job.line, ext, JobState.REJECTED, error=error))
+
+    async def _journal_task(self, line: int, state: str, task: Task, **extra: Any) -> None:
+        assert self._journal is not None
+        await self._journal.update(
+            line,
+            state,
+            task=task.model_dump(mode="json"),
+            expires_at=task.expires_at.timestamp(),
+            **extra,
+        )
+
+    async def _finished(self, line: int, ext: str, done: asyncio.Future[Task]) -> None:
+        self.counts.running -= 1
+        self.counts.finished += 1
+        if done.cancelled():
+            self._settle()
+            return
+        exc = done.exception()
+        if exc is not None:  # Kling lost the task, or polling hit a fatal error
+            assert self._journal is not None
+            error = job_error(exc) if isinstance(exc, KlingError) else {"message": str(exc)}
+            if isinstance(exc, AccountError | AuthenticationError):
+                self.stop_submitting(f"{type(exc).__name__}: {exc}")
+            # SUBMITTING: a rerun asks Kling by external id and creates it again if still unknown
+            await self._journal.update(line, JobState.SUBMITTING, error=error)
+            self._emit(BatchResult(line, ext, JobState.SUBMITTING, error=error))
+            self._settle()
+            return
+        task = done.result()
+        if task.task_status == "succeed":
+            await self._journal_task(line, JobState.SUCCEEDED, task)
+            self._queue_download(line, ext, task)
+            return
+        self.counts.failed += 1
+        error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
+        await self._journal_task(line, JobState.FAILED, task, error=error)
+        self._emit(
+            BatchResult(line, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
+        )
+        self._settle()
+
+    def _queue_download(self, line: int, ext: str, task: Task) -> None:
+        heapq.heappush(self._downloads, (task.expires_at.timestamp(), line, ext, task))
+        self._download_ready.set()
+
+    async def _downloader(self) -> None:
+        while True:
+            while not self._downloads:
+                self._download_ready.clear()
+                await self._download_ready.wait()
+            _, line, ext, task = heapq.heappop(self._downloads)
+            try:
+                await self._download(line, ext, task)
+            finally:
+                self._settle()
+
+    async def _download(self, line: int, ext: str, task: Task) -> None:
+        assert self._journal is not None
+        files: list[dict[str, Any]] = []
+        try:
+            for index in range(len(task.videos)):
+                files.append(await self._fetch_one(task, index, ext))
+        except VideoExpiredError as exc:
+            error = job_error(exc)
+            await self._journal.update(line, JobState.EXPIRED, error=error)
+            self._emit(BatchResult(line, ext, JobState.EXPIRED, task.task_id, (), error))
+            return
+        except DownloadError as exc:  # stays "succeeded": a rerun or `download` fetches it
+            error = job_error(exc)
+            await self._journal.update(line, JobState.SUCCEEDED, error=error)
+            self._emit(BatchResult(line, ext, JobState.SUCCEEDED, task.task_id, (), error))
+            return
+        await self._journal.update(line, JobState.DOWNLOADED, files=files)
+        self.counts.downloaded += 1
+        emit(self.client.event_hook, "download_finished", line=line, files=len(files))
+        self._emit(
+            BatchResult(
+                line, ext, JobState.DOWNLOADED, task.task_id, tuple(files), None, task.expires_at
+            )
+        )
+
+    async def _fetch_one(self, task: Task, index: int, ext: str) -> dict[str, Any]:
+        dest = self.videos_dir / video_filename(task, index, name=ext)
+        if dest.exists():
+            # Only a verified download is ever renamed into place: an earlier run finished it
+            # and died before the journal heard; hash it locally instead of fetching it again.
+            return await asyncio.to_thread(file_record, dest, self.out_dir)
+        client = self.client
+        result = await save_video(
+            client.http.session,
+            task,
+            index,
+            dest,
+            refresh=client.get_task,
+            watermarked=False,
+            timeouts=client.timeouts,
+            retry=client.retry,
+            clock=client._clock,
+            sleep=client._sleep,
+            on_progress=self._progress(),
+        )
+        return {
+            "path": str(result.path.relative_to(self.out_dir)),
+            "bytes": result.bytes,
+            "sha256": result.sha256,
+        }
+
+    def _progress(self) -> Any:
+        last = 0
+
+        def on_progress(done: int, _total: int | None) -> None:
+            nonlocal last
+            self.counts.bytes += done - last
+            last = done
+
+        return on_progress
+
+
+def run_batch(
+    client: Client,
+    jobs: Iterable[MultiImageToVideoRequest] | PathLike,
+    out_dir: PathLike,
+    *,
+    download_concurrency: int | None = None,
+    watermark: bool = False,
+) -> Batch:
+    """Run many jobs (requests, or a JSONL file's path) into `out_dir`; iterate for results.
+
+    Rerunning with the same `out_dir` resumes: nothing is created or downloaded twice.
+    """
+    if isinstance(jobs, str | os.PathLike):
+        source: Iterable[Job] = jobs_from_jsonl(Path(jobs))
+    else:
+        source = jobs_from_requests(jobs)
+    return Batch(
+        client,
+        source,
+        Path(out_dir),
+        download_concurrency=download_concurrency,
+        watermark=watermark,
+    )

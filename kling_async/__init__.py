@@ -1,6 +1,8 @@
 """kling-async: an asyncio-native client for Kling AI's Multi-Image to Video API, for bulk work."""
 
 from ._auth import Credentials
+from ._batch import Batch, run_batch
+from ._batch_io import BatchResult, BatchStatus, batch_status
 from ._client import Client
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
@@ -36,6 +38,9 @@ __all__ = [
     "AccountError",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "BatchResult",
+    "BatchStatus",
     "Client",
     "ConcurrencyLimitError",
     "ConfigurationError",
@@ -67,4 +72,6 @@ __all__ = [
     "Video",
     "VideoExpiredError",
     "__version__",
+    "batch_status",
+    "run_batch",
 ]

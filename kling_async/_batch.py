@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._batch_io import BatchResult, file_record, job_error, result_from_row, write_manifest
+from ._batch_io import (
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    BatchResult,
+    file_record,
+    job_error,
+    result_from_row,
+    write_manifest,
+)
 from ._errors import (
     AccountError,
     APIError,
@@ -107,7 +115,7 @@ class Batch:
     # -- engine -------------------------------------------------------------------------------
     async def _run(self) -> None:
         self.videos_dir.mkdir(parents=True, exist_ok=True)
-        journal = self._journal = Journal(self.out_dir / "journal.sqlite3")
+        journal = self._journal = Journal(self.out_dir / JOURNAL_NAME)
         self._batch_id = journal.meta("batch_id") or uuid.uuid4().hex
         journal.set_meta("batch_id", self._batch_id)
         self._known = {row.line: row for row in journal.rows()}
@@ -125,7 +133,7 @@ class Batch:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await journal.aclose()
-            write_manifest(Journal(journal.path), self.out_dir / "results.jsonl")
+            write_manifest(Journal(journal.path), self.out_dir / MANIFEST_NAME)
             self._results.put_nowait(None)
 
     def _emit(self, result: BatchResult) -> None:
@@ -285,8 +293,10 @@ class Batch:
         assert self._journal is not None
         files: list[dict[str, Any]] = []
         try:
-            for index in range(len(task.videos)):
-                files.append(await self._fetch_one(task, index, ext))
+            for index, video in enumerate(task.videos):
+                files.append(await self._fetch_one(task, index, ext, watermarked=False))
+                if video.watermark_url:  # the job asked for a watermarked copy too
+                    files.append(await self._fetch_one(task, index, ext, watermarked=True))
         except VideoExpiredError as exc:
             error = job_error(exc)
             await self._journal.update(line, JobState.EXPIRED, error=error)
@@ -306,8 +316,10 @@ class Batch:
             )
         )
 
-    async def _fetch_one(self, task: Task, index: int, ext: str) -> dict[str, Any]:
-        dest = self.videos_dir / video_filename(task, index, name=ext)
+    async def _fetch_one(
+        self, task: Task, index: int, ext: str, *, watermarked: bool
+    ) -> dict[str, Any]:
+        dest = self.videos_dir / video_filename(task, index, name=ext, watermarked=watermarked)
         if dest.exists():
             # Only a verified download is ever renamed into place: an earlier run finished it
             # and died before the journal heard; hash it locally instead of fetching it again.
@@ -319,7 +331,7 @@ class Batch:
             index,
             dest,
             refresh=client.get_task,
-            watermarked=False,
+            watermarked=watermarked,
             timeouts=client.timeouts,
             retry=client.retry,
             clock=client._clock,

@@ -13,7 +13,20 @@ from typing import Any
 from ._errors import APIError, InvalidRequestError, KlingError
 from ._journal import JobRow, JobState, Journal
 
-__all__ = ["BatchResult", "file_record", "job_error", "result_from_row", "write_manifest"]
+__all__ = [
+    "JOURNAL_NAME",
+    "MANIFEST_NAME",
+    "BatchResult",
+    "BatchStatus",
+    "batch_status",
+    "file_record",
+    "job_error",
+    "result_from_row",
+    "write_manifest",
+]
+
+JOURNAL_NAME = "journal.sqlite3"
+MANIFEST_NAME = "results.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +106,34 @@ def write_manifest(journal: Journal, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         journal.close_sync()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """What a batch's journal says: counts by state, problems, and the soonest video expiry."""
+
+    counts: dict[str, int]
+    problems: list[BatchResult]
+    pending_downloads: int
+    soonest_expiry: datetime | None
+
+    @property
+    def total(self) -> int:
+        """Jobs the journal knows."""
+        return sum(self.counts.values())
+
+
+def batch_status(out_dir: Path) -> BatchStatus:
+    """Read `out_dir`'s journal (read-only use; safe while no batch writes to it)."""
+    path = Path(out_dir) / JOURNAL_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no batch journal at {path}")
+    journal = Journal(path)
+    try:
+        counts = journal.counts()
+        problems = [result_from_row(r) for r in journal.rows() if r.error]
+        waiting = [r.expires_at for r in journal.rows(JobState.SUCCEEDED) if r.expires_at]
+    finally:
+        journal.close_sync()
+    soonest = datetime.fromtimestamp(min(waiting), UTC) if waiting else None
+    return BatchStatus(counts, problems, len(waiting), soonest)

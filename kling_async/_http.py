@@ -198,7 +198,7 @@ class HttpLayer:
             raise RequestTimeoutError(f"{method} {path}: timed out") from exc
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"{method} {path}: cannot connect to {self.base_url}") from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        except aiohttp.ClientConnectionError as exc:  # disconnected, reset, OS error…
             raise ConnectError(f"{method} {path}: connection lost ({exc})") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc

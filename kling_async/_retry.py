@@ -55,14 +55,15 @@ def backoff(
 ) -> float:
     """Seconds before attempt `attempt + 1` (from 0): jittered exponential, floored and capped."""
     initial = policy.wait_initial
+    low = initial / 2  # full jitter, but never (almost) zero
     if isinstance(error, ConcurrencyLimitError):
-        # A slot frees only when some task ends: the documented initial back-off is ≥ 1 s.
-        initial = max(initial, policy.concurrency_wait_initial)
+        # A slot frees only when some task ends: the documented initial back-off is ≥ 1 s,
+        # so the jitter must not take the wait below it.
+        initial = low = max(initial, policy.concurrency_wait_initial)
     ceiling = min(policy.wait_max, initial * policy.wait_exp_base**attempt)
+    wait = ceiling
     if policy.wait_jitter:
-        wait = (rng or random).uniform(initial / 2, max(ceiling, initial / 2))
-    else:
-        wait = ceiling
+        wait = (rng or random).uniform(min(low, ceiling), ceiling)
     if isinstance(error, RateLimitError) and error.retry_after is not None:
         wait = max(wait, min(error.retry_after, policy.wait_max))
     return wait

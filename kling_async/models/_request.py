@@ -68,6 +68,26 @@ def _as_invalid(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError("; ".join(parts), field=field, value=first.get("input"))
 
 
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept the wire names (`image_list: [{"image": …}]`, `watermark_info`) and "" as absent."""
+    data = dict(data)
+    if "image_list" in data and "images" not in data:
+        items = data.pop("image_list")
+        if isinstance(items, list):
+            data["images"] = [i.get("image") if isinstance(i, dict) else i for i in items]
+        else:
+            data["images"] = items
+    if "watermark_info" in data and "watermark" not in data:
+        info = data.pop("watermark_info")
+        data["watermark"] = bool(info.get("enabled")) if isinstance(info, dict) else info
+    for key in ("negative_prompt", "callback_url", "external_task_id"):
+        if data.get(key) == "":  # the reference example sends "" for "absent"
+            data[key] = None
+    if isinstance(data.get("duration"), int) and not isinstance(data["duration"], bool):
+        data["duration"] = str(data["duration"])  # 5 → "5": the API wants a string
+    return data
+
+
 class MultiImageToVideoRequest(BaseModel):
     """A request to turn 1–4 reference images and a prompt into a 5 or 10 s video."""
 
@@ -95,7 +115,7 @@ class MultiImageToVideoRequest(BaseModel):
         cls, job: dict[str, Any], *, base_dir: Path | None = None
     ) -> MultiImageToVideoRequest:
         """Build from a job mapping (JSONL line); relative image paths resolve against base_dir."""
-        data = dict(job)
+        data = _normalise(job)
         images = data.get("images")
         if isinstance(images, list) and base_dir is not None:
             data["images"] = [
@@ -107,25 +127,7 @@ class MultiImageToVideoRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _accept_wire_form(cls, data: Any) -> Any:
-        # The wire names (`image_list: [{"image": …}]`, `watermark_info`) are accepted too.
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if "image_list" in data and "images" not in data:
-            items = data.pop("image_list")
-            if isinstance(items, list):
-                data["images"] = [i.get("image") if isinstance(i, dict) else i for i in items]
-            else:
-                data["images"] = items
-        if "watermark_info" in data and "watermark" not in data:
-            info = data.pop("watermark_info")
-            data["watermark"] = bool(info.get("enabled")) if isinstance(info, dict) else info
-        for key in ("negative_prompt", "callback_url", "external_task_id"):
-            if data.get(key) == "":  # the reference example sends "" for "absent"
-                data[key] = None
-        if isinstance(data.get("duration"), int) and not isinstance(data["duration"], bool):
-            data["duration"] = str(data["duration"])  # 5 → "5": the API wants a string
-        return data
+        return _normalise(data) if isinstance(data, dict) else data
 
     @field_validator("images", mode="before")
     @classmethod
@@ -163,8 +165,10 @@ class MultiImageToVideoRequest(BaseModel):
         return value
 
     def with_external_id(self, external_task_id: str) -> MultiImageToVideoRequest:
-        """A copy carrying the given idempotency key."""
-        return self.model_copy(update={"external_task_id": external_task_id})
+        """A copy carrying the given idempotency key, checked like any other field."""
+        # Not model_copy(update=…): that skips validation, and a bad key breaks the lookup.
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**data, "external_task_id": external_task_id})
 
     async def to_wire(self, cache: EncodingCache | None = None) -> dict[str, Any]:
         """The JSON body for the create call; images are encoded now, not at construction."""

@@ -1,0 +1,207 @@
+"""The `kling-async` command line: run, status, download, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import (
+    Client,
+    ConfigurationError,
+    Limits,
+    PollPolicy,
+    __version__,
+    batch_status,
+    run_batch,
+)
+from ._progress import Reporter
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kling-async",
+        description="Bulk Kling Multi-Image to Video: jobs in, videos on disk.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="turn every job of a JSONL file into a video on disk")
+    run.add_argument("jobs", type=Path, help="JSONL file, one job per line")
+    run.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    _add_connection(run)
+    run.add_argument("--concurrency", type=int, default=5, help="account's task slots (start)")
+    run.add_argument("--rps", type=float, default=10.0, help="API requests per second")
+    run.add_argument("--poll-interval", type=float, default=1.0, help="seconds (starting)")
+    run.add_argument("--download-concurrency", type=int, default=4, help="parallel downloads")
+    run.add_argument("--watermark", action="store_true", help="also request watermarked copies")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
+
+    status = sub.add_parser("status", help="what the journal of an output folder says")
+    status.add_argument("out", type=Path)
+
+    download = sub.add_parser("download", help="fetch finished videos not yet on disk")
+    download.add_argument("out", type=Path)
+    _add_connection(download)
+    download.add_argument("--download-concurrency", type=int, default=4)
+    download.add_argument("--no-progress", action="store_true")
+
+    simulate = sub.add_parser("simulate", help="serve a local Kling simulator")
+    from .simulator._cli import add_arguments  # the simulator owns its flags
+
+    add_arguments(simulate)
+    return parser
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="API base URL (default: $KLING_BASE_URL or Singapore)")
+    parser.add_argument(
+        "--simulate", action="store_true", help="run against a built-in simulator (no account)"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
+    """A client for the real API (credentials from the environment) or a simulator."""
+    poll_interval = getattr(args, "poll_interval", 1.0)
+    options = {
+        "limits": Limits(
+            concurrency=getattr(args, "concurrency", 5),
+            rps=getattr(args, "rps", 10.0),
+            download_concurrency=args.download_concurrency,
+        ),
+        "poll": PollPolicy(
+            interval=poll_interval,
+            interval_max=max(15.0, poll_interval),
+            min_interval=min(0.05, poll_interval),
+        ),
+    }
+    if not args.simulate:
+        async with Client(base_url=args.base_url, **options) as client:  # type: ignore[arg-type]
+            yield client
+        return
+    from .simulator import Simulator
+
+    cap = getattr(args, "concurrency", 5)
+    async with (
+        Simulator(concurrency=cap, gen_seconds=2.0, seed=7) as sim,
+        Client(
+            access_key=sim.access_key,
+            secret_key=sim.secret_key,
+            base_url=sim.url,
+            **options,  # type: ignore[arg-type]
+        ) as client,
+    ):
+        print(f"simulator: API {sim.url}, videos {sim.video_url}, {cap} slots", file=sys.stderr)
+        yield client
+
+
+def _count_jobs(path: Path) -> int:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return sum(1 for line in fh if line.strip() and not line.lstrip().startswith("#"))
+
+
+async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -> int:
+    async with _client(args) as client:
+        batch = run_batch(
+            client,
+            jobs if jobs is not None else [],
+            args.out,
+            download_concurrency=args.download_concurrency,
+            watermark=getattr(args, "watermark", False),
+        )
+        fancy = not args.no_progress and sys.stderr.isatty()
+        bad = 0
+        done = asyncio.current_task()
+        assert done is not None
+        interrupts = 0
+
+        def on_sigint() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:  # the journal is consistent at every commit: leave at once
+                os._exit(EXIT_INTERRUPTED)
+            print("\ninterrupted: stopping (Ctrl-C again to abort at once)", file=sys.stderr)
+            batch.stop_submitting("interrupted")
+            done.cancel()
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            async with Reporter(batch, total, fancy=fancy) as reporter:
+                async for result in batch:
+                    reporter.result(result)
+                    bad += not result.ok
+        except asyncio.CancelledError:
+            if interrupts == 0:
+                raise
+            print(f"resume with the same command; journal: {args.out}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signal.SIGINT)
+    _summary(args.out)
+    if batch.stop_reason:
+        print(f"batch stopped submitting: {batch.stop_reason}", file=sys.stderr)
+    return EXIT_JOBS_FAILED if bad or batch.stop_reason else EXIT_OK
+
+
+def _summary(out: Path) -> None:
+    status = batch_status(out)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(status.counts.items()))
+    print(f"{status.total} jobs: {counts}; manifest: {out / 'results.jsonl'}", file=sys.stderr)
+
+
+def _status(out: Path) -> int:
+    status = batch_status(out)
+    print(f"{out}: {status.total} jobs")
+    for state, n in sorted(status.counts.items()):
+        print(f"  {state:<11} {n}")
+    if status.soonest_expiry is not None:
+        left = status.soonest_expiry - datetime.now(UTC)
+        print(
+            f"  {status.pending_downloads} finished video(s) not on disk; soonest expires "
+            f"{status.soonest_expiry:%Y-%m-%d %H:%M} UTC (in {left.days} d) — "
+            f"run `kling-async download {out}`"
+        )
+    for problem in status.problems:
+        error = problem.error or {}
+        print(f"  line {problem.line}: {problem.state}: {error.get('message')}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kling-async` command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "status":
+            return _status(args.out)
+        if args.command == "simulate":
+            from .simulator._cli import serve
+
+            return asyncio.run(serve(args))
+        jobs: Path | None = args.jobs if args.command == "run" else None
+        if jobs is not None and not jobs.is_file():
+            raise ConfigurationError(f"job file not found: {jobs}")
+        total = _count_jobs(jobs) if jobs is not None else None
+        return asyncio.run(_run(args, jobs, total))
+    except (ConfigurationError, FileNotFoundError) as exc:
+        print(f"kling-async: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

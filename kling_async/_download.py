@@ -1,0 +1,299 @@
+"""Stream a finished video from Kling's CDN to disk: atomic, sha256-verified and resumable.
+
+The body goes to `<dest>.part`; `dest` appears only through `os.replace` once every byte has
+arrived and been fsynced, so a crash or error never leaves a half-written `dest`. A leftover
+`.part` is resumed with a Range request. Memory stays flat: chunks are hashed and written on one
+worker thread in >= `chunk_size` batches while the next batch is read from the network.
+
+Hand `stream_to_file` a session WITHOUT default auth headers: the CDN is a third party and must
+never see our API token (a session carrying `Authorization` is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from ._config import DEFAULT_TIMEOUTS, Timeouts
+from ._errors import ConfigurationError, DownloadError, VideoExpiredError
+
+__all__ = [
+    "DownloadHTTPError",
+    "DownloadResult",
+    "VideoGoneError",
+    "VideoUnavailableError",
+    "redact_url",
+    "safe_filename",
+    "stream_to_file",
+]
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_RUNS = re.compile(r"([._-])\1+")
+_WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_VIDEO_TYPES = frozenset(["application/octet-stream", "binary/octet-stream", "application/mp4"])
+_QUERY = re.compile(r"\?\S*")
+
+
+class DownloadHTTPError(DownloadError):
+    """The CDN answered with a status that is not 200/206; `status` says which."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+
+
+class VideoUnavailableError(DownloadHTTPError):
+    """403/404/410: the URL is stale or the video is gone; refresh the URL from a task query."""
+
+
+class VideoGoneError(VideoUnavailableError, VideoExpiredError):
+    """410 Gone: the CDN deleted the video, as it does after Kling's 30-day retention."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """A finished download: final path, size, sha256 hex digest and bytes reused from a .part."""
+
+    path: Path
+    bytes: int
+    sha256: str
+    resumed_from: int
+
+
+def redact_url(url: str) -> str:
+    """Return `url` without user info, query string or fragment (CDNs put signatures there)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def safe_filename(
+    name: str, *, default: str = "video", suffix: str = ".mp4", max_len: int = 120
+) -> str:
+    """Turn server-supplied text into one harmless file name (no separators, no `..`)."""
+    if max_len < len(suffix) + 12:
+        raise ValueError(f"max_len must be >= {len(suffix) + 12}, got {max_len}")
+    stem = _RUNS.sub(r"\1", _UNSAFE.sub("_", name)).strip("._-") or default
+    if suffix and stem.lower().endswith(suffix.lower()):
+        stem = stem[: -len(suffix)]
+    if _WINDOWS_DEVICE.fullmatch(stem):
+        stem = "_" + stem  # "NUL.mp4" still names a device on Windows
+    if len(stem) + len(suffix) > max_len:
+        # Hash the original name so two long names sharing a prefix stay distinct.
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        stem = f"{stem[: max_len - len(suffix) - 11]}_{digest}"
+    return stem + suffix
+
+
+def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib._Hash, int]:
+    """Open (or create) the .part for appending and hash what an earlier attempt left in it."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(part, "a+b")  # noqa: SIM115 - closed through `opened` on every path
+    opened.append(fh)
+    hasher = hashlib.sha256()
+    fh.seek(0)
+    while block := fh.read(1 << 20):
+        hasher.update(block)
+    return fh, hasher, fh.tell()
+
+
+def _truncate(fh: IO[bytes]) -> hashlib._Hash:
+    """Drop a .part the server would not let us resume; append mode then writes from zero."""
+    fh.truncate(0)
+    return hashlib.sha256()
+
+
+def _close(opened: list[IO[bytes]]) -> None:
+    for fh in opened:
+        fh.close()  # a no-op after _finish
+
+
+def _write(fh: IO[bytes], hasher: hashlib._Hash, batch: list[bytes]) -> None:
+    # hashlib and file writes release the GIL, so this thread overlaps the event loop's reads.
+    for chunk in batch:
+        fh.write(chunk)
+        hasher.update(chunk)
+
+
+def _finish(fh: IO[bytes]) -> None:
+    """Make the bytes durable before the rename can publish them."""
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+
+
+def _commit(part: Path, dest: Path) -> None:
+    """Publish the .part as `dest` atomically, then persist the rename itself (best effort)."""
+    os.replace(part, dest)
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            fd = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _plan(resp: aiohttp.ClientResponse, offset: int, shown: str) -> tuple[int, int | None] | None:
+    """(first byte of the body, expected file size) — or None: drop the .part, ask without Range."""
+    status = resp.status
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    if offset and (status == 416 or (status == 206 and (not match or int(match[1]) != offset))):
+        return None
+    if status in (403, 404, 410):
+        cls = VideoGoneError if status == 410 else VideoUnavailableError
+        raise cls(f"video unavailable (HTTP {status}): {shown}", url=shown, status=status)
+    if status not in (200, 206):
+        raise DownloadHTTPError(f"HTTP {status} from {shown}", url=shown, status=status)
+    media = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media and not media.startswith("video/") and media not in _VIDEO_TYPES:
+        raise DownloadError(f"not a video: {media} from {shown}", url=shown)
+    if status == 200:
+        return 0, resp.content_length
+    if match is None or int(match[1]) != offset:  # 206 to a request without Range
+        raise DownloadHTTPError(f"unexpected partial content from {shown}", url=shown, status=206)
+    if match[3] != "*":
+        return offset, int(match[3])
+    return offset, None if resp.content_length is None else offset + resp.content_length
+
+
+async def stream_to_file(
+    session: aiohttp.ClientSession,
+    url: str,
+    dest: Path,
+    *,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    chunk_size: int = 1 << 20,
+    expected_sha256: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DownloadResult:
+    """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed."""
+    shown = redact_url(url)
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        split = None
+    if split is None or split.scheme.lower() not in ("http", "https") or not split.hostname:
+        raise DownloadError(f"refusing to download a non-http(s) URL: {shown}", url=shown)
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    if "Authorization" in session.headers or session.auth is not None:
+        raise ConfigurationError("download session must not carry credentials: the CDN is public")
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    # The default total=300 s would kill a large download; bound each connect and read instead.
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=timeouts.connect, sock_read=timeouts.download_read
+    )
+    loop = asyncio.get_running_loop()
+    # One worker keeps writes, fsync and close in submission order, even after a cancellation.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kling-download")
+    opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
+    try:
+        fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
+        while True:
+            # Headers are explicit and carry no Authorization: the CDN must not see our token.
+            # identity: byte counts and ranges must refer to the stored bytes, not a gzip stream.
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            async with session.get(
+                url, headers=headers, timeout=timeout, read_bufsize=chunk_size
+            ) as resp:
+                plan = _plan(resp, offset, shown)
+                if plan is None or (offset and plan[0] == 0):  # the server will not resume
+                    hasher = await loop.run_in_executor(pool, _truncate, fh)
+                    offset = 0
+                if plan is None:
+                    continue
+                total = plan[1]
+                received = await _pump(
+                    resp, fh, hasher, pool, offset, total, chunk_size, on_progress, shown
+                )
+            break
+        await loop.run_in_executor(pool, _finish, fh)
+        if total is not None and received != total:
+            what = "truncated" if received < total else "longer than declared"
+            raise DownloadError(
+                f"download of {shown} {what} after {received} of {total} bytes", url=shown
+            )
+        digest = hasher.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            await loop.run_in_executor(pool, part.unlink)
+            raise DownloadError(f"sha256 mismatch for {shown}: got {digest}", url=shown)
+        await loop.run_in_executor(pool, _commit, part, dest)
+        return DownloadResult(path=dest, bytes=received, sha256=digest, resumed_from=offset)
+    except (aiohttp.ClientError, TimeoutError) as exc:  # before OSError: both subclass it
+        detail = _QUERY.sub("?…", str(exc))  # aiohttp may quote a signed URL
+        raise DownloadError(f"download of {shown} failed: {detail}", url=shown) from exc
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "disk full" if full else "cannot write"
+        raise DownloadError(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
+    finally:
+        with contextlib.suppress(OSError):  # queued behind any pending open or write
+            await loop.run_in_executor(pool, _close, opened)
+        pool.shutdown(wait=False)
+
+
+async def _pump(
+    resp: aiohttp.ClientResponse,
+    fh: IO[bytes],
+    hasher: hashlib._Hash,
+    pool: ThreadPoolExecutor,
+    received: int,
+    total: int | None,
+    chunk_size: int,
+    on_progress: ProgressCallback | None,
+    shown: str,
+) -> int:
+    """Copy the body to `fh`, reading batch k+1 while batch k is written; return the file size."""
+    loop = asyncio.get_running_loop()
+    batch: list[bytes] = []
+    size = 0
+    pending: asyncio.Future[Any] | None = None
+
+    async def hand_off() -> None:
+        nonlocal pending, batch, size, received
+        if pending is not None:
+            await pending  # at most one batch in flight keeps memory flat
+        pending = loop.run_in_executor(pool, _write, fh, hasher, batch) if batch else None
+        received += size
+        if size and on_progress is not None:
+            on_progress(received, total)
+        batch, size = [], 0
+
+    failure: Exception | None = None
+    try:
+        async for chunk in resp.content.iter_chunked(chunk_size):
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= chunk_size:
+                await hand_off()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = exc  # still write what did arrive: a valid prefix a later call can resume from
+    await hand_off()
+    if pending is not None:
+        await pending
+    if failure is not None:
+        of = "an unknown number of" if total is None else total
+        msg = f"download of {shown} truncated after {received} of {of} bytes"
+        raise DownloadError(f"{msg}: {type(failure).__name__}", url=shown) from failure
+    return received

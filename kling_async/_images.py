@@ -1,0 +1,300 @@
+"""Image inputs for `image_list`: checked when parsed (sync, cheap), base64-encoded when sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from ._errors import InvalidRequestError
+
+__all__ = [
+    "MAX_ASPECT",
+    "MAX_IMAGE_BYTES",
+    "MIN_ASPECT",
+    "MIN_SIDE",
+    "EncodingCache",
+    "ImageInfo",
+    "ImageInput",
+    "probe_image",
+]
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MIN_SIDE = 300
+MIN_ASPECT = 1 / 2.5
+MAX_ASPECT = 2.5
+
+ImageFormat: TypeAlias = Literal["jpeg", "png"]
+_Key: TypeAlias = tuple[str, int, int]  # (resolved path, size, mtime_ns)
+_At: TypeAlias = tuple[int, str]  # (index, label) of an image, for error messages
+_Value: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | ImageInput"
+_HEAD = 64 * 1024  # holds IHDR and, in nearly every JPEG, all segments before the frame header
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+# SOF0–SOF15 carry the frame size; DHT (C4), JPG (C8) and DAC (CC) sit in that range but do not.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_MAGIC = ((_PNG_SIG, "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
+_DATA_URI = re.compile(r"data:image/(?:png|jpe?g);base64,(.*)", re.I | re.S)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31})://")  # bounded: no 13 MB scans
+_B64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_B64_BAD = re.compile(r"[^A-Za-z0-9+/=]")
+_WS = re.compile(r"\s+")
+
+
+class _Truncated(ValueError): ...  # the data ends inside the header; more bytes may complete it
+
+
+def _sniff(data: bytes) -> str:
+    if data[:4] == b"RIFF" or data[4:8] == b"ftyp":  # both name their type at 8: WEBP, HEIC, AVIF…
+        return data[8:12].decode("ascii", "replace").strip().upper() or "unknown format"
+    found = (name for magic, name in _MAGIC if data.startswith(magic))
+    return next(found, "unknown format" if data else "empty data")
+
+
+def probe_image(data: bytes) -> tuple[ImageFormat, int, int]:
+    """(format, width, height) from the header; ValueError with the reason if not sound JPEG/PNG."""
+    if data.startswith(b"\xff\xd8"):
+        return _probe_jpeg(data)
+    if not data.startswith(_PNG_SIG):
+        raise ValueError(f"format must be JPEG or PNG, got {_sniff(data)}")
+    if len(data) < 33:
+        raise _Truncated("truncated PNG header (IHDR incomplete)")
+    length, tag, width, height = struct.unpack_from(">I4sII", data, 8)
+    if length != 13 or tag != b"IHDR":
+        raise ValueError("corrupt PNG header: first chunk is not IHDR")
+    if zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]:
+        raise ValueError("corrupt PNG header: IHDR checksum mismatch")
+    if not (0 < width < 2**31 and 0 < height < 2**31):
+        raise ValueError(f"corrupt PNG header: impossible size {width}x{height}")
+    return "png", width, height
+
+
+def _probe_jpeg(data: bytes) -> tuple[ImageFormat, int, int]:
+    pos, end = 2, len(data)
+    while True:  # walk marker segments until a frame header (SOFn) gives the size
+        if pos < end and data[pos] != 0xFF:
+            raise ValueError(f"corrupt JPEG header: expected a marker at byte {pos}")
+        while pos < end and data[pos] == 0xFF:  # 0xFF fill bytes may pad before any marker
+            pos += 1
+        if pos + 8 > end:  # too short for a frame header, which must still come
+            raise _Truncated("truncated JPEG header (ends before the frame header)")
+        marker = data[pos]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM / RSTn have no length field
+            pos += 1
+            continue
+        if marker in (0x00, 0xD8, 0xD9, 0xDA):
+            raise ValueError(f"corrupt JPEG header: marker FF{marker:02X} before the frame header")
+        (length,) = struct.unpack_from(">H", data, pos + 1)
+        if length < (8 if marker in _SOF else 2):
+            raise ValueError(f"corrupt JPEG header: bad length {length} of segment FF{marker:02X}")
+        if marker in _SOF:
+            height, width = struct.unpack_from(">HH", data, pos + 4)
+            if not width or not height:  # height 0 means "defined later by DNL": unsupported
+                raise ValueError(f"corrupt JPEG header: frame size {width}x{height}")
+            return "jpeg", width, height
+        pos += 1 + length
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What the header says: format, pixel size, and file (or decoded) size in bytes."""
+
+    format: ImageFormat
+    width: int
+    height: int
+    size: int
+
+
+def _err(index: int, label: str, msg: str, limit: str | None, value: object) -> InvalidRequestError:
+    where = f"images[{index}]"
+    return InvalidRequestError(f"{where} ({label}): {msg}", field=where, limit=limit, value=value)
+
+
+def _examine(at: _At, size: int, head: bytes, whole: Callable[[], bytes], noun: str) -> ImageInfo:
+    if size > MAX_IMAGE_BYTES:  # round up, so 10 MB + 1 byte never reads "10.0 MB"
+        mb = -(-size * 10 // 2**20) / 10
+        raise _err(*at, f"{noun} is {mb:.1f} MB, limit is 10 MB", "≤ 10 MB", size)
+    try:
+        try:
+            fmt, w, h = probe_image(head)
+        except _Truncated:
+            if size <= len(head):
+                raise
+            fmt, w, h = probe_image(whole())  # rare: metadata past 64 KiB; whole is ≤ 10 MB
+    except InvalidRequestError:  # from whole() re-reading a file: it already names the image
+        raise
+    except ValueError as exc:
+        raise _err(*at, str(exc), "JPEG or PNG", _sniff(head)) from None
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise _err(*at, f"image is {w}x{h} px, both sides must be ≥ 300 px", "≥ 300 px", (w, h))
+    if 2 * w > 5 * h or 2 * h > 5 * w:  # exact integer form of MIN_ASPECT ≤ w/h ≤ MAX_ASPECT
+        msg = f"aspect ratio {w / h:.2f} ({w}x{h}) is outside 1:2.5–2.5:1"
+        raise _err(*at, msg, "aspect 1:2.5–2.5:1", w / h)
+    return ImageInfo(fmt, w, h, size)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):  # ENAMETOOLONG, NUL bytes…: certainly not a usable file
+        return None
+
+
+def _read(at: _At, path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit), os.fstat(f.fileno())
+    except OSError as exc:  # permissions, vanished…: report it as a bad input, never as OSError
+        raise _err(*at, f"cannot read file: {exc.strerror or exc}", "readable", str(path)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """One image for `image_list`: a local path, bytes, http(s) URL or raw base64, pre-checked."""
+
+    kind: Literal["path", "bytes", "url", "base64"]
+    info: ImageInfo | None  # None for URLs
+    _payload: str | bytes | Path
+    _label: str  # what describe() returns
+    _index: int = field(default=0, compare=False)
+    _stamp: tuple[int, int] | None = field(default=None, compare=False)  # (size, mtime_ns)
+
+    def __repr__(self) -> str:  # the label only: never the bytes or the base64 themselves
+        info = f", {i.format} {i.width}x{i.height}" if (i := self.info) else ""
+        return f"ImageInput(kind={self.kind!r}, {self._at[1]}{info})"
+
+    @property
+    def _at(self) -> _At:
+        return self._index, repr(self._label) if self.kind in ("path", "url") else self._label
+
+    @classmethod
+    def parse(cls, value: _Value, *, index: int = 0, base_dir: Path | None = None) -> ImageInput:
+        """Classify and check one image value now; raise InvalidRequestError naming the rule."""
+        if isinstance(value, ImageInput):
+            return value if value._index == index else replace(value, _index=index)
+        if isinstance(value, bytes | bytearray | memoryview):
+            data, label = bytes(value), f"<{len(value)} bytes>"
+            info = _examine((index, label), len(data), data, lambda: data, "image")
+            return cls("bytes", info, data, label, index)
+        if isinstance(value, os.PathLike):
+            return cls._from_path(os.fsdecode(value), (base_dir or Path()) / value, index)
+        if not isinstance(value, str):
+            raise _err(index, "?", f"unsupported type {type(value).__name__}", None, type(value))
+        text = value.strip()
+        label = text if len(text) <= 80 else text[:77] + "..."
+        if text[:8].lower().startswith(("http://", "https://")):
+            with contextlib.suppress(ValueError):  # urlsplit: a bad port, unbalanced brackets
+                if (parts := urlsplit(text)).hostname and parts.port != 0 and not _WS.search(text):
+                    return cls("url", None, text, label, index)
+            raise _err(index, repr(label), "malformed http(s) URL", "http(s) URL", text)
+        if text[:5].lower() == "data:":  # the API forbids the prefix: strip it
+            if m := _DATA_URI.fullmatch(text):
+                return cls._from_base64(m.group(1), index)
+            raise _err(index, repr(label), "not a data:image/png|jpeg;base64 URI", "data URI", None)
+        # ≤ PATH_MAX, so 13 MB of base64 is never stat'ed; an absolute value replaces base_dir
+        path = (base_dir or Path()) / value if 0 < len(value) <= 4096 else None
+        if path and _stat(path):
+            return cls._from_path(value, path, index)
+        if m := _SCHEME.match(text):
+            msg = f"URL scheme {m[1]!r} is not supported; use http(s), base64 or a local file"
+            raise _err(index, repr(label), msg, "http(s) URL", m[1])
+        if len(text) > 200 and _B64_TEXT.fullmatch(text):
+            return cls._from_base64(text, index)
+        return cls._from_path(value, path, index)  # raises: file not found
+
+    @classmethod
+    def _from_base64(cls, text: str, index: int) -> ImageInput:
+        b64 = "".join(text.split())  # wrapped base64 is common; str.split is 15x faster than re
+        at = (index, label := f"<base64, {len(b64)} chars>")
+        if len(b64) % 4 or not _B64.fullmatch(b64):
+            bad = _B64_BAD.search(b64)
+            why = f"character {bad.group()!r} at {bad.start()}" if bad else "bad padding or length"
+            raise _err(*at, f"invalid base64: {why}", "base64 (RFC 4648)", len(b64))
+        size = len(b64) // 4 * 3 - (2 if b64.endswith("==") else 1 if b64.endswith("=") else 0)
+        head = base64.b64decode(b64[: _HEAD // 3 * 4])  # just enough for the header
+        info = _examine(at, size, head, lambda: base64.b64decode(b64), "decoded image")
+        return cls("base64", info, b64, label, index)
+
+    @classmethod
+    def _from_path(cls, given: str, path: Path | None, index: int) -> ImageInput:
+        at = (index, repr(given if len(given) <= 80 else given[:77] + "..."))  # may be any text
+        if path is None or (st := _stat(path)) is None:
+            msg = "file not found (nor an http(s) URL, data: URI or base64)"
+            raise _err(*at, msg, "existing file", str(path or given))
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below
+            what = "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+            raise _err(*at, f"{what}, not an image file", "regular file", str(path))
+        head, st = _read(at, path, _HEAD)
+        info = _examine(at, st.st_size, head, lambda: _read(at, path, st.st_size)[0], "file")
+        real = Path(os.path.realpath(path))
+        return cls("path", info, real, given, index, (st.st_size, st.st_mtime_ns))
+
+    def describe(self) -> str:
+        """Short human label: the path, the URL (≤ 80 chars), "<N bytes>" or "<base64, N chars>"."""
+        return self._label
+
+    async def wire_value(self, cache: EncodingCache | None = None) -> str:
+        """The string for image_list[i].image; files are read and encoded now, off the loop."""
+        p = self._payload
+        if isinstance(p, str):  # a URL, or base64 already stripped of whitespace
+            return p
+        if isinstance(p, bytes):  # up to 10 MB: encode off the loop like a file
+            return (await asyncio.to_thread(base64.b64encode, p)).decode("ascii")
+        if cache is None or (st := _stat(p)) is None:  # a vanished file: _load says so
+            return await asyncio.to_thread(self._load, p)
+        return await cache._get((str(p), st.st_size, st.st_mtime_ns), lambda: self._load(p))
+
+    def _load(self, path: Path) -> str:
+        data, st = _read(self._at, path, MAX_IMAGE_BYTES + 1)  # bounded even if the file grew
+        if (len(data), st.st_mtime_ns) != self._stamp:  # changed since parse: check it again
+            _examine(self._at, max(len(data), st.st_size), data, lambda: data, "file")
+        return base64.b64encode(data).decode("ascii")
+
+
+class EncodingCache:
+    """LRU of base64 encodings keyed by (path, size, mtime_ns), bounded by encoded bytes."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max(0, max_bytes)  # 0 turns caching off but keeps the single flight
+        self.hits = 0  # served from the cache, or by sharing an encoding already in flight
+        self.misses = 0  # encodings actually run
+        self.nbytes = 0
+        self._entries: dict[_Key, str] = {}  # insertion order is the LRU order
+        self._pending: dict[_Key, asyncio.Task[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def _get(self, key: _Key, encode: Callable[[], str]) -> str:
+        if (value := self._entries.get(key)) is not None:
+            self._entries[key] = self._entries.pop(key)  # now the most recently used
+            self.hits += 1
+            return value
+        if (task := self._pending.get(key)) is not None:
+            self.hits += 1
+        else:  # single flight: the first caller starts the encoding, later ones await it too
+            self.misses += 1
+            task = asyncio.create_task(asyncio.to_thread(encode))
+            self._pending[key] = task
+            task.add_done_callback(lambda t: self._settle(key, t))
+        # shield: one waiter being cancelled must not cancel the encoding the others await
+        return await asyncio.shield(task)
+
+    def _settle(self, key: _Key, task: asyncio.Task[str]) -> None:
+        del self._pending[key]
+        if task.cancelled() or task.exception() is not None or len(task.result()) > self.max_bytes:
+            return  # failures are never cached; neither is one entry larger than the whole cache
+        self._entries[key] = task.result()
+        self.nbytes += len(task.result())
+        while self.nbytes > self.max_bytes:
+            self.nbytes -= len(self._entries.pop(next(iter(self._entries))))

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--no-progress", action="store_true")
 
     simulate = sub.add_parser("simulate", help="serve a local Kling simulator")
-    from .simulator._cli import add_arguments  # the simulator owns its flags
+    from .simulator import add_arguments  # the simulator owns its flags
 
     add_arguments(simulate)
     return parser
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _status(args.out)
         if args.command == "simulate":
-            from .simulator._cli import serve
+            from .simulator import serve
 
             return asyncio.run(serve(args))
         jobs: Path | None = args.jobs if args.command == "run" else None

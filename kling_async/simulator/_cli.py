@@ -1,0 +1,175 @@
+"""Command line: ``python -m kling_async.simulator`` (wired as ``kling-async simulate``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+from collections import defaultdict
+
+from ._config import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_API_KEY,
+    DEFAULT_SECRET_KEY,
+    FaultConfig,
+    SimulatorConfig,
+)
+from ._faults import FaultInjector, parse_fault
+from ._server import Simulator
+
+__all__ = ["add_arguments", "build_config", "main", "serve"]
+
+
+def _fault_rate(text: str) -> tuple[str, str, float]:
+    """Parse ``kind:fault=probability`` (e.g. ``create:5000=0.1``, ``video:latency:2=0.05``)."""
+    kind, _, rest = text.partition(":")
+    fault, sep, prob = rest.rpartition("=")
+    try:
+        if not sep:
+            raise ValueError("expected kind:fault=probability")
+        probability = float(prob)
+        parse_fault(fault, kind)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --fault-rate {text!r}: {exc}") from None
+    return kind, fault, probability
+
+
+def _fault_script(text: str) -> tuple[str, list[str]]:
+    """Parse ``kind:fault,fault,...`` (e.g. ``create:5000,reset,none``)."""
+    kind, sep, rest = text.partition(":")
+    faults = [f.strip() for f in rest.split(",") if f.strip()]
+    try:
+        if not sep or not faults:
+            raise ValueError("expected kind:fault[,fault...]")
+        for fault in faults:
+            if fault != "none":
+                parse_fault(fault, kind)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --fault-script {text!r}: {exc}") from None
+    return kind, faults
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's options (every one has a default) to ``parser``."""
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    add("--port", type=int, default=8080, help="API port (default 8080; 0 = ephemeral)")
+    add("--video-port", type=int, default=8081, help="video origin port (default 8081)")
+    add("--concurrency", type=int, default=5, help="account concurrent-task cap (default 5)")
+    add("--gen-seconds", type=float, default=3.0, help="mean generation time (default 3)")
+    add("--gen-spread", type=float, default=0.2, help="relative spread of it (default 0.2)")
+    add("--fail-rate", type=float, default=0.0, help="share of tasks that fail (default 0)")
+    add("--seed", type=int, default=0, help="seed of per-task randomness (default 0)")
+    add("--access-key", default=DEFAULT_ACCESS_KEY, help="accepted access key (JWT iss)")
+    add("--secret-key", default=DEFAULT_SECRET_KEY, help="HS256 secret (>= 32 bytes)")
+    add("--api-key", default=DEFAULT_API_KEY, help="accepted plain API key ('' = none)")
+    add("--rate-limit", type=float, default=None, help="max API requests/s (default: off)")
+    add("--video-bytes", type=int, default=None, help="serve generated videos of N bytes")
+    add("--retention-days", type=float, default=30.0, help="video retention (default 30)")
+    add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
+    add("--no-callbacks", action="store_true", help="never POST to callback_url")
+    add("--duplicate-callbacks", action="store_true", help="send every callback twice")
+    add(
+        "--fault-rate",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="KIND:FAULT=P",
+        help="inject FAULT into share P of KIND requests (repeatable), e.g. create:5000=0.1",
+    )
+    add(
+        "--fault-script",
+        type=_fault_script,
+        action="append",
+        default=[],
+        metavar="KIND:F1,F2",
+        help="faults for the next KIND requests, in order (repeatable), e.g. create:5002,lost",
+    )
+
+
+def build_config(args: argparse.Namespace) -> SimulatorConfig:
+    """The SimulatorConfig described by parsed arguments (ValueError if inconsistent)."""
+    rates: dict[str, dict[str, float]] = defaultdict(dict)
+    for kind, fault, probability in args.fault_rate:
+        rates[kind][fault] = probability
+    scripts: dict[str, list[str]] = defaultdict(list)
+    for kind, faults in args.fault_script:
+        scripts[kind].extend(faults)
+    faults = FaultConfig(rates=dict(rates), scripts={k: tuple(v) for k, v in scripts.items()})
+    FaultInjector(faults)  # validates probabilities (sum per kind <= 1)
+    return SimulatorConfig(
+        host=args.host,
+        port=args.port,
+        video_port=args.video_port,
+        concurrency=args.concurrency,
+        gen_seconds=args.gen_seconds,
+        gen_spread=args.gen_spread,
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+        api_key=args.api_key or None,
+        rate_limit=args.rate_limit or None,
+        video_bytes=args.video_bytes,
+        retention_days=args.retention_days,
+        url_ttl=args.url_ttl or None,
+        callbacks=not args.no_callbacks,
+        duplicate_callbacks=args.duplicate_callbacks,
+        faults=faults,
+    )
+
+
+def banner(sim: Simulator) -> str:
+    """What the CLI prints: URLs, then credentials as pasteable ``export`` lines."""
+    q = shlex.quote
+    lines = [
+        f"# Kling simulator: API {sim.url}  videos {sim.video_url}",
+        f"export KLING_BASE_URL={q(sim.url)} KLING_ACCESS_KEY={q(sim.access_key)} "
+        f"KLING_SECRET_KEY={q(sim.secret_key)}",
+    ]
+    if sim.api_key:
+        lines.append(f"# or, with the plain API key: export KLING_API_KEY={q(sim.api_key)}")
+    lines.append("# Ctrl-C to stop")
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the simulator until SIGINT/SIGTERM; return the exit status."""
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Simulator(config) as sim:
+            print(banner(sim), flush=True)
+            await stop.wait()
+    except OSError as exc:
+        print(f"error: cannot start the simulator: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: parse ``argv`` and serve."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kling_async.simulator",
+        description="A local Kling Multi-Image to Video API server (for demos, tests, benchmarks).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(args))
+    return 130

@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from ._config import RetryPolicy
 from ._errors import (
@@ -14,6 +15,7 @@ from ._errors import (
     ConcurrencyLimitError,
     KlingError,
     RateLimitError,
+    ResponseValidationError,
 )
 from ._events import EventHook, EventKind, emit
 from ._http import HttpLayer
@@ -22,11 +24,16 @@ from ._retry import backoff, is_ambiguous_create
 from ._types import Clock, Sleep
 from .models import MultiImageToVideoRequest, Task
 
-__all__ = ["CREATE_PATH", "create_task", "new_external_id"]
+__all__ = ["CREATE_PATH", "create_task", "new_external_id", "task_path"]
 
 CREATE_PATH = "/v1/videos/multi-image2video"
 #: A JSON body larger than this is serialised off the event loop (4 × 10 MB images ≈ 53 MB).
 _BIG_BODY = 1 << 20
+
+
+def task_path(ident: str) -> str:
+    """The query path of one task; the id is percent-encoded, so "?", "#", "%" stay in it."""
+    return f"{CREATE_PATH}/{quote(ident, safe='')}"
 
 
 def new_external_id() -> str:
@@ -45,19 +52,27 @@ async def _encode(request: MultiImageToVideoRequest, cache: EncodingCache | None
 async def _lookup(http: HttpLayer, external_task_id: str) -> Task | None:
     """The task created under this key, or None if Kling has none (1203)."""
     try:
-        data: Any = await http.call("GET", f"{CREATE_PATH}/{external_task_id}")
+        data: Any = await http.call("GET", task_path(external_task_id))
     except BadRequestError as exc:
         if exc.code == 1203 or exc.status == 404:
             return None
         raise
-    return Task.model_validate(data)
+    return _validate(data, "lookup")
+
+
+def _validate(data: Any, what: str) -> Task:
+    try:
+        return Task.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError: not the documented task shape
+        raise ResponseValidationError(f"{what}: unexpected task shape: {exc}") from None
 
 
 def _created(data: Any, external_task_id: str) -> Task:
     # The create answer carries no task_info: fill in the key we sent, so callers can use it.
+    # A malformed answer raises ResponseValidationError: an unknown outcome, reconciled below.
     if isinstance(data, dict):
         data = {"task_info": {"external_task_id": external_task_id}, **data}
-    return Task.model_validate(data)
+    return _validate(data, "create")
 
 
 async def create_task(

@@ -34,6 +34,10 @@ __all__ = ["HttpLayer", "new_session", "parse_envelope"]
 
 logger = logging.getLogger("kling_async")
 
+#: The largest API answer we read (a 500-task list page is well under 1 MiB): no server may
+#: make us buffer gigabytes.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
 
 def new_session(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> aiohttp.ClientSession:
     """A session with no default headers: auth is added per API request, never to the CDN."""
@@ -54,11 +58,30 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP-date: rare enough to fall back on our own back-off
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body, refused once it passes MAX_ANSWER_BYTES."""
+    declared = resp.content_length
+    chunks: list[bytes] = []
+    size = 0 if declared is None else declared
+    if size <= MAX_ANSWER_BYTES:
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                break
+            chunks.append(chunk)
+    if size > MAX_ANSWER_BYTES:
+        raise ResponseValidationError(
+            f"{what}: answer larger than {MAX_ANSWER_BYTES} bytes refused", status=resp.status
+        )
+    return b"".join(chunks)
+
+
 def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     """Return `data` of a successful answer, or raise the error the answer stands for."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested 100 000 deep
         payload = None
     code = payload.get("code") if isinstance(payload, dict) else None
     if not isinstance(code, int) or isinstance(code, bool):
@@ -192,7 +215,7 @@ class HttpLayer:
             async with self.session.request(
                 method, url, data=body, params=params, headers=headers
             ) as resp:
-                raw = await resp.read()
+                raw = await _read_capped(resp, f"{method} {path}")
                 status, resp_headers = resp.status, resp.headers
         except TimeoutError as exc:
             raise RequestTimeoutError(f"{method} {path}: timed out") from exc

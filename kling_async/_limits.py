@@ -64,6 +64,12 @@ class SlotGate:
                 await asyncio.wait_for(waiter, timeout=next_probe)
             except TimeoutError:
                 pass  # a probe is due: loop and re-check
+            except BaseException:
+                # Woken by release() but cancelled before taking the slot: pass the wake-up on,
+                # or the next waiter sleeps while a slot stands free.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)

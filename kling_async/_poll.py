@@ -16,9 +16,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._config import PollPolicy
-from ._errors import AccountError, AuthenticationError, BadRequestError, KlingError
+from ._errors import (
+    AccountError,
+    AuthenticationError,
+    BadRequestError,
+    KlingError,
+    ResponseValidationError,
+)
 from ._events import EventHook, emit
 from ._types import Clock, Sleep
 from .models import Task
@@ -27,7 +34,8 @@ __all__ = ["TaskTracker"]
 
 logger = logging.getLogger("kling_async")
 
-ListPage = Callable[[int, int], Awaitable[list[Task]]]
+#: (page, size) → the raw items: only the ones we track get parsed (a page may hold 500).
+ListPage = Callable[[int, int], Awaitable[list[Any]]]
 GetOne = Callable[[str], Awaitable[Task]]
 #: Fatal for every tracked task: retrying a query cannot help.
 _FATAL = (AuthenticationError, AccountError)
@@ -163,19 +171,45 @@ class TaskTracker:
             self._wake.clear()
 
     def _next_delay(self) -> float:
-        """Until the soonest task is due (by learnt durations), then `due` cadence; capped."""
-        ceiling = self._interval
+        """Back off while we know nothing; once durations are learnt, sleep until the soonest
+        task is due, then sweep every `typical duration × due_fraction` while tasks are due."""
+        policy = self.policy
         if len(self._durations) < 3:
-            return ceiling
+            return self._interval
         ordered = sorted(self._durations)
         early = ordered[len(ordered) // 10]  # 10th percentile: few finish sooner
-        typical = statistics.median(ordered)
-        now = self._monotonic()
+        due_cadence = statistics.median(ordered) * policy.due_fraction
         soonest = min(e.since for e in self._tracked.values()) + early
-        due_cadence = max(self.policy.min_interval, typical * self.policy.due_fraction)
-        if soonest > now:
-            return max(self.policy.min_interval, min(ceiling, soonest - now))
-        return min(ceiling, due_cadence)
+        wait = max(soonest - self._monotonic(), due_cadence)
+        return min(policy.interval_max, max(policy.min_interval, wait))
+
+    async def _sweep_list(self, pending: set[str]) -> None:
+        """Page through the list until every pending task is seen (or paging cannot help)."""
+        # Our running tasks are among the newest: a page a few times their number finds them,
+        # and a small page costs less to send and parse than 500 finished tasks.
+        size = min(self.page_size, max(30, 4 * len(pending)))
+        oldest = min(self._tracked[tid].task.created_at for tid in pending).timestamp() * 1000
+        for page in range(1, self.max_pages + 1):
+            self.list_calls += 1
+            items = await self._list_page(page, size)
+            stamps = []
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                stamps.append(item.get("created_at"))
+                tid = str(item.get("task_id"))
+                if tid in pending:
+                    try:
+                        task = Task.model_validate(item)
+                    except ValueError:
+                        continue  # malformed item: its single GET below decides
+                    pending.discard(tid)
+                    self.observe(task)
+            if not pending or len(items) < size:
+                return
+            numbers = [t for t in stamps if isinstance(t, int | float)]
+            if numbers and min(numbers) < oldest:
+                return  # newest-first and already past our oldest: the rest are stragglers
 
     async def sweep(self) -> int:
         """One status pass over every tracked task; returns how many changed status."""
@@ -183,23 +217,14 @@ class TaskTracker:
         before = {tid: e.task.task_status for tid, e in self._tracked.items()}
         pending = set(before)
         if len(pending) > 2:
-            oldest = min(self._tracked[tid].task.created_at for tid in pending)
-            for page in range(1, self.max_pages + 1):
-                self.list_calls += 1
-                tasks = await self._list_page(page, self.page_size)
-                for task in tasks:
-                    if task.task_id in pending:
-                        pending.discard(task.task_id)
-                        self.observe(task)
-                if not pending or len(tasks) < self.page_size:
-                    break
-                if tasks and min(t.created_at for t in tasks) < oldest:
-                    break  # newest-first and already past our oldest: the rest are stragglers
+            await self._sweep_list(pending)
         for tid in pending:
             if tid in self._tracked:
                 self.get_calls += 1
                 try:
                     self.observe(await self._get_one(tid))
+                except ResponseValidationError as exc:  # this task's answer only: ask again later
+                    logger.warning("status of task %s unreadable: %s", tid, exc)
                 except BadRequestError as exc:
                     if exc.code != 1203 and exc.status != 404:
                         raise

@@ -79,11 +79,12 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
             data["images"] = items
     if "watermark_info" in data and "watermark" not in data:
         info = data.pop("watermark_info")
-        data["watermark"] = bool(info.get("enabled")) if isinstance(info, dict) else info
+        # Not bool(): {"enabled": "false"} must not turn the watermark on; the field checks it.
+        data["watermark"] = info.get("enabled") if isinstance(info, dict) else info
     for key in ("negative_prompt", "callback_url", "external_task_id"):
         if data.get(key) == "":  # the reference example sends "" for "absent"
             data[key] = None
-    if isinstance(data.get("duration"), int) and not isinstance(data["duration"], bool):
+    if data.get("duration") in (5, 10) and not isinstance(data["duration"], bool):
         data["duration"] = str(data["duration"])  # 5 → "5": the API wants a string
     return data
 
@@ -104,7 +105,7 @@ class MultiImageToVideoRequest(BaseModel):
     callback_url: str | None = None
     external_task_id: str | None = Field(default=None, min_length=1, max_length=256)
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, /, **data: Any) -> None:  # positional-only: a "self" key is a field
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -162,6 +163,14 @@ class MultiImageToVideoRequest(BaseModel):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"callback_url must be an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("external_task_id")
+    @classmethod
+    def _queryable_id(cls, value: str | None) -> str | None:
+        # Tasks are looked up by this id in a URL path: "/" would split it, "." and ".." vanish.
+        if value is not None and ("/" in value or value in (".", "..")):
+            raise ValueError(f"external_task_id must not contain '/' or be '.' or '..': {value!r}")
         return value
 
     def with_external_id(self, external_task_id: str) -> MultiImageToVideoRequest:

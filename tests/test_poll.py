@@ -1,0 +1,461 @@
+"""TaskTracker: status sweeps with the list endpoint, stragglers, pacing (kling_async._poll)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kling_async import (
+    AccountError,
+    AuthenticationError,
+    BadRequestError,
+    Event,
+    PollPolicy,
+    ServerError,
+    Task,
+    TaskStatus,
+)
+from kling_async._poll import TaskTracker
+
+BASE_MS = 1_722_769_557_000
+
+
+def mk(tid: str, status: str = "submitted", *, created: int = 0, took: float = 0) -> Task:
+    """A task created `created` seconds after BASE_MS, updated `took` seconds later."""
+    ms = BASE_MS + created * 1000
+    return Task.model_validate(
+        {
+            "task_id": tid,
+            "task_status": status,
+            "created_at": ms,
+            "updated_at": ms + int(took * 1000),
+        }
+    )
+
+
+def wire(task: Task) -> dict[str, Any]:
+    """The task as the list endpoint sends it (epoch milliseconds)."""
+    return {
+        "task_id": task.task_id,
+        "task_status": task.task_status.value,
+        "created_at": int(task.created_at.timestamp() * 1000),
+        "updated_at": int(task.updated_at.timestamp() * 1000),
+    }
+
+
+class FakeApi:
+    """The server's view: tasks newest first; records list and get calls."""
+
+    def __init__(self, *tasks: Task) -> None:
+        self.tasks: dict[str, Task] = {t.task_id: t for t in tasks}
+        self.hidden: dict[str, Task] = {}  # found by a single query, not by the list
+        self.lists: list[tuple[int, int]] = []
+        self.gets: list[str] = []
+        self.fail: BaseException | None = None
+
+    def set(self, task: Task) -> None:
+        self.tasks[task.task_id] = task
+
+    def finish(self, tid: str, status: str = "succeed", took: float = 60) -> None:
+        old = self.tasks[tid]
+        created = int((old.created_at.timestamp() * 1000 - BASE_MS) / 1000)
+        self.set(mk(tid, status, created=created, took=took))
+
+    async def list_page(self, page: int, size: int) -> list[Any]:
+        self.lists.append((page, size))
+        if self.fail is not None:
+            raise self.fail
+        ordered = sorted(self.tasks.values(), key=lambda t: t.created_at, reverse=True)
+        return [wire(t) for t in ordered[(page - 1) * size : page * size]]
+
+    async def get_one(self, tid: str) -> Task:
+        self.gets.append(tid)
+        if self.fail is not None:
+            raise self.fail
+        found = self.tasks.get(tid) or self.hidden.get(tid)
+        if found is None:
+            raise BadRequestError("task not found", status=404, code=1203)
+        return found
+
+
+class Pace:
+    """Fake sleep + monotonic clock; `on_sleep` may change the server between sweeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+        self.on_sleep: Callable[[int], None] = lambda n: None
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        self.on_sleep(len(self.waits))
+        await asyncio.sleep(0)
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+POLICY = PollPolicy(interval=1.0, interval_max=8.0, backoff=2.0, min_interval=0.05)
+
+
+def tracker(api: FakeApi, pace: Pace, **kw: Any) -> TaskTracker:
+    kw.setdefault("policy", POLICY)
+    return TaskTracker(
+        list_page=api.list_page,
+        get_one=api.get_one,
+        sleep=pace.sleep,
+        monotonic=pace.monotonic,
+        **kw,
+    )
+
+
+async def test_two_tasks_use_single_gets() -> None:
+    api = FakeApi(mk("a"), mk("b"), mk("c"))
+    tr = tracker(api, Pace())
+    tr._tracked.clear()
+    for t in ("a", "b"):
+        tr.track(api.tasks[t])
+    api.finish("a")
+    assert await tr.sweep() == 1
+    assert api.lists == []
+    assert sorted(api.gets) == ["a", "b"]
+    assert len(tr) == 1
+    assert (tr.get_calls, tr.list_calls) == (2, 0)
+    await tr.aclose()
+
+
+async def test_many_tasks_use_the_list_and_stop_when_all_found() -> None:
+    api = FakeApi(*(mk(f"t{i}", created=i) for i in range(6)))  # t5 is the newest
+    tr = tracker(api, Pace(), page_size=2)
+    for tid in ("t5", "t4", "t3"):
+        tr.track(api.tasks[tid])
+    api.finish("t3")
+    api.finish("t5", "failed")
+    assert await tr.sweep() == 2
+    assert api.lists == [(1, 2), (2, 2)]  # all three seen by page 2
+    assert api.gets == []
+    assert len(tr) == 1
+    await tr.aclose()
+
+
+async def test_short_page_stops_paging_and_stragglers_fetched_singly() -> None:
+    api = FakeApi(mk("a", created=3), mk("b", created=2), mk("c", created=1))
+    tr = tracker(api, Pace(), page_size=2)
+    for tid in ("a", "b", "c"):
+        tr.track(api.tasks[tid])
+    api.finish("a")
+    api.tasks.pop("c")  # the list does not show it any more, a single query does
+    api.hidden["c"] = mk("c", "succeed", created=1, took=30)
+    assert await tr.sweep() == 2
+    assert api.lists == [(1, 2), (2, 2)]  # page 2 is empty, hence short
+    assert api.gets == ["c"]
+    assert len(tr) == 1
+    await tr.aclose()
+
+
+async def test_paging_stops_past_the_oldest_tracked_task() -> None:
+    api = FakeApi(*(mk(f"t{i}", created=i) for i in range(10)))  # t9 is the newest
+    tr = tracker(api, Pace(), page_size=2, max_pages=5)
+    for tid in ("t9", "t8", "t7"):
+        tr.track(api.tasks[tid])
+    api.hidden["t7"] = api.tasks.pop("t7")
+    await tr.sweep()
+    # page 1: t9 t8; page 2: t6 t5, older than t7 (the oldest tracked): stop, query t7 alone
+    assert api.lists == [(1, 2), (2, 2)]
+    assert api.gets == ["t7"]
+    await tr.aclose()
+
+
+async def test_max_pages() -> None:
+    api = FakeApi(*(mk(f"t{i}", created=100 - i) for i in range(20)))  # t0 is the newest
+    tr = tracker(api, Pace(), page_size=2, max_pages=3)
+    api.hidden["old"] = mk("old", created=0)
+    for t in (api.tasks["t0"], api.tasks["t1"], api.hidden["old"]):
+        tr.track(t)
+    await tr.sweep()
+    assert api.lists == [(1, 2), (2, 2), (3, 2)]
+    assert api.gets == ["old"]
+    await tr.aclose()
+
+
+async def test_futures_resolve_on_terminal_and_callbacks_run() -> None:
+    api = FakeApi(mk("a", created=1), mk("b", created=2), mk("c", created=3))
+    pace = Pace()
+    events: list[Event] = []
+    tr = tracker(api, pace, event_hook=events.append)
+    seen: list[tuple[str, TaskStatus]] = []
+
+    def script(n: int) -> None:
+        if n == 1:
+            api.set(mk("a", "processing", created=1))
+        if n == 2:
+            api.finish("a")
+        if n == 4:
+            api.finish("b", "failed")
+            api.finish("c")
+
+    pace.on_sleep = script
+    futures = [tr.track(api.tasks[t]) for t in ("a", "b", "c")]
+    for fut in futures:
+        fut.add_done_callback(lambda f: seen.append((f.result().task_id, f.result().status)))
+    done = await asyncio.wait_for(asyncio.gather(*futures), 2)
+    assert [t.status for t in done] == [TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.SUCCEED]
+    assert sorted(seen) == [("a", TaskStatus.SUCCEED), ("b", TaskStatus.FAILED), ("c", "succeed")]
+    assert len(tr) == 0
+    kinds = [(e.kind, e.data["task_id"]) for e in events]
+    assert ("task_status", "a") in kinds
+    assert kinds.count(("task_finished", "a")) == 1
+    await asyncio.sleep(0)
+    assert tr._runner is not None and tr._runner.done()  # nothing left: the sweeper stops
+    await tr.aclose()
+
+
+async def test_interval_backs_off_and_resets() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace)
+
+    def script(n: int) -> None:
+        if n == 5:
+            api.set(mk("a", "processing"))
+        if n == 8:
+            api.finish("a")
+
+    pace.on_sleep = script
+    await asyncio.wait_for(tr.track(api.tasks["a"]), 2)
+    # unchanged sweeps back off ×2 up to 8 s; a change resets to 1 s
+    assert pace.waits == [1.0, 2.0, 4.0, 8.0, 8.0, 1.0, 2.0, 4.0]
+
+
+async def test_track_terminal_task_resolves_at_once() -> None:
+    api = FakeApi()
+    tr = tracker(api, Pace())
+    done = mk("z", "succeed")
+    fut = tr.track(done)
+    assert fut.done()
+    assert fut.result() is done
+    assert len(tr) == 0
+    assert tr._runner is None
+
+
+async def test_track_twice_shares_the_future() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace)
+    one = tr.track(api.tasks["a"])
+    two = tr.track(api.tasks["a"])
+    assert one is two
+    assert len(tr) == 1
+    pace.on_sleep = lambda n: api.finish("a")
+    await asyncio.wait_for(one, 2)
+
+
+async def test_unknown_straggler_fails_its_future() -> None:
+    api = FakeApi(mk("a"), mk("b"))
+    tr = tracker(api, Pace())
+    lost = tr.track(mk("ghost"))  # Kling answers 1203 for it
+    kept = tr.track(api.tasks["a"])
+    assert await tr.sweep() == 1
+    with pytest.raises(BadRequestError) as info:
+        await lost
+    assert info.value.code == 1203
+    assert not kept.done()
+    assert len(tr) == 1
+    await tr.aclose()
+
+
+async def test_other_bad_request_is_not_a_lost_task() -> None:
+    api = FakeApi(mk("a"))
+    tr = tracker(api, Pace())
+    fut = tr.track(api.tasks["a"])
+
+    async def get_one(tid: str) -> Task:
+        raise BadRequestError("bad", status=400, code=1200)
+
+    tr._get_one = get_one
+    with pytest.raises(BadRequestError):
+        await tr.sweep()
+    assert not fut.done()
+    await tr.aclose()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError("bad key", status=401, code=1002),
+        AccountError("arrears", status=429, code=1101),
+    ],
+)
+async def test_fatal_error_fails_all_futures(error: Exception) -> None:
+    api = FakeApi(*(mk(f"t{i}", created=i) for i in range(3)))
+    api.fail = error
+    tr = tracker(api, Pace())
+    futures = [tr.track(t) for t in list(api.tasks.values())]
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 2)
+    assert all(r is error for r in results)
+    assert len(tr) == 0
+
+
+async def test_transient_error_keeps_sweeping() -> None:
+    api = FakeApi(mk("a"))
+    api.fail = ServerError("down", status=500, code=5000)
+    pace = Pace()
+
+    def script(n: int) -> None:
+        if n == 3:
+            api.fail = None
+            api.finish("a")
+
+    pace.on_sleep = script
+    tr = tracker(api, pace)
+    assert (await asyncio.wait_for(tr.track(api.tasks["a"]), 2)).status is TaskStatus.SUCCEED
+    assert pace.waits[:3] == [1.0, 2.0, 4.0]  # failed sweeps count as "nothing changed"
+
+
+async def test_hint_wakes_the_sweeper() -> None:
+    api = FakeApi(mk("a"))
+    tr = TaskTracker(
+        list_page=api.list_page,
+        get_one=api.get_one,
+        policy=PollPolicy(interval=60.0, interval_max=60.0),
+    )  # real sleep: without the hint nothing would happen for a minute
+    fut = tr.track(api.tasks["a"])
+    await asyncio.sleep(0.01)
+    assert api.gets == []
+    api.finish("a")
+    tr.hint()
+    assert (await asyncio.wait_for(fut, 1)).status is TaskStatus.SUCCEED
+    assert api.gets == ["a"]
+
+
+async def test_hint_before_pause_skips_it() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace)
+    tr.hint()
+    api.finish("a")
+    await asyncio.wait_for(tr.track(api.tasks["a"]), 1)
+    assert pace.waits == []
+
+
+async def test_observe_from_outside() -> None:
+    api = FakeApi(mk("a"))
+    tr = TaskTracker(list_page=api.list_page, get_one=api.get_one, policy=PollPolicy(interval=60.0))
+    fut = tr.track(api.tasks["a"])
+    tr.observe(mk("unknown", "succeed"))  # not tracked: ignored
+    tr.observe(mk("a", "succeed", took=42))
+    assert fut.result().status is TaskStatus.SUCCEED
+    assert list(tr._durations) == [42.0]
+    await tr.aclose()
+
+
+async def test_aclose_cancels_waiters() -> None:
+    api = FakeApi(mk("a"))
+    tr = TaskTracker(list_page=api.list_page, get_one=api.get_one, policy=PollPolicy())
+    fut = tr.track(api.tasks["a"])
+    await tr.aclose()
+    assert fut.cancelled()
+    assert len(tr) == 0
+
+
+async def test_next_delay_uses_learnt_durations() -> None:
+    api = FakeApi()
+    pace = Pace()
+    policy = PollPolicy(interval=1.0, interval_max=30.0, min_interval=0.05, due_fraction=0.02)
+    tr = tracker(api, pace, policy=policy)
+    tr._interval = 4.0
+    pace.now = 1000.0
+    # no history: the current back-off interval
+    tr._tracked["x"] = _entry(mk("x"), since=1000.0)
+    assert tr._next_delay() == 4.0
+    # learnt: tasks take 100–200 s (10th percentile 100, median 150)
+    tr._durations.extend([100.0] * 2 + [150.0] * 5 + [200.0] * 3)
+    # just submitted: nothing can finish for ~100 s, so wait long (capped by interval_max)
+    assert tr._next_delay() == 30.0
+    pace.now = 1090.0  # 10 s before the earliest finish: sleep until then
+    assert tr._next_delay() == pytest.approx(10.0)
+    pace.now = 1099.99  # about due: sweep at the due cadence, median × due_fraction = 3 s
+    assert tr._next_delay() == pytest.approx(3.0)
+    pace.now = 5000.0  # long overdue: still the due cadence
+    assert tr._next_delay() == pytest.approx(3.0)
+    # the oldest tracked task decides
+    tr._tracked["y"] = _entry(mk("y"), since=4950.0)
+    assert tr._next_delay() == pytest.approx(3.0)
+    tr._tracked.clear()
+    tr._tracked["z"] = _entry(mk("z"), since=4950.0)
+    assert tr._next_delay() == pytest.approx(30.0)
+    # never below min_interval
+    tr.policy = PollPolicy(interval=1.0, min_interval=5.0, due_fraction=0.001)
+    pace.now = 9000.0
+    assert tr._next_delay() == pytest.approx(5.0)
+    tr._tracked.clear()
+
+
+def _entry(task: Task, since: float) -> Any:
+    from kling_async._poll import _Tracked
+
+    loop = asyncio.get_running_loop()
+    return _Tracked(task, since, loop.create_future())
+
+
+async def test_list_page_sized_to_what_is_tracked() -> None:
+    api = FakeApi(*(mk(f"t{i}", created=i) for i in range(12)))
+    tr = tracker(api, Pace(), page_size=500)
+    for tid in ("t11", "t10", "t9"):
+        tr.track(api.tasks[tid])
+    await tr.sweep()
+    assert api.lists == [(1, 30)]  # a small page finds the newest tasks
+    for i in range(9):
+        tr.track(api.tasks[f"t{i}"])
+    await tr.sweep()
+    assert api.lists[-1] == (1, 48)  # 4 × 12 tracked
+    await tr.aclose()
+
+
+async def test_malformed_list_items_fall_back_to_single_queries() -> None:
+    api = FakeApi(mk("a", created=3), mk("b", created=2), mk("c", created=1))
+    tr = tracker(api, Pace())
+    for t in list(api.tasks.values()):
+        tr.track(t)
+    real_list = api.list_page
+
+    async def odd_list(page: int, size: int) -> list[Any]:
+        items = await real_list(page, size)
+        items[0] = dict(items[0], task_status="queued")  # 'a' is unreadable in the list
+        return [*items, "junk", {"task_id": None}]
+
+    tr._list_page = odd_list
+    api.finish("a")
+    api.finish("b")
+    assert await tr.sweep() == 2
+    assert api.gets == ["a"]
+    assert len(tr) == 1
+    await tr.aclose()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"interval": 0}, {"timeout": -1}, {"backoff": 0.5}, {"due_fraction": 0}]
+)
+def test_poll_policy_validated(kwargs: dict[str, float]) -> None:
+    from kling_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        PollPolicy(**kwargs)
+
+
+def test_event_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -> None:
+    from kling_async._events import emit
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("user bug")
+
+    with caplog.at_level(logging.DEBUG, logger="kling_async"):
+        emit(broken, "task_submitted", task_id="t")  # must not raise
+        emit(None, "task_submitted", task_id="t")
+    assert "event hook raised" in caplog.text
+    assert "task_submitted {'task_id': 't'}" in caplog.text

@@ -3,6 +3,7 @@
 from ._auth import Credentials
 from ._batch import Batch, run_batch
 from ._batch_io import BatchResult, BatchStatus, batch_status
+from ._callbacks import CallbackReceiver
 from ._client import Client
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
@@ -41,6 +42,7 @@ __all__ = [
     "Batch",
     "BatchResult",
     "BatchStatus",
+    "CallbackReceiver",
     "Client",
     "ConcurrencyLimitError",
     "ConfigurationError",

@@ -23,7 +23,7 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
-from ._create import CREATE_PATH, create_task
+from ._create import CREATE_PATH, create_task, task_path
 from ._errors import (
     ConcurrencyLimitError,
     InvalidRequestError,
@@ -68,6 +68,7 @@ class Client:
         poll: PollPolicy = DEFAULT_POLL,
         limits: Limits = DEFAULT_LIMITS,
         event_hook: EventHook | None = None,
+        callback_url: str | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -79,6 +80,8 @@ class Client:
         self.base_url = (base_url or base_url_from_env(environ)).rstrip("/")
         self.timeouts, self.retry, self.poll, self.limits = timeouts, retry, poll, limits
         self.event_hook = event_hook
+        #: Given to every submitted request that has none (e.g. a CallbackReceiver's url).
+        self.callback_url = callback_url
         self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
         self._rng = random.Random()
         self.http = HttpLayer(
@@ -95,7 +98,7 @@ class Client:
         )
         self.gate = SlotGate(limits.concurrency, monotonic=monotonic)
         self.tracker = TaskTracker(
-            list_page=self.list_tasks,
+            list_page=self._list_raw,
             get_one=self._fetch_task,
             policy=poll,
             page_size=limits.page_size,
@@ -144,6 +147,9 @@ class Client:
         """
         if external_task_id is not None:
             request = request.with_external_id(external_task_id)
+        if self.callback_url and request.callback_url is None:
+            # Re-built so the URL is validated; it is not part of a batch job's fingerprint.
+            request = type(request)(**{**dict(request), "callback_url": self.callback_url})
         attempt = 0
         while True:
             await self.gate.acquire()
@@ -180,11 +186,11 @@ class Client:
         self.gate.release()
 
     async def _fetch_task(self, task_id: str) -> Task:
-        return _task(await self.http.call("GET", f"{CREATE_PATH}/{task_id}"), "query")
+        return _task(await self.http.call("GET", task_path(task_id)), "query")
 
     async def get_task(self, task_id: str) -> Task:
         """The task's current state, by Kling's task_id or by your external_task_id."""
-        if not task_id or "/" in task_id:
+        if not task_id or "/" in task_id or task_id in (".", ".."):
             raise InvalidRequestError(f"task_id: invalid id {task_id!r}", field="task_id")
         task = await self._fetch_task(task_id)
         self.tracker.observe(task)
@@ -200,11 +206,14 @@ class Client:
                     limit=f"[1, {high}]",
                     value=value,
                 )
+        return [_task(item, "list") for item in await self._list_raw(page_num, page_size)]
+
+    async def _list_raw(self, page_num: int, page_size: int) -> list[Any]:
         params = {"pageNum": page_num, "pageSize": page_size}
         data = await self.http.call("GET", CREATE_PATH, params=params)
         if not isinstance(data, list):
             raise ResponseValidationError(f"list: expected an array, got {type(data).__name__}")
-        return [_task(item, "list") for item in data]
+        return data
 
     async def iter_tasks(
         self, *, page_size: int = 500, max_pages: int = 1000
@@ -261,6 +270,7 @@ class Client:
             clock=self._clock,
             sleep=self._sleep,
             on_progress=on_progress,
+            event_hook=self.event_hook,
         )
         return [r.path for r in results]
 

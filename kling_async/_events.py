@@ -20,6 +20,7 @@ EventKind: TypeAlias = Literal[
     "download_progress",
     "download_finished",
     "job_rejected",  # a bulk job was invalid and skipped
+    "callback_received",  # a valid callback arrived: a status sweep follows (not trusted)
 ]
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -19,11 +22,16 @@ from ._download import (
     stream_to_file,
 )
 from ._errors import DownloadError, KlingError, VideoExpiredError
+from ._events import EventHook, emit
 from ._retry import backoff
 from ._types import Clock, Sleep
 from .models import Task, Video
 
-__all__ = ["ProgressCallback", "save_videos", "video_filename"]
+__all__ = ["ProgressCallback", "progress_events", "save_videos", "video_filename"]
+
+#: At most one download_progress event per video per this many seconds (plus the last one):
+#: a fast CDN delivers a 1 MiB batch every few ms, far more than any progress display needs.
+PROGRESS_INTERVAL = 0.5
 
 
 def video_filename(
@@ -31,6 +39,10 @@ def video_filename(
 ) -> str:
     """`<name, external id or task id>[-N][-wm].mp4`, sanitised: server data never picks a path."""
     stem = name or task.external_task_id or task.task_id
+    if not name and safe_filename(stem, suffix="") != stem:
+        # Ids differing only in unsafe characters ("视频", "动画" → "video") must not share a file.
+        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        stem = f"{safe_filename(stem, suffix='', max_len=100)}-{digest}"
     if len(task.videos) > 1:
         stem = f"{stem}-{index + 1}"
     if watermarked:
@@ -38,10 +50,46 @@ def video_filename(
     return safe_filename(stem)
 
 
+def progress_events(
+    hook: EventHook | None,
+    task_id: str,
+    index: int,
+    then: ProgressCallback | None = None,
+    *,
+    interval: float = PROGRESS_INTERVAL,
+    monotonic: Clock = time.monotonic,
+) -> ProgressCallback | None:
+    """A progress callback that emits throttled `download_progress` events, then calls `then`."""
+    if hook is None:
+        return then
+    last = -interval
+
+    def on_progress(received: int, total: int | None) -> None:
+        nonlocal last
+        now = monotonic()
+        if now - last >= interval or received == total:
+            last = now
+            emit(
+                hook, "download_progress", task_id=task_id, index=index, bytes=received, total=total
+            )
+        if then is not None:
+            then(received, total)
+
+    return on_progress
+
+
 def _url(video: Video, watermarked: bool) -> str:
     url = video.watermark_url if watermarked else video.url
     if not url:
-        raise DownloadError(f"video {video.id} has no {'watermark_' if watermarked else ''}url")
+        what = "watermark_url" if watermarked else "url"
+        raise DownloadError(f"video {video.id[:80]!r} has no {what}")
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in ("http", "https"):  # file:, ftp:, javascript:…: never retried, never read
+        shown = redact_url(url)[:200]
+        raise DownloadError(f"refusing to download a non-http(s) URL: {shown}", url=shown)
     return url
 
 
@@ -59,8 +107,10 @@ async def save_video(
     sleep: Sleep,
     on_progress: ProgressCallback | None = None,
     expected_sha256: str | None = None,
+    event_hook: EventHook | None = None,
 ) -> DownloadResult:
     """Fetch one video; resume truncated transfers, re-query a stale URL once per attempt."""
+    on_progress = progress_events(event_hook, task.task_id, index, on_progress)
     attempt = 0
     refreshed = False
     while True:
@@ -71,7 +121,7 @@ async def save_video(
             )
         url = _url(task.videos[index], watermarked)
         try:
-            return await stream_to_file(
+            result = await stream_to_file(
                 session,
                 url,
                 dest,
@@ -103,6 +153,17 @@ async def save_video(
             if attempt >= retry.attempts:
                 raise
             await sleep(backoff(attempt - 1, retry, error=exc))
+            continue
+        emit(
+            event_hook,
+            "download_finished",
+            task_id=task.task_id,
+            index=index,
+            path=str(result.path),
+            bytes=result.bytes,
+            resumed_from=result.resumed_from,
+        )
+        return result
 
 
 async def save_videos(
@@ -118,6 +179,7 @@ async def save_videos(
     clock: Clock,
     sleep: Sleep = asyncio.sleep,
     on_progress: ProgressCallback | None = None,
+    event_hook: EventHook | None = None,
 ) -> list[DownloadResult]:
     """Fetch every video of a finished task into `out_dir`, one after another."""
     if not task.videos:
@@ -138,6 +200,7 @@ async def save_videos(
                 clock=clock,
                 sleep=sleep,
                 on_progress=on_progress,
+                event_hook=event_hook,
             )
         )
     return results

@@ -83,6 +83,7 @@ class Batch:
         self._submitters = submitters or min(client.gate.maximum, 16)
         self.counts = BatchCounts()
         self.stop_reason: str | None = None
+        self._stopped = asyncio.Event()
         self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
         self._downloads: list[tuple[float, int, str, Task]] = []
@@ -93,12 +94,15 @@ class Batch:
         self._journal: Journal | None = None
         self._batch_id = ""
         self._background: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._claimed: dict[str, int] = {}  # external id → the line that owns it
 
     # -- public control -----------------------------------------------------------------------
     def stop_submitting(self, reason: str) -> None:
         """Submit nothing more; running tasks still finish and download."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        self._stopped.set()
 
     async def __aiter__(self) -> AsyncIterator[BatchResult]:
         engine = asyncio.create_task(self._run(), name="kling-batch")
@@ -119,6 +123,8 @@ class Batch:
         self._batch_id = journal.meta("batch_id") or uuid.uuid4().hex
         journal.set_meta("batch_id", self._batch_id)
         self._known = {row.line: row for row in journal.rows()}
+        for row in self._known.values():
+            self._claimed.setdefault(row.external_id, row.line)
         workers: list[asyncio.Task[None]] = []
         try:
             await self._resume()
@@ -129,12 +135,18 @@ class Batch:
                 self._idle.clear()
                 await self._idle.wait()
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await journal.aclose()
-            write_manifest(Journal(journal.path), self.out_dir / MANIFEST_NAME)
-            self._results.put_nowait(None)
+            # From here on, tasks that end (the client may keep tracking them) are the next
+            # run's business: nothing may write to the journal once it is closed.
+            self._closed = True
+            background = list(self._background)
+            for job in (*workers, *background):
+                job.cancel()
+            await asyncio.gather(*workers, *background, return_exceptions=True)
+            try:
+                await journal.aclose()  # lets writes already queued (shielded) finish
+                write_manifest(Journal(journal.path), self.out_dir / MANIFEST_NAME)
+            finally:
+                self._results.put_nowait(None)
 
     def _emit(self, result: BatchResult) -> None:
         self.counts.states[result.state] = self.counts.states.get(result.state, 0) + 1
@@ -160,7 +172,14 @@ class Batch:
                 self.counts.seen += 1
                 self._follow(row.line, row.external_id, task, hold_slot=True)
             elif row.state == JobState.SUBMITTING:
-                found = await self._lookup(row.external_id)
+                try:
+                    found = await self._lookup(row.external_id)
+                except KlingError as exc:  # cannot tell if it exists: a later run asks again
+                    self.counts.seen += 1
+                    if isinstance(exc, AccountError | AuthenticationError):
+                        self.stop_submitting(f"{type(exc).__name__}: {exc}")
+                    await self._unsubmitted(row.line, row.external_id, exc)
+                    continue
                 if found is not None:  # the lost create did happen: adopt it, never re-create
                     self.counts.seen += 1
                     await self._journal_task(row.line, JobState.SUBMITTED, found)
@@ -183,7 +202,12 @@ class Batch:
         if hold_slot:
             self.client.gate.hold()
             done.add_done_callback(self.client._release_slot)
-        done.add_done_callback(lambda f: self._spawn(self._finished(line, ext, f)))
+
+        def finished(future: asyncio.Future[Task]) -> None:
+            if not self._closed:
+                self._spawn(self._finished(line, ext, future))
+
+        done.add_done_callback(finished)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)
@@ -204,28 +228,71 @@ class Batch:
                 assert job.error is not None
                 await self._reject(job, ext, job.error)
                 continue
+            owner = self._claimed.setdefault(ext, job.line)
+            if owner != job.line:  # two jobs, one idempotency key: they would share a task
+                error = InvalidRequestError(
+                    f"external_task_id {ext!r} is already used by line {owner} of this batch",
+                    field="external_task_id",
+                    value=ext,
+                )
+                await self._reject(job, ext, error)
+                continue
             request = job.request.with_external_id(ext)
             if self._watermark and not request.watermark:
                 request = request.model_copy(update={"watermark": True})
             await journal.intent(job.line, ext, job.fingerprint)
             try:
-                task = await self.client.submit(request, adopt_existing=True)
+                task, adopted = await self._create(request, ext)
             except InvalidRequestError as exc:
                 await self._reject(job, ext, exc)
                 continue
             except (AccountError, AuthenticationError) as exc:
                 # Retrying cannot help and every later create would fail the same way.
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
-                self._emit(BatchResult(job.line, ext, JobState.SUBMITTING, error=job_error(exc)))
+                await self._unsubmitted(job.line, ext, exc)
                 return
             except APIError as exc:  # refused for this job only (policy, parameters)
                 await self._reject(job, ext, exc)
                 continue
             except KlingError as exc:  # outcome unknown even after reconciling: rerun decides
-                self._emit(BatchResult(job.line, ext, JobState.SUBMITTING, error=job_error(exc)))
+                await self._unsubmitted(job.line, ext, exc)
                 continue
+            if task is None:  # the batch stopped while this job waited for a slot
+                self.counts.seen -= 1
+                return
             await self._journal_task(job.line, JobState.SUBMITTED, task)
-            self._follow(job.line, ext, task, hold_slot=False)
+            self._follow(job.line, ext, task, hold_slot=adopted and not task.is_terminal)
+
+    async def _create(
+        self, request: MultiImageToVideoRequest, ext: str
+    ) -> tuple[Task | None, bool]:
+        """`client.submit`, abandoned if the batch stops submitting while it waits for a slot.
+
+        Returns (task, adopted). Abandoned mid-POST, the create may still have happened: ask
+        Kling by external id and adopt the task (adopted=True: nobody tracks it yet), or None
+        when it does not exist; the row stays `submitting`, a rerun asks again before creating.
+        """
+        submit = asyncio.ensure_future(self.client.submit(request, adopt_existing=True))
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({submit, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not submit.done():
+                submit.cancel()
+            await asyncio.gather(submit, stopped, return_exceptions=True)
+        if not submit.cancelled():
+            return submit.result(), False
+        found = await self._lookup(ext)
+        return found, found is not None
+
+    async def _unsubmitted(self, line: int, ext: str, exc: KlingError) -> None:
+        """The create failed or its outcome is unknown: keep the error on record (manifest,
+        `status`); the row stays `submitting`, so a rerun asks Kling before creating again."""
+        assert self._journal is not None
+        error = job_error(exc)
+        await self._journal.update(line, JobState.SUBMITTING, error=error)
+        self._emit(BatchResult(line, ext, JobState.SUBMITTING, error=error))
 
     async def _reject(self, job: Job, ext: str, exc: KlingError) -> None:
         assert self._journal is not None
@@ -286,6 +353,9 @@ class Batch:
             _, line, ext, task = heapq.heappop(self._downloads)
             try:
                 await self._download(line, ext, task)
+            except Exception as exc:  # unexpected: a dead worker would hang the batch
+                error = {"type": type(exc).__name__, "message": str(exc)}
+                self._emit(BatchResult(line, ext, JobState.SUCCEEDED, task.task_id, (), error))
             finally:
                 self._settle()
 
@@ -293,11 +363,17 @@ class Batch:
         assert self._journal is not None
         files: list[dict[str, Any]] = []
         try:
+            if not task.videos:  # still listed as succeeded, but its videos are gone
+                raise VideoExpiredError(
+                    f"task {task.task_id}: Kling lists no video any more "
+                    f"(past the 30-day retention? expiry {task.expires_at:%Y-%m-%d %H:%M} UTC)"
+                )
             for index, video in enumerate(task.videos):
                 files.append(await self._fetch_one(task, index, ext, watermarked=False))
                 if video.watermark_url:  # the job asked for a watermarked copy too
                     files.append(await self._fetch_one(task, index, ext, watermarked=True))
         except VideoExpiredError as exc:
+            self._discard_parts(task, ext)  # nothing left to resume: do not litter the folder
             error = job_error(exc)
             await self._journal.update(line, JobState.EXPIRED, error=error)
             self._emit(BatchResult(line, ext, JobState.EXPIRED, task.task_id, (), error))
@@ -315,6 +391,12 @@ class Batch:
                 line, ext, JobState.DOWNLOADED, task.task_id, tuple(files), None, task.expires_at
             )
         )
+
+    def _discard_parts(self, task: Task, ext: str) -> None:
+        for index in range(max(1, len(task.videos))):
+            for watermarked in (False, True):
+                name = video_filename(task, index, name=ext, watermarked=watermarked)
+                (self.videos_dir / f"{name}.part").unlink(missing_ok=True)
 
     async def _fetch_one(
         self, task: Task, index: int, ext: str, *, watermarked: bool

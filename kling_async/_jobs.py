@@ -85,7 +85,7 @@ def _parse_line(line_no: int, text: str, base_dir: Path) -> Job:
 def jobs_from_jsonl(path: Path) -> Iterator[Job]:
     """Read the job file one line at a time (blank lines and # comments are skipped)."""
     base_dir = path.resolve().parent
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: Notepad adds a BOM
         for line_no, text in enumerate(fh, start=1):
             stripped = text.strip()
             if not stripped or stripped.startswith("#"):

@@ -9,6 +9,7 @@ commit): durable, yet a few thousand changes a second cost little.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -25,7 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     line INTEGER PRIMARY KEY,
-    external_id TEXT NOT NULL UNIQUE,
+    external_id TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     state TEXT NOT NULL,
     task_id TEXT,
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_external_id ON jobs(external_id);
 """
 
 
@@ -102,6 +104,7 @@ class Journal:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
         self.commits = 0
 
     # -- reads (at start-up and for `status`; cheap, synchronous) ---------------------------
@@ -131,6 +134,8 @@ class Journal:
 
     # -- durable writes ---------------------------------------------------------------------
     async def _write(self, *ops: _Op) -> None:
+        if self._closed:  # a writer thread on a closed connection would die, never answering
+            raise RuntimeError(f"journal {self.path} is closed")
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._writer, name="kling-journal", daemon=True)
@@ -159,8 +164,9 @@ class Journal:
                 self.commits += 1
             except BaseException as exc:  # reported to every waiter below
                 error = exc
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the thread must live to answer
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
             for _, future in work:
                 self._loop.call_soon_threadsafe(_settle, future, error)
             if stop:
@@ -210,10 +216,15 @@ class Journal:
         self, line: int, external_id: str, fingerprint: str, state: str, error: dict[str, Any]
     ) -> None:
         """Insert or replace a job that never reached Kling (rejected before any create)."""
+        # Upsert on `line` only: INSERT OR REPLACE would also delete any other row that
+        # conflicts on another unique column.
         await self._write(
             (
-                "INSERT OR REPLACE INTO jobs (line, external_id, fingerprint, state, error,"
-                " updated) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (line, external_id, fingerprint, state, error, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET"
+                " external_id = excluded.external_id, fingerprint = excluded.fingerprint,"
+                " state = excluded.state, task_id = NULL, task = NULL, expires_at = NULL,"
+                " error = excluded.error, files = NULL, updated = excluded.updated",
                 (line, external_id, fingerprint, state, json.dumps(error), time.time()),
             )
         )
@@ -221,10 +232,12 @@ class Journal:
     def close_sync(self) -> None:
         """Close a journal that was only read (no writer thread running)."""
         assert self._thread is None, "use aclose() after writes"
+        self._closed = True
         self._db.close()
 
     async def aclose(self) -> None:
         """Let queued writes finish, stop the writer and close the file."""
+        self._closed = True
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)

@@ -107,7 +107,7 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
 
 
 def _count_jobs(path: Path) -> int:
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
         return sum(1 for line in fh if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -131,7 +131,8 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
             interrupts += 1
             if interrupts > 1:  # the journal is consistent at every commit: leave at once
                 os._exit(EXIT_INTERRUPTED)
-            print("\ninterrupted: stopping (Ctrl-C again to abort at once)", file=sys.stderr)
+            # Running tasks are not waited for: they go on at Kling and a rerun picks them up.
+            print("\ninterrupted: saving state (Ctrl-C again to quit at once)", file=sys.stderr)
             batch.stop_submitting("interrupted")
             done.cancel()
 
@@ -194,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs: Path | None = args.jobs if args.command == "run" else None
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
+        if jobs is None:
+            batch_status(args.out)  # FileNotFoundError: no journal, nothing to download
         total = _count_jobs(jobs) if jobs is not None else None
         return asyncio.run(_run(args, jobs, total))
     except (ConfigurationError, FileNotFoundError) as exc:

@@ -9,19 +9,17 @@ the same out dir resumes from it without creating or downloading anything twice.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import os
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._batch_fetch import BatchCounts, DownloadStage
 from ._batch_io import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     BatchResult,
-    file_record,
     job_error,
     result_from_row,
     write_manifest,
@@ -30,13 +28,10 @@ from ._errors import (
     AccountError,
     APIError,
     AuthenticationError,
-    DownloadError,
     InvalidRequestError,
     KlingError,
-    VideoExpiredError,
 )
 from ._events import emit
-from ._fetch import save_video, video_filename
 from ._jobs import Job, external_id_for, jobs_from_jsonl, jobs_from_requests
 from ._journal import JobRow, JobState, Journal
 from ._types import PathLike
@@ -46,19 +41,6 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["Batch", "BatchResult", "run_batch"]
-
-
-@dataclass(slots=True)
-class BatchCounts:
-    """Live counters for progress displays."""
-
-    seen: int = 0
-    running: int = 0
-    finished: int = 0
-    downloaded: int = 0
-    failed: int = 0
-    bytes: int = 0
-    states: dict[str, int] = field(default_factory=dict)
 
 
 class Batch:
@@ -86,8 +68,6 @@ class Batch:
         self._stopped = asyncio.Event()
         self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
-        self._downloads: list[tuple[float, int, str, Task]] = []
-        self._download_ready = asyncio.Event()
         self._outstanding = 0  # submitted-not-finished + waiting-to-download
         self._idle = asyncio.Event()
         self._known: dict[int, JobRow] = {}
@@ -125,11 +105,16 @@ class Batch:
         self._known = {row.line: row for row in journal.rows()}
         for row in self._known.values():
             self._claimed.setdefault(row.external_id, row.line)
+        self._fetcher = DownloadStage(
+            self.client, self.out_dir, journal, self.counts, self._emit, self._settle
+        )
         workers: list[asyncio.Task[None]] = []
         try:
             await self._resume()
             workers = [asyncio.create_task(self._submitter()) for _ in range(self._submitters)]
-            workers += [asyncio.create_task(self._downloader()) for _ in range(self._downloaders)]
+            workers += [
+                asyncio.create_task(self._fetcher.worker()) for _ in range(self._downloaders)
+            ]
             await asyncio.gather(*workers[: self._submitters])
             while self._outstanding:
                 self._idle.clear()
@@ -167,7 +152,7 @@ class Batch:
             elif row.state == JobState.SUCCEEDED and task is not None:
                 self.counts.seen += 1
                 self._outstanding += 1
-                self._queue_download(row.line, row.external_id, task)
+                self._fetcher.queue(row.line, row.external_id, task)
             elif row.state == JobState.SUBMITTED and task is not None:
                 self.counts.seen += 1
                 self._follow(row.line, row.external_id, task, hold_slot=True)
@@ -331,7 +316,7 @@ class Batch:
         task = done.result()
         if task.task_status == "succeed":
             await self._journal_task(line, JobState.SUCCEEDED, task)
-            self._queue_download(line, ext, task)
+            self._fetcher.queue(line, ext, task)
             return
         self.counts.failed += 1
         error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
@@ -340,101 +325,6 @@ class Batch:
             BatchResult(line, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
         )
         self._settle()
-
-    def _queue_download(self, line: int, ext: str, task: Task) -> None:
-        heapq.heappush(self._downloads, (task.expires_at.timestamp(), line, ext, task))
-        self._download_ready.set()
-
-    async def _downloader(self) -> None:
-        while True:
-            while not self._downloads:
-                self._download_ready.clear()
-                await self._download_ready.wait()
-            _, line, ext, task = heapq.heappop(self._downloads)
-            try:
-                await self._download(line, ext, task)
-            except Exception as exc:  # unexpected: a dead worker would hang the batch
-                error = {"type": type(exc).__name__, "message": str(exc)}
-                self._emit(BatchResult(line, ext, JobState.SUCCEEDED, task.task_id, (), error))
-            finally:
-                self._settle()
-
-    async def _download(self, line: int, ext: str, task: Task) -> None:
-        assert self._journal is not None
-        files: list[dict[str, Any]] = []
-        try:
-            if not task.videos:  # still listed as succeeded, but its videos are gone
-                raise VideoExpiredError(
-                    f"task {task.task_id}: Kling lists no video any more "
-                    f"(past the 30-day retention? expiry {task.expires_at:%Y-%m-%d %H:%M} UTC)"
-                )
-            for index, video in enumerate(task.videos):
-                files.append(await self._fetch_one(task, index, ext, watermarked=False))
-                if video.watermark_url:  # the job asked for a watermarked copy too
-                    files.append(await self._fetch_one(task, index, ext, watermarked=True))
-        except VideoExpiredError as exc:
-            self._discard_parts(task, ext)  # nothing left to resume: do not litter the folder
-            error = job_error(exc)
-            await self._journal.update(line, JobState.EXPIRED, error=error)
-            self._emit(BatchResult(line, ext, JobState.EXPIRED, task.task_id, (), error))
-            return
-        except DownloadError as exc:  # stays "succeeded": a rerun or `download` fetches it
-            error = job_error(exc)
-            await self._journal.update(line, JobState.SUCCEEDED, error=error)
-            self._emit(BatchResult(line, ext, JobState.SUCCEEDED, task.task_id, (), error))
-            return
-        await self._journal.update(line, JobState.DOWNLOADED, files=files)
-        self.counts.downloaded += 1
-        emit(self.client.event_hook, "download_finished", line=line, files=len(files))
-        self._emit(
-            BatchResult(
-                line, ext, JobState.DOWNLOADED, task.task_id, tuple(files), None, task.expires_at
-            )
-        )
-
-    def _discard_parts(self, task: Task, ext: str) -> None:
-        for index in range(max(1, len(task.videos))):
-            for watermarked in (False, True):
-                name = video_filename(task, index, name=ext, watermarked=watermarked)
-                (self.videos_dir / f"{name}.part").unlink(missing_ok=True)
-
-    async def _fetch_one(
-        self, task: Task, index: int, ext: str, *, watermarked: bool
-    ) -> dict[str, Any]:
-        dest = self.videos_dir / video_filename(task, index, name=ext, watermarked=watermarked)
-        if dest.exists():
-            # Only a verified download is ever renamed into place: an earlier run finished it
-            # and died before the journal heard; hash it locally instead of fetching it again.
-            return await asyncio.to_thread(file_record, dest, self.out_dir)
-        client = self.client
-        result = await save_video(
-            client.http.session,
-            task,
-            index,
-            dest,
-            refresh=client.get_task,
-            watermarked=watermarked,
-            timeouts=client.timeouts,
-            retry=client.retry,
-            clock=client._clock,
-            sleep=client._sleep,
-            on_progress=self._progress(),
-        )
-        return {
-            "path": str(result.path.relative_to(self.out_dir)),
-            "bytes": result.bytes,
-            "sha256": result.sha256,
-        }
-
-    def _progress(self) -> Any:
-        last = 0
-
-        def on_progress(done: int, _total: int | None) -> None:
-            nonlocal last
-            self.counts.bytes += done - last
-            last = done
-
-        return on_progress
 
 
 def run_batch(

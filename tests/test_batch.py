@@ -433,7 +433,7 @@ async def test_watermarked_copies(start_sim: StartSim, tmp_path: Path) -> None:
 async def test_unexpected_download_error_does_not_hang(
     start_sim: StartSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kling_async import _batch
+    from kling_async import _batch_fetch as _batch
 
     real = _batch.save_video
     calls = 0

@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_batch_io"},
+    {"_batch_fetch"},
     {"_batch"},
     {"_progress"},
     {"__init__"},

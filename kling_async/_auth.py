@@ -38,6 +38,16 @@ class Credentials:
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("access key", self.access_key),
+            ("secret key", self.secret_key),
+            ("API key", self.api_key),
+        ):
+            # A pasted newline breaks the signature, and in a header it is an injection.
+            if value and any(c.isspace() or not c.isprintable() for c in value):
+                raise ConfigurationError(
+                    f"the Kling {name} contains whitespace or control characters"
+                )
         if self.api_key:
             return
         if not self.access_key or not self.secret_key:

@@ -146,6 +146,8 @@ class Batch:
         """Pick up what an earlier run left: running tasks, videos to fetch, unknown creates."""
         for row in list(self._known.values()):
             task = Task.model_validate(row.task) if row.task else None
+            if row.state == JobState.REJECTED:
+                continue  # never billed: the submitters retry it if its line was edited
             if row.state in JobState.TERMINAL:
                 self.counts.seen += 1
                 self._emit(result_from_row(row))
@@ -205,7 +207,8 @@ class Batch:
         for job in self._jobs:
             if self.stop_reason is not None:
                 return
-            if job.line in self._known:
+            row = self._known.get(job.line)
+            if row is not None and not self._retry_rejected(row, job):
                 continue  # handled by _resume from the journal
             self.counts.seen += 1
             ext = external_id_for(self._batch_id, job)
@@ -247,6 +250,16 @@ class Batch:
                 return
             await self._journal_task(job.line, JobState.SUBMITTED, task)
             self._follow(job.line, ext, task, hold_slot=adopted and not task.is_terminal)
+
+    def _retry_rejected(self, row: JobRow, job: Job) -> bool:
+        """A rejected line that was edited since runs again; unchanged, its result stands."""
+        if row.state != JobState.REJECTED:
+            return False
+        if row.fingerprint == job.fingerprint:
+            self.counts.seen += 1
+            self._emit(result_from_row(row))
+            return False
+        return True
 
     async def _create(
         self, request: MultiImageToVideoRequest, ext: str

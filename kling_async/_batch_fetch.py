@@ -13,7 +13,7 @@ from ._batch_io import BatchResult, file_record, job_error
 from ._errors import DownloadError, VideoExpiredError
 from ._fetch import save_video, video_filename
 from ._journal import JobState, Journal
-from .models import Task
+from .models import Task, TaskInfo
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -110,13 +110,13 @@ class DownloadStage:
     def _discard_parts(self, task: Task, ext: str) -> None:
         for index in range(max(1, len(task.videos))):
             for watermarked in (False, True):
-                name = video_filename(task, index, name=ext, watermarked=watermarked)
+                name = video_filename(_keyed(task, ext), index, watermarked=watermarked)
                 (self.videos_dir / f"{name}.part").unlink(missing_ok=True)
 
     async def _fetch_one(
         self, task: Task, index: int, ext: str, *, watermarked: bool
     ) -> dict[str, Any]:
-        dest = self.videos_dir / video_filename(task, index, name=ext, watermarked=watermarked)
+        dest = self.videos_dir / video_filename(_keyed(task, ext), index, watermarked=watermarked)
         if dest.exists():
             # Only a verified download is ever renamed into place: an earlier run finished it
             # and died before the journal heard; hash it locally instead of fetching it again.
@@ -151,3 +151,11 @@ class DownloadStage:
             last = done
 
         return on_progress
+
+
+def _keyed(task: Task, ext: str) -> Task:
+    """The task carrying the job's external id: files are named from it (hashed if unsafe, so
+    two ids that sanitise alike never share a file)."""
+    if task.external_task_id == ext:
+        return task
+    return task.model_copy(update={"task_info": TaskInfo(external_task_id=ext)})

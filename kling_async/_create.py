@@ -33,7 +33,7 @@ _BIG_BODY = 1 << 20
 
 def task_path(ident: str) -> str:
     """The query path of one task; the id is percent-encoded, so "?", "#", "%" stay in it."""
-    return f"{CREATE_PATH}/{quote(ident, safe='')}"
+    return f"{CREATE_PATH}/{quote(ident, safe='', errors='surrogatepass')}"
 
 
 def new_external_id() -> str:

@@ -84,10 +84,11 @@ def _url(video: Video, watermarked: bool) -> str:
         what = "watermark_url" if watermarked else "url"
         raise DownloadError(f"video {video.id[:80]!r} has no {what}")
     try:
-        scheme = urlsplit(url).scheme.lower()
+        parts = urlsplit(url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
     except ValueError:
-        scheme = ""
-    if scheme not in ("http", "https"):  # file:, ftp:, javascript:…: never retried, never read
+        usable = False
+    if not usable:  # file:, ftp:, javascript:, no host…: refused at once, never retried
         shown = redact_url(url)[:200]
         raise DownloadError(f"refusing to download a non-http(s) URL: {shown}", url=shown)
     return url

@@ -4,6 +4,7 @@ error mapping and the retry loop (with an injected sleep, so tests never wait)."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import random
@@ -99,8 +100,8 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
         raise error_from_response(
             status=status,
             code=code if code != 0 else None,
-            message=message if isinstance(message, str) else "",
-            request_id=request_id if isinstance(request_id, str) else None,
+            message=message[:1000] if isinstance(message, str) else "",  # bounded, whatever sent
+            request_id=request_id[:200] if isinstance(request_id, str) else None,
             retry_after=_retry_after(headers),
         )
     return payload.get("data")
@@ -209,11 +210,13 @@ class HttpLayer:
         if body is not None:
             headers["Content-Type"] = "application/json"
         url = self.base_url + path
+        # aiohttp warns (ResourceWarning) on raw bytes over 1 MiB; a BytesIO is sent in chunks.
+        data = io.BytesIO(body) if body is not None and len(body) > 1 << 20 else body
         started = time.perf_counter()
         self.requests_sent += 1
         try:
             async with self.session.request(
-                method, url, data=body, params=params, headers=headers
+                method, url, data=data, params=params, headers=headers
             ) as resp:
                 raw = await _read_capped(resp, f"{method} {path}")
                 status, resp_headers = resp.status, resp.headers

@@ -177,8 +177,9 @@ class Journal:
         await self._write(
             (
                 "INSERT INTO jobs (line, external_id, fingerprint, state, updated)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET state = excluded.state,"
-                " updated = excluded.updated",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET"
+                " external_id = excluded.external_id, fingerprint = excluded.fingerprint,"
+                " state = excluded.state, error = NULL, updated = excluded.updated",
                 (line, external_id, fingerprint, JobState.SUBMITTING, time.time()),
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import re
@@ -35,6 +36,11 @@ BASE = "http://api.test"
 URL = BASE + CREATE_PATH
 BY_ID = re.compile(re.escape(URL) + r"/[^/?]+$")
 MS = 1_722_769_557_708
+
+
+def _raw(data: Any) -> Any:
+    """The body as sent: bytes, or a BytesIO for bodies over 1 MiB."""
+    return data.getvalue() if isinstance(data, io.BytesIO) else data
 
 
 class Recorder:
@@ -93,7 +99,7 @@ class Harness:
 
     def posts(self) -> list[dict[str, Any]]:
         return [
-            json.loads(c.kwargs["data"])
+            json.loads(_raw(c.kwargs["data"]))
             for (meth, u), cs in self.m.requests.items()
             for c in cs
             if meth == "POST" and str(u) == URL

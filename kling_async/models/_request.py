@@ -171,6 +171,11 @@ class MultiImageToVideoRequest(BaseModel):
         # Tasks are looked up by this id in a URL path: "/" would split it, "." and ".." vanish.
         if value is not None and ("/" in value or value in (".", "..")):
             raise ValueError(f"external_task_id must not contain '/' or be '.' or '..': {value!r}")
+        if value is not None and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate cannot go into a URL
+                raise ValueError("external_task_id must be valid Unicode text") from None
         return value
 
     def with_external_id(self, external_task_id: str) -> MultiImageToVideoRequest:

@@ -64,14 +64,17 @@ class TaskResult(_Tolerant):
 
 def _ms_to_datetime(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:  # 1e300, inf, NaN: not a time
+            raise ValueError(f"not a time in epoch milliseconds: {value!r} ({exc})") from None
     return value
 
 
 class Task(_Tolerant):
     """A Multi-Image-to-Video task as a query reports it (the create answer is a subset)."""
 
-    task_id: str
+    task_id: str = Field(min_length=1)
     task_status: TaskStatus
     task_status_msg: str | None = None
     task_info: TaskInfo = Field(default_factory=TaskInfo)
@@ -91,10 +94,23 @@ class Task(_Tolerant):
     def _none_as_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @field_validator("task_id")
+    @classmethod
+    def _id_is_path_safe(cls, value: str) -> str:
+        if value in (".", ".."):  # it names the task in a URL path: "." / ".." would not
+            raise ValueError(f"task_id {value!r} cannot name a task")
+        return value
+
     @field_validator("created_at", "updated_at", mode="before")
     @classmethod
     def _epoch_ms(cls, value: Any) -> Any:
         return _ms_to_datetime(value)
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        # An ISO string without offset parses naive; compared with aware times it raises.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     @property
     def status(self) -> TaskStatus:
@@ -119,4 +135,7 @@ class Task(_Tolerant):
     @property
     def expires_at(self) -> datetime:
         """When Kling deletes the videos: created_at + 30 days (the earlier, safer clock)."""
-        return self.created_at + RETENTION
+        try:
+            return self.created_at + RETENTION
+        except OverflowError:  # created_at within 30 days of year 9999: never, in practice
+            return datetime.max.replace(tzinfo=UTC)

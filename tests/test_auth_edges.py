@@ -1,0 +1,203 @@
+"""Authentication edge cases against the simulator: token expiry over a long run, skewed clocks,
+wrong keys (one clear error, no retry storm, a batch that stops)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_png
+
+import kling_async
+from kling_async import (
+    AuthenticationError,
+    Client,
+    Limits,
+    MultiImageToVideoRequest,
+    PollPolicy,
+    RetryPolicy,
+)
+from kling_async.simulator import Simulator
+
+RETRY = RetryPolicy(attempts=4, wait_initial=0.01, wait_max=0.05)
+POLL = PollPolicy(interval=0.05, interval_max=0.1, min_interval=0.02)
+
+
+class SkewedClock:
+    """Wall time plus an offset the test moves (the client's idea of "now")."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A simulator with quick tasks and a cap of 5."""
+    async with Simulator(concurrency=5, gen_seconds=0.05, gen_spread=0.0) as s:
+        yield s
+
+
+def client_for(sim: Simulator, clock: SkewedClock | None = None, **keys: Any) -> Client:
+    keys = keys or {"access_key": sim.access_key, "secret_key": sim.secret_key}
+    return Client(
+        **keys,
+        base_url=sim.url,
+        clock=clock or SkewedClock(),
+        retry=RETRY,
+        poll=POLL,
+        limits=Limits(concurrency=5, rps=1000),
+    )
+
+
+def tokens_of(client: Client) -> list[str]:
+    """Record every Authorization value the client produces."""
+    seen: list[str] = []
+    signer = client.http._signer
+    original = signer.header
+
+    def header() -> str:
+        value = original()
+        seen.append(value)
+        return value
+
+    signer.header = header  # type: ignore[method-assign]
+    return seen
+
+
+def request(n: int = 0) -> MultiImageToVideoRequest:
+    return MultiImageToVideoRequest(images=[make_png()], prompt=f"a dog {n}")
+
+
+async def test_tokens_are_renewed_across_many_lifetimes(sim: Simulator) -> None:
+    clock = SkewedClock()
+    async with client_for(sim, clock) as client:
+        sent = tokens_of(client)
+        task = await client.submit(request())
+        for _ in range(4):  # two hours in four steps, each past a token's 1800 s
+            sim.advance(1900)
+            clock.offset += 1900
+            assert (await client.get_task(task.task_id)).task_id == task.task_id
+        assert len(set(sent)) == 5  # a fresh token each time, made before it was refused
+        assert sim.stats.errors_by_code[1004] == 0
+        assert (await client.wait(task, timeout=5)).is_terminal
+
+
+async def test_a_token_the_server_calls_expired_is_resigned_once(sim: Simulator) -> None:
+    clock = SkewedClock()
+    async with client_for(sim, clock) as client:
+        sent = tokens_of(client)
+        task = await client.submit(request())
+        # The server's clock runs ahead of ours: our token still looks fresh to us.
+        sim.advance(1900)
+        clock.offset += 1400
+        sim.reset_stats()
+        assert (await client.get_task(task.task_id)).task_id == task.task_id
+        assert sim.stats.errors_by_code[1004] == 1
+        assert sim.stats.requests["query"] == 2  # refused once, re-signed, accepted
+        assert len(set(sent)) == 2
+        sim.reset_stats()
+        await client.get_task(task.task_id)  # and it goes on with the new token
+        assert dict(sim.stats.errors_by_code) == {}
+        assert sim.stats.requests["query"] == 1
+
+
+@pytest.mark.parametrize(
+    ("skew", "code"),
+    [(+600, 1003), (-2400, 1004)],
+    ids=["ahead 10 min: not yet valid", "behind 40 min: already expired"],
+)
+async def test_a_skewed_clock_gives_one_clear_error(sim: Simulator, skew: float, code: int) -> None:
+    async with client_for(sim, SkewedClock(skew)) as client:
+        sent = tokens_of(client)
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: client.get_task("1"),
+            lambda: client.submit(request()),
+        ]
+        for call in calls:
+            sim.reset_stats()
+            with pytest.raises(AuthenticationError) as info:
+                await asyncio.wait_for(call(), 5)
+            assert info.value.code == code
+            assert "clock" in str(info.value)
+            assert sum(sim.stats.requests.values()) == 2  # exactly one re-sign, no loop
+            assert sim.stats.errors_by_code[code] == 2
+        assert sim.stats.accepted_creates == 0
+        assert len(sent) == 4
+
+
+async def test_ten_minutes_behind_still_works(sim: Simulator) -> None:
+    # A token lives 1800 s: a clock 10 min slow leaves 20 min of validity, and when the server
+    # calls the token expired before we expected, one re-sign fixes it.
+    clock = SkewedClock(-600)
+    async with client_for(sim, clock) as client:
+        task = await client.submit(request())
+        sim.advance(1250)
+        clock.offset += 1250
+        sim.reset_stats()
+        await client.get_task(task.task_id)
+        assert sim.stats.errors_by_code[1004] == 1
+        assert sim.stats.requests["query"] == 2
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"secret": "SK-wrong-0123456789abcdef0123456789abcdef"},
+        {"access": "AK-unknown"},
+        {"api_key": "not-the-api-key-0123456789"},
+    ],
+    ids=["wrong secret", "unknown access key", "wrong api key"],
+)
+async def test_wrong_keys_give_one_clear_error(sim: Simulator, wrong: dict[str, str]) -> None:
+    keys: dict[str, Any] = (
+        {"api_key": wrong["api_key"]}
+        if "api_key" in wrong
+        else {
+            "access_key": wrong.get("access", sim.access_key),
+            "secret_key": wrong.get("secret", sim.secret_key),
+        }
+    )
+    async with client_for(sim, **keys) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.get_task("1")
+        assert info.value.code == 1002
+        assert "invalid" in str(info.value).lower()
+        assert sum(sim.stats.requests.values()) == 1  # not retried, not re-signed
+        sim.reset_stats()
+        with pytest.raises(AuthenticationError):
+            await client.submit(request())
+        assert sim.stats.requests["create"] == 1
+        assert client.gate.in_use == 0
+
+
+async def test_a_batch_with_wrong_keys_stops_early(sim: Simulator, tmp_path: Path) -> None:
+    image = tmp_path / "ref.png"
+    image.write_bytes(make_png())
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "".join(
+            json.dumps({"images": [image.name], "prompt": f"dog {n}"}) + "\n" for n in range(40)
+        )
+    )
+    async with client_for(
+        sim, access_key=sim.access_key, secret_key="SK-wrong-0123456789abcdef0123456789abcdef"
+    ) as client:
+        batch = kling_async.run_batch(client, jobs, tmp_path / "out")
+
+        async def drain() -> list[Any]:
+            return [r async for r in batch]
+
+        results = await asyncio.wait_for(drain(), 20)
+    creates = sim.stats.requests["create"]
+    assert 1 <= creates <= client.limits.concurrency  # the submitters in flight, no more
+    assert sim.stats.accepted_creates == 0
+    assert batch.stop_reason is not None and "AuthenticationError" in batch.stop_reason
+    assert not any(r.ok for r in results)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from contextlib import suppress
 from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TransferSpeedColumn,
 )
 
 from ._batch import Batch, BatchResult
@@ -35,26 +34,21 @@ class Reporter:
         self._progress: Progress | None = None
         self._ids: dict[str, TaskID] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._last = (time.monotonic(), 0)
+        self._rate = 0.0
 
     async def __aenter__(self) -> Reporter:
         if self.fancy:
-            console = Console(file=self.out)
             self._progress = Progress(
                 TextColumn("{task.description:<11}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=console,
-                transient=False,
+                TextColumn("{task.fields[note]}"),
+                console=Console(file=self.out),
             )
             for name in ("submitted", "running", "finished", "downloaded"):
-                self._ids[name] = self._progress.add_task(name, total=self.total)
-            self._ids["bytes"] = self._progress.add_task("bytes", total=None)
-            self._progress.columns = (
-                *self._progress.columns,
-                DownloadColumn(),
-                TransferSpeedColumn(),
-            )
+                self._ids[name] = self._progress.add_task(name, total=self.total, note="")
             self._progress.start()
             self._ticker = asyncio.create_task(self._tick())
         return self
@@ -76,13 +70,21 @@ class Reporter:
     def _refresh(self) -> None:
         assert self._progress is not None
         c = self.batch.counts
-        gate = self.batch.client.gate
+        now = time.monotonic()
+        then, before = self._last
+        if now - then >= 1.0:  # a rate over about a second reads steadier than per tick
+            self._rate = (c.bytes - before) / (now - then)
+            self._last = (now, c.bytes)
         update = self._progress.update
-        update(self._ids["submitted"], completed=c.seen)
-        update(self._ids["running"], completed=c.running, description=f"running ≤{gate.limit}")
-        update(self._ids["finished"], completed=c.finished)
-        update(self._ids["downloaded"], completed=c.downloaded)
-        update(self._ids["bytes"], completed=c.bytes)
+        update(self._ids["submitted"], completed=c.running + c.finished)
+        limit = self.batch.client.gate.limit
+        update(self._ids["running"], completed=c.running, note=f"slots in use (limit {limit})")
+        update(self._ids["finished"], completed=c.finished, note=f"{c.failed} failed")
+        update(
+            self._ids["downloaded"],
+            completed=c.downloaded,
+            note=f"{_size(c.bytes)} at {_size(self._rate)}/s",
+        )
 
     def result(self, result: BatchResult) -> None:
         """Report one job's outcome (problems always; successes only in plain mode)."""
@@ -102,3 +104,11 @@ class Reporter:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=self.out, flush=True)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"

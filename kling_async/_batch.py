@@ -34,6 +34,7 @@ from ._errors import (
 from ._events import emit
 from ._jobs import Job, external_id_for, jobs_from_jsonl, jobs_from_requests
 from ._journal import JobRow, JobState, Journal
+from ._retry import Verdict, classify
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
 
@@ -108,6 +109,7 @@ class Batch:
         self._fetcher = DownloadStage(
             self.client, self.out_dir, journal, self.counts, self._emit, self._settle
         )
+        self._fetcher.on_full = self.stop_submitting  # new videos would have nowhere to go
         workers: list[asyncio.Task[None]] = []
         try:
             await self._resume()
@@ -239,14 +241,22 @@ class Batch:
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
                 await self._unsubmitted(job.line, ext, exc)
                 return
-            except APIError as exc:  # refused for this job only (policy, parameters)
-                await self._reject(job, ext, exc)
+            except APIError as exc:
+                if classify(exc) is Verdict.RETRY:
+                    # 5xx / 1302 past every retry: transient, so not "rejected" for good (a
+                    # rerun skips those); the row stays `submitting` and a rerun asks, then sends.
+                    await self._unsubmitted(job.line, ext, exc)
+                else:  # refused for this job only (policy, parameters)
+                    await self._reject(job, ext, exc)
                 continue
             except KlingError as exc:  # outcome unknown even after reconciling: rerun decides
                 await self._unsubmitted(job.line, ext, exc)
                 continue
             if task is None:  # the batch stopped while this job waited for a slot
-                self.counts.seen -= 1
+                self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
+                # row (kept: the create may yet land) must say why it is unfinished.
+                why = {"type": "NotSubmitted", "message": f"not sent: {self.stop_reason}"}
+                await journal.update(job.line, JobState.SUBMITTING, error=why)
                 return
             await self._journal_task(job.line, JobState.SUBMITTED, task)
             self._follow(job.line, ext, task, hold_slot=adopted and not task.is_terminal)

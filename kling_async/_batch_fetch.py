@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_io import BatchResult, file_record, job_error
+from ._download import DiskFullError
 from ._errors import DownloadError, VideoExpiredError
 from ._fetch import save_video, video_filename
 from ._journal import JobState, Journal
@@ -53,6 +54,11 @@ class DownloadStage:
         self.counts = counts
         self._emit = emit
         self._settle = settle
+        #: Told (with the reason) once the disk is full; the batch stops submitting then.
+        self.on_full: Callable[[str], None] = lambda reason: None
+        #: Set once the output disk is full: later downloads are recorded, not tried (each
+        #: would fail the same way, and retrying them one by one only fills the log).
+        self.full: str | None = None
         self._heap: list[tuple[float, int, str, Task]] = []
         self._ready = asyncio.Event()
 
@@ -79,6 +85,8 @@ class DownloadStage:
     async def _download(self, line: int, ext: str, task: Task) -> None:
         files: list[dict[str, Any]] = []
         try:
+            if self.full is not None:
+                raise DiskFullError(f"not downloaded: the disk filled up earlier ({self.full})")
             if not task.videos:  # still listed as succeeded, but its videos are gone
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling lists no video any more "
@@ -95,6 +103,9 @@ class DownloadStage:
             self._emit(BatchResult(line, ext, JobState.EXPIRED, task.task_id, (), error))
             return
         except DownloadError as exc:  # stays "succeeded": a rerun or `download` fetches it
+            if isinstance(exc, DiskFullError) and self.full is None:
+                self.full = str(exc)
+                self.on_full(f"disk full: {exc}")
             error = job_error(exc)
             await self._journal.update(line, JobState.SUCCEEDED, error=error)
             self._emit(BatchResult(line, ext, JobState.SUCCEEDED, task.task_id, (), error))

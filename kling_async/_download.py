@@ -30,6 +30,7 @@ from ._config import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ConfigurationError, DownloadError, VideoExpiredError
 
 __all__ = [
+    "DiskFullError",
     "DownloadHTTPError",
     "DownloadResult",
     "VideoGoneError",
@@ -63,6 +64,10 @@ class VideoUnavailableError(DownloadHTTPError):
 
 class VideoGoneError(VideoUnavailableError, VideoExpiredError):
     """410 Gone: the CDN deleted the video, as it does after Kling's 30-day retention."""
+
+
+class DiskFullError(DownloadError):
+    """No space to save (ENOSPC, EDQUOT, EFBIG): nothing more fits until space is freed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +117,6 @@ def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib.
     while block := fh.read(1 << 20):
         hasher.update(block)
     return fh, hasher, fh.tell()
-
-
-def _truncate(fh: IO[bytes]) -> hashlib._Hash:
-    """Drop a .part the server would not let us resume; append mode then writes from zero."""
-    fh.truncate(0)
-    return hashlib.sha256()
 
 
 def _close(opened: list[IO[bytes]]) -> None:
@@ -219,8 +218,9 @@ async def stream_to_file(
             ) as resp:
                 plan = _plan(resp, offset, shown)
                 if plan is None or (offset and plan[0] == 0):  # the server will not resume
-                    hasher = await loop.run_in_executor(pool, _truncate, fh)
-                    offset = 0
+                    # Drop the .part; append mode then writes from zero.
+                    await loop.run_in_executor(pool, fh.truncate, 0)
+                    hasher, offset = hashlib.sha256(), 0
                 if plan is None:
                     continue
                 total = plan[1]
@@ -231,9 +231,8 @@ async def stream_to_file(
         await loop.run_in_executor(pool, _finish, fh)
         if total is not None and received != total:
             what = "truncated" if received < total else "longer than declared"
-            raise DownloadError(
-                f"download of {shown} {what} after {received} of {total} bytes", url=shown
-            )
+            msg = f"download of {shown} {what} after {received} of {total} bytes"
+            raise DownloadError(msg, url=shown)
         digest = hasher.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256.lower():
             await loop.run_in_executor(pool, part.unlink)
@@ -243,10 +242,10 @@ async def stream_to_file(
     except (aiohttp.ClientError, TimeoutError) as exc:  # before OSError: both subclass it
         detail = _QUERY.sub("?…", str(exc))  # aiohttp may quote a signed URL
         raise DownloadError(f"download of {shown} failed: {detail}", url=shown) from exc
-    except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        what = "disk full" if full else "cannot write"
-        raise DownloadError(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
+    except OSError as exc:  # EFBIG (a file-size limit) is full too: no later video fits
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        cls, what = (DiskFullError, "disk full") if full else (DownloadError, "cannot write")
+        raise cls(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
     finally:
         with contextlib.suppress(OSError):  # queued behind any pending open or write
             await loop.run_in_executor(pool, _close, opened)

@@ -14,6 +14,7 @@ import aiohttp
 
 from ._config import RetryPolicy, Timeouts
 from ._download import (
+    DiskFullError,
     DownloadResult,
     ProgressCallback,
     VideoUnavailableError,
@@ -130,8 +131,8 @@ async def save_video(
                 on_progress=on_progress,
                 expected_sha256=expected_sha256,
             )
-        except VideoExpiredError:
-            raise
+        except (VideoExpiredError, DiskFullError):
+            raise  # no retry can help: the video is gone, or nothing fits on the disk
         except VideoUnavailableError:
             if refreshed:
                 raise

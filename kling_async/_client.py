@@ -96,7 +96,9 @@ class Client:
             event_hook=event_hook,
             rng=self._rng,
         )
-        self.gate = SlotGate(limits.concurrency, monotonic=monotonic)
+        self.gate = SlotGate(
+            limits.concurrency, probe_interval=limits.probe_interval or 30.0, monotonic=monotonic
+        )
         self.tracker = TaskTracker(
             list_page=self._list_raw,
             get_one=self._fetch_task,
@@ -184,6 +186,9 @@ class Client:
         if not done.cancelled():
             done.exception()  # mark it retrieved; waiters see it through their own await
         self.gate.release()
+        typical = self.tracker.typical_duration()
+        if self.limits.probe_interval is None and typical is not None:
+            self.gate.probe_interval = max(1.0, 3 * typical)
 
     async def _fetch_task(self, task_id: str) -> Task:
         return _task(await self.http.call("GET", task_path(task_id)), "query")

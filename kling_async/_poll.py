@@ -170,6 +170,10 @@ class TaskTracker:
             await asyncio.gather(sleeper, waker, return_exceptions=True)
             self._wake.clear()
 
+    def typical_duration(self) -> float | None:
+        """Median generation time seen so far (server stamps), once three tasks have ended."""
+        return statistics.median(self._durations) if len(self._durations) >= 3 else None
+
     def _next_delay(self) -> float:
         """Back off while we know nothing; once durations are learnt, sleep until the soonest
         task is due, then sweep every `typical duration × due_fraction` while tasks are due."""

@@ -175,7 +175,10 @@ TEXT = st.one_of(
 
 @settings(max_examples=500, deadline=None)
 @given(
-    task_id=TEXT.filter(lambda s: s not in ("", ".", "..")),
+    # A lone surrogate is refused by Task itself (a ResponseValidationError elsewhere).
+    task_id=TEXT.filter(
+        lambda s: s not in ("", ".", "..") and not any("\ud800" <= c <= "\udfff" for c in s)
+    ),
     ext=st.none() | TEXT,
     name=st.none() | TEXT,
     count=st.integers(1, 3),

@@ -1,0 +1,143 @@
+"""Which scenarios a run measures (full or --quick), and running them all in order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._common import make_png
+from ._download import DownloadRun, run_downloads
+from ._scenarios import Run, Scenario, run_client
+
+__all__ = ["Plan", "Results", "build_plan", "run_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Sizes for one benchmark run."""
+
+    quick: bool
+    n: int = 10
+    t: float = 2.0
+    m_small: int = 200
+    m_large: int = 1000
+    m_huge: int = 10_000
+    huge_n: int = 50
+    huge_t: float = 0.25
+    m_images: int = 100
+    image_bytes: int = 5_000_000
+    video_bytes: int = 1_000_000_000
+    download_repeats: int = 3
+
+    def scenarios(self, image_dir: Path) -> dict[str, Scenario]:
+        """Every client scenario by key."""
+        n, t, m = self.n, self.t, self.m_small
+        work = m * t / n  # the makespan, roughly, at the full cap
+        same = tuple(tuple(str(image_dir / f"same-{k}.png") for k in range(4)) for _ in range(1))
+        distinct = tuple(
+            tuple(str(image_dir / f"job-{j}-{k}.png") for k in range(4))
+            for j in range(self.m_images)
+        )
+        return {
+            "known": Scenario("known", m, n, n, t),
+            "known_large": Scenario("known_large", self.m_large, n, n, t),
+            "unknown": Scenario("unknown", m, n, 2 * n, t),
+            "changing": Scenario(
+                "changing",
+                m,
+                n,
+                2 * n,
+                t,
+                held_slots=4,
+                schedule=((0.3 * work, {"held_slots": 0}), (0.6 * work, {"concurrency": n + 4})),
+            ),
+            "huge": Scenario("huge", self.m_huge, self.huge_n, self.huge_n, self.huge_t),
+            "images_same": Scenario("images_same", self.m_images, n, n, t, image_paths=same),
+            "images_small": Scenario(
+                "images_small", max(4, self.m_images // 4), n, n, t, image_paths=same
+            ),
+            "images_distinct": Scenario(
+                "images_distinct", self.m_images, n, n, t, image_paths=distinct
+            ),
+        }
+
+
+def build_plan(quick: bool) -> Plan:
+    """The full plan, or the CI smoke test's (every scenario type, small; < 60 s on 2 cores)."""
+    if not quick:
+        return Plan(quick=False)
+    return Plan(
+        quick=True,
+        t=0.5,
+        m_small=40,
+        m_large=60,
+        m_huge=400,
+        m_images=8,
+        image_bytes=1_000_000,
+        video_bytes=64_000_000,
+        download_repeats=1,
+    )
+
+
+@dataclass(slots=True)
+class Results:
+    """Everything measured: client runs by (scenario, client), downloads by method."""
+
+    plan: Plan
+    runs: dict[tuple[str, str], Run] = field(default_factory=dict)
+    downloads: dict[str, DownloadRun] = field(default_factory=dict)
+
+
+def _make_images(plan: Plan, image_dir: Path) -> None:
+    """Four image files shared by all jobs, and hard links to them for the distinct variant.
+
+    Hard links are distinct paths (the encoding cache keys on the resolved path, so nothing is
+    deduplicated: every job's images are read and encoded afresh) without using M × 20 MB of disk.
+    """
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(4):
+        make_png(image_dir / f"same-{k}.png", plan.image_bytes)
+    for j in range(plan.m_images):
+        for k in range(4):
+            link = image_dir / f"job-{j}-{k}.png"
+            if not link.exists():
+                os.link(image_dir / f"same-{k}.png", link)
+
+
+#: (scenario, clients) in run order. The baseline has no encoding cache: same files and
+#: distinct files cost it the same, so it runs the image scenario once (same files).
+ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("known", ("kling-async", "baseline")),
+    ("known_large", ("kling-async", "baseline")),
+    ("unknown", ("kling-async", "baseline")),
+    ("changing", ("kling-async", "baseline")),
+    ("huge", ("kling-async", "baseline")),
+    ("images_same", ("kling-async", "baseline")),
+    ("images_distinct", ("kling-async",)),
+    ("images_small", ("kling-async",)),  # same files, M/4 jobs: is the peak flat in M?
+)
+
+
+def run_plan(plan: Plan, work: Path, log: Callable[[str], None]) -> Results:
+    """Run every scenario and the download comparison; `log` gets one line per step."""
+    results = Results(plan)
+    image_dir = work / "images"
+    _make_images(plan, image_dir)
+    scenarios = plan.scenarios(image_dir)
+    for key, clients in ORDER:
+        for client in clients:
+            run = run_client(client, scenarios[key], work)
+            results.runs[key, client] = run
+            log(
+                f"{key:<16} {client:<12} wall {run.result.wall_s:7.2f} s  bound "
+                f"{run.bound_s:7.2f} s  cpu {run.cpu_ms_per_job:6.2f} ms/job  "
+                f"rss {run.result.peak_rss_mb:6.1f} MB  ok {run.result.jobs_ok}/{run.scenario.jobs}"
+            )
+    results.downloads = run_downloads(
+        plan.video_bytes, work / "downloads", repeats=plan.download_repeats
+    )
+    for mode, dl in results.downloads.items():
+        log(f"download {mode:<12} {dl.mb_per_s:8.1f} MB/s  rss {dl.peak_rss_mb:7.1f} MB")
+    return results

@@ -97,7 +97,10 @@ class Client:
             rng=self._rng,
         )
         self.gate = SlotGate(
-            limits.concurrency, probe_interval=limits.probe_interval or 30.0, monotonic=monotonic
+            limits.concurrency,
+            probe_interval=limits.probe_interval or 30.0,
+            slow_start=True,
+            monotonic=monotonic,
         )
         self.tracker = TaskTracker(
             list_page=self._list_raw,
@@ -154,7 +157,7 @@ class Client:
             request = type(request)(**{**dict(request), "callback_url": self.callback_url})
         attempt = 0
         while True:
-            await self.gate.acquire()
+            probe = await self.gate.acquire()
             try:
                 task = await create_task(
                     self.http,
@@ -169,15 +172,16 @@ class Client:
                     rng=self._rng,
                 )
             except ConcurrencyLimitError as exc:
-                held = self.gate.rejected()
+                held = self.gate.rejected(probe)
                 emit(self.event_hook, "concurrency_backoff", limit=self.gate.limit, held=held)
                 if held == 0:  # someone else fills the account: nothing of ours will free a slot
                     await self._sleep(backoff(attempt, self.retry, error=exc, rng=self._rng))
                 attempt += 1
                 continue
             except BaseException:
-                self.gate.release()
+                self.gate.release(probe)
                 raise
+            self.gate.accepted(probe)
             self.tracker.track(task).add_done_callback(self._release_slot)
             return task
 

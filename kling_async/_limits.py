@@ -1,9 +1,14 @@
 """SlotGate: our view of the account's concurrency (a slot is held from create to terminal state).
 
 On 1303 the limit drops to what we hold (the refused create aside): the notes' simulations show
-that beats multiplicative decrease on a hard cap. It then probes +1 every `probe_interval` seconds
-so a raised cap, or slots that someone else freed, get used again. It never exceeds `maximum`,
-the user's configured concurrency.
+that beats multiplicative decrease on a hard cap. It then probes +1 every `probe_interval`
+seconds so a raised cap, or slots that someone else freed, get used again; a refused probe
+doubles the wait before the next (up to 32×), an accepted one resets it. It never exceeds
+`maximum`, the user's configured concurrency.
+
+Slow start (opt-in; the Client turns it on): creates above the highest level Kling has accepted
+so far go out at most `RAMP` at a time, so an over-stated `maximum` costs a couple of 1303s
+instead of a burst of them.
 """
 
 from __future__ import annotations
@@ -16,12 +21,21 @@ from ._types import Clock
 
 __all__ = ["SlotGate"]
 
+#: Unconfirmed creates allowed in flight above the proven level.
+RAMP = 2
+_MAX_BACKOFF = 32
+
 
 class SlotGate:
     """An adaptive counting gate: `acquire` waits for a slot, `release` frees one."""
 
     def __init__(
-        self, maximum: int, *, probe_interval: float = 30.0, monotonic: Clock = time.monotonic
+        self,
+        maximum: int,
+        *,
+        probe_interval: float = 30.0,
+        slow_start: bool = False,
+        monotonic: Clock = time.monotonic,
     ) -> None:
         if maximum < 1:
             raise ValueError(f"maximum must be ≥ 1, got {maximum}")
@@ -31,6 +45,11 @@ class SlotGate:
         self.peak = 0
         self.rejections = 0
         self.probe_interval = probe_interval
+        self.confirmed = 0  # the most slots Kling has let us hold at once
+        self._probing = 0  # creates in flight above `confirmed`
+        self.slow_start = slow_start
+        self._backoff = 1
+        self._probe_open = False  # the limit was raised by a timed probe not yet answered
         self._monotonic = monotonic
         self._last_change = monotonic()
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -42,22 +61,31 @@ class SlotGate:
         """Raise the limit by one if a probe is due; return seconds until the next one."""
         if self.limit >= self.maximum:
             return None
-        due = self._last_change + self.probe_interval - self._monotonic()
+        interval = self.probe_interval * self._backoff
+        due = self._last_change + interval - self._monotonic()
         if due > 0:
             return due
         self.limit += 1
+        self._probe_open = True
         self._last_change = self._monotonic()
-        return self.probe_interval if self.limit < self.maximum else None
+        return interval if self.limit < self.maximum else None
 
-    async def acquire(self) -> None:
-        """Wait until we hold fewer slots than the current limit, then take one."""
+    def _may_take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        return not self.slow_start or self.in_use < self.confirmed or self._probing < RAMP
+
+    async def acquire(self) -> bool:
+        """Wait for a slot and take it; True if it is above the proven level (a probe)."""
         loop = asyncio.get_running_loop()
         while True:
             next_probe = self._maybe_probe()
-            if self.in_use < self.limit:
+            if self._may_take():
                 self.in_use += 1
                 self.peak = max(self.peak, self.in_use)
-                return
+                probe = self.in_use > self.confirmed
+                self._probing += probe
+                return probe
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -78,6 +106,7 @@ class SlotGate:
         """Count a slot we already hold without waiting (a running task found on resume)."""
         self.in_use += 1
         self.peak = max(self.peak, self.in_use)
+        self.confirmed = max(self.confirmed, self.in_use)
 
     def _wake(self, count: int = 1) -> None:
         while count > 0 and self._waiters:
@@ -86,20 +115,39 @@ class SlotGate:
                 waiter.set_result(None)
                 count -= 1
 
-    def release(self) -> None:
-        """Give a slot back (its task ended, or its create was refused or failed)."""
+    def _settle_probe(self, probe: bool) -> None:
+        if probe:
+            self._probing = max(0, self._probing - 1)
+
+    def accepted(self, probe: bool = False) -> None:
+        """The create on this slot was accepted: the level we hold is proven."""
+        self._settle_probe(probe)
+        self.confirmed = max(self.confirmed, self.in_use)
+        if self._probe_open and self.in_use >= self.limit:
+            self._probe_open = False
+            self._backoff = 1
+        self._wake(len(self._waiters))  # a finished probe may let several creates go
+
+    def release(self, probe: bool = False) -> None:
+        """Give a slot back (its task ended, or its create failed before Kling took it)."""
+        self._settle_probe(probe)
         self.in_use = max(0, self.in_use - 1)
         self._wake()
 
-    def rejected(self) -> int:
+    def rejected(self, probe: bool = False) -> int:
         """A create holding a slot got 1303: return that slot, set limit = what we still hold.
 
         Returns how many slots we still hold; 0 means someone else fills the account, and the
         caller should back off (≥ 1 s) before trying again.
         """
+        self._settle_probe(probe)
         self.rejections += 1
         self.in_use = max(0, self.in_use - 1)
         self.limit = max(1, min(self.limit, self.in_use))
+        self.confirmed = min(self.confirmed, self.in_use)
+        if self._probe_open:  # the cap has not risen: wait longer before the next probe
+            self._probe_open = False
+            self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
         self._last_change = self._monotonic()
         return self.in_use
 

@@ -42,11 +42,15 @@ VIDEO_BYTES = 40_000
 SIM_DEFAULTS: dict[str, Any] = {"gen_seconds": 0.1, "video_bytes": VIDEO_BYTES}
 
 
-def make_client(sim: Simulator, *, concurrency: int = 5, **options: Any) -> Client:
+def make_client(
+    sim: Simulator, *, concurrency: int = 5, probe_interval: float | None = None, **options: Any
+) -> Client:
     """A client for `sim` with fast polling and retries (options override)."""
     options.setdefault("poll", FAST_POLL)
     options.setdefault("retry", FAST_RETRY)
-    options.setdefault("limits", Limits(concurrency=concurrency, rps=1000.0))
+    options.setdefault(
+        "limits", Limits(concurrency=concurrency, rps=1000.0, probe_interval=probe_interval)
+    )
     return Client(access_key=sim.access_key, secret_key=sim.secret_key, base_url=sim.url, **options)
 
 

@@ -189,8 +189,7 @@ async def test_1302_past_the_retry_budget_is_retried_by_a_rerun(
 async def test_1303_storm(start_sim: StartSim, tmp_path: Path) -> None:
     """Many creates refused for concurrency in a row: back off, shrink, grow back, finish."""
     sim = await start_sim(concurrency=4, faults=FaultConfig(scripts={"create": ("1303",) * 15}))
-    async with make_client(sim, concurrency=4) as client:
-        client.gate.probe_interval = 0.05  # grow back within the test, not in 30 s
+    async with make_client(sim, probe_interval=0.05, concurrency=4) as client:
         results = await run(client, make_requests(16), tmp_path)
         rejections = client.gate.rejections
     stats = check_all_done(sim, tmp_path, results, 16)
@@ -224,8 +223,7 @@ async def test_cap_lowered_mid_run_and_slots_taken_then_released(
 
             loop.call_later(0.4, release)
 
-    async with make_client(sim, concurrency=4, event_hook=on_event) as client:
-        client.gate.probe_interval = 0.05
+    async with make_client(sim, probe_interval=0.05, concurrency=4, event_hook=on_event) as client:
         results = await run(client, make_requests(24), tmp_path)
         limit = client.gate.limit
     stats = check_all_done(sim, tmp_path, results, 24)
@@ -434,7 +432,6 @@ async def test_everything_at_once(start_sim: StartSim, tmp_path: Path) -> None:
     retry = RetryPolicy(
         attempts=8, wait_initial=0.01, wait_max=0.05, concurrency_wait_initial=0.05, timeout=20
     )
-    async with make_client(sim, concurrency=4, retry=retry) as client:
-        client.gate.probe_interval = 0.05
+    async with make_client(sim, probe_interval=0.05, concurrency=4, retry=retry) as client:
         results = await run(client, make_requests(30), tmp_path, timeout=30)
     check_all_done(sim, tmp_path, results, 30)

@@ -22,12 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from ._config import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ConfigurationError, DownloadError, VideoExpiredError
+from ._names import redact_url, safe_filename
 
 __all__ = [
     "DiskFullError",
@@ -42,9 +43,6 @@ __all__ = [
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_RUNS = re.compile(r"([._-])\1+")
-_WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?", re.IGNORECASE)
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _VIDEO_TYPES = frozenset(["application/octet-stream", "binary/octet-stream", "application/mp4"])
 _QUERY = re.compile(r"\?\S*")
@@ -80,33 +78,6 @@ class DownloadResult:
     resumed_from: int
 
 
-def redact_url(url: str) -> str:
-    """Return `url` without user info, query string or fragment (CDNs put signatures there)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-
-def safe_filename(
-    name: str, *, default: str = "video", suffix: str = ".mp4", max_len: int = 120
-) -> str:
-    """Turn server-supplied text into one harmless file name (no separators, no `..`)."""
-    if max_len < len(suffix) + 12:
-        raise ValueError(f"max_len must be >= {len(suffix) + 12}, got {max_len}")
-    stem = _RUNS.sub(r"\1", _UNSAFE.sub("_", name)).strip("._-") or default
-    if suffix and stem.lower().endswith(suffix.lower()):
-        stem = stem[: -len(suffix)]
-    if _WINDOWS_DEVICE.fullmatch(stem):
-        stem = "_" + stem  # "NUL.mp4" still names a device on Windows
-    if len(stem) + len(suffix) > max_len:
-        # Hash the original name so two long names sharing a prefix stay distinct.
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-        stem = f"{stem[: max_len - len(suffix) - 11]}_{digest}"
-    return stem + suffix
-
-
 def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib._Hash, int]:
     """Open (or create) the .part for appending and hash what an earlier attempt left in it."""
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +88,23 @@ def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib.
     while block := fh.read(1 << 20):
         hasher.update(block)
     return fh, hasher, fh.tell()
+
+
+#: Idle single-thread workers, reused: a thread per 2 KB video cost more than the video.
+_IDLE: list[ThreadPoolExecutor] = []
+_MAX_IDLE = 8
+
+
+def _checkout() -> ThreadPoolExecutor:
+    return _IDLE.pop() if _IDLE else ThreadPoolExecutor(1, thread_name_prefix="kling-download")
+
+
+def _checkin(pool: ThreadPoolExecutor) -> None:
+    # Anything still queued on it (a close after a cancellation) runs before the next user's.
+    if len(_IDLE) < _MAX_IDLE:
+        _IDLE.append(pool)
+    else:
+        pool.shutdown(wait=False)
 
 
 def _close(opened: list[IO[bytes]]) -> None:
@@ -203,7 +191,7 @@ async def stream_to_file(
     )
     loop = asyncio.get_running_loop()
     # One worker keeps writes, fsync and close in submission order, even after a cancellation.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kling-download")
+    pool = _checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
     try:
         fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
@@ -249,7 +237,7 @@ async def stream_to_file(
     finally:
         with contextlib.suppress(OSError):  # queued behind any pending open or write
             await loop.run_in_executor(pool, _close, opened)
-        pool.shutdown(wait=False)
+        _checkin(pool)
 
 
 async def _pump(

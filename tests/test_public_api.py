@@ -18,7 +18,7 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors"},
-    {"_config", "_events", "_images"},
+    {"_config", "_events", "_images", "_names"},
     {"models"},
     {"_auth", "_retry", "_limits"},
     {"_http", "_download"},

@@ -68,6 +68,21 @@ def _as_invalid(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError("; ".join(parts), field=field, value=first.get("input"))
 
 
+def _check_external_id(value: str) -> str:
+    """The rules an external_task_id must meet to name a task in a URL path."""
+    if not 1 <= len(value) <= 256:
+        raise ValueError(f"must be 1 to 256 characters, got {len(value)}")
+    # Tasks are looked up by this id in a URL path: "/" would split it, "." and ".." vanish.
+    if "/" in value or value in (".", ".."):
+        raise ValueError(f"must not contain '/' or be '.' or '..': {value!r}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot go into a URL
+            raise ValueError("must be valid Unicode text") from None
+    return value
+
+
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     """Accept the wire names (`image_list: [{"image": …}]`, `watermark_info`) and "" as absent."""
     data = dict(data)
@@ -168,21 +183,21 @@ class MultiImageToVideoRequest(BaseModel):
     @field_validator("external_task_id")
     @classmethod
     def _queryable_id(cls, value: str | None) -> str | None:
-        # Tasks are looked up by this id in a URL path: "/" would split it, "." and ".." vanish.
-        if value is not None and ("/" in value or value in (".", "..")):
-            raise ValueError(f"external_task_id must not contain '/' or be '.' or '..': {value!r}")
-        if value is not None and not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError:  # a lone surrogate cannot go into a URL
-                raise ValueError("external_task_id must be valid Unicode text") from None
-        return value
+        return None if value is None else _check_external_id(value)
 
     def with_external_id(self, external_task_id: str) -> MultiImageToVideoRequest:
         """A copy carrying the given idempotency key, checked like any other field."""
-        # Not model_copy(update=…): that skips validation, and a bad key breaks the lookup.
-        data = {name: getattr(self, name) for name in type(self).model_fields}
-        return type(self)(**{**data, "external_task_id": external_task_id})
+        # Only the new key needs checking (a bad key breaks the lookup); re-validating the
+        # whole request per job would cost the bulk path for nothing.
+        if external_task_id == "":  # "" means absent, as in the create body
+            return self.model_copy(update={"external_task_id": None})
+        try:
+            _check_external_id(external_task_id)
+        except ValueError as exc:
+            raise InvalidRequestError(
+                f"external_task_id: {exc}", field="external_task_id", value=external_task_id
+            ) from None
+        return self.model_copy(update={"external_task_id": external_task_id})
 
     async def to_wire(self, cache: EncodingCache | None = None) -> dict[str, Any]:
         """The JSON body for the create call; images are encoded now, not at construction."""

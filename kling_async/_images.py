@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
+from ._encoding import EncodingCache, off_loop
 from ._errors import InvalidRequestError
 
 __all__ = [
@@ -35,7 +35,6 @@ MIN_ASPECT = 1 / 2.5
 MAX_ASPECT = 2.5
 
 ImageFormat: TypeAlias = Literal["jpeg", "png"]
-_Key: TypeAlias = tuple[str, int, int]  # (resolved path, size, mtime_ns)
 _At: TypeAlias = tuple[int, str]  # (index, label) of an image, for error messages
 _Value: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | ImageInput"
 _HEAD = 64 * 1024  # holds IHDR and, in nearly every JPEG, all segments before the frame header
@@ -249,9 +248,9 @@ class ImageInput:
         if isinstance(p, str):  # a URL, or base64 already stripped of whitespace
             return p
         if isinstance(p, bytes):  # up to 10 MB: encode off the loop like a file
-            return (await asyncio.to_thread(base64.b64encode, p)).decode("ascii")
+            return (await off_loop(lambda: base64.b64encode(p), cache)).decode("ascii")
         if cache is None or (st := _stat(p)) is None:  # a vanished file: _load says so
-            return await asyncio.to_thread(self._load, p)
+            return await off_loop(lambda: self._load(p), cache)
         return await cache._get((str(p), st.st_size, st.st_mtime_ns), lambda: self._load(p))
 
     def _load(self, path: Path) -> str:
@@ -259,42 +258,3 @@ class ImageInput:
         if (len(data), st.st_mtime_ns) != self._stamp:  # changed since parse: check it again
             _examine(self._at, max(len(data), st.st_size), data, lambda: data, "file")
         return base64.b64encode(data).decode("ascii")
-
-
-class EncodingCache:
-    """LRU of base64 encodings keyed by (path, size, mtime_ns), bounded by encoded bytes."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max(0, max_bytes)  # 0 turns caching off but keeps the single flight
-        self.hits = 0  # served from the cache, or by sharing an encoding already in flight
-        self.misses = 0  # encodings actually run
-        self.nbytes = 0
-        self._entries: dict[_Key, str] = {}  # insertion order is the LRU order
-        self._pending: dict[_Key, asyncio.Task[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def _get(self, key: _Key, encode: Callable[[], str]) -> str:
-        if (value := self._entries.get(key)) is not None:
-            self._entries[key] = self._entries.pop(key)  # now the most recently used
-            self.hits += 1
-            return value
-        if (task := self._pending.get(key)) is not None:
-            self.hits += 1
-        else:  # single flight: the first caller starts the encoding, later ones await it too
-            self.misses += 1
-            task = asyncio.create_task(asyncio.to_thread(encode))
-            self._pending[key] = task
-            task.add_done_callback(lambda t: self._settle(key, t))
-        # shield: one waiter being cancelled must not cancel the encoding the others await
-        return await asyncio.shield(task)
-
-    def _settle(self, key: _Key, task: asyncio.Task[str]) -> None:
-        del self._pending[key]
-        if task.cancelled() or task.exception() is not None or len(task.result()) > self.max_bytes:
-            return  # failures are never cached; neither is one entry larger than the whole cache
-        self._entries[key] = task.result()
-        self.nbytes += len(task.result())
-        while self.nbytes > self.max_bytes:
-            self.nbytes -= len(self._entries.pop(next(iter(self._entries))))

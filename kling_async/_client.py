@@ -192,7 +192,7 @@ class Client:
         self.gate.release()
         typical = self.tracker.typical_duration()
         if self.limits.probe_interval is None and typical is not None:
-            self.gate.probe_interval = max(1.0, 3 * typical)
+            self.gate.probe_interval = max(0.05, 1.5 * typical)
 
     async def _fetch_task(self, task_id: str) -> Task:
         return _task(await self.http.call("GET", task_path(task_id)), "query")

@@ -88,8 +88,8 @@ class Limits:
     rps: float = 10.0
     download_concurrency: int = 4
     page_size: int = 500
-    #: After a 1303 shrank the limit, try one more slot this often; None: 3 × the generation
-    #: time observed so far (30 s until one is known), so probes cost ~1/(3N) creates per job.
+    #: After a 1303 shrank the limit, try one more slot this often; None: 1.5 × the generation
+    #: time observed so far (30 s until one is known); a refused probe doubles it (once).
     probe_interval: float | None = None
 
     def __post_init__(self) -> None:

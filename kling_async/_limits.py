@@ -3,8 +3,9 @@
 On 1303 the limit drops to what we hold (the refused create aside): the notes' simulations show
 that beats multiplicative decrease on a hard cap. It then probes +1 every `probe_interval`
 seconds so a raised cap, or slots that someone else freed, get used again; a refused probe
-doubles the wait before the next (up to 32×), an accepted one resets it. It never exceeds
-`maximum`, the user's configured concurrency.
+doubles the wait before the next (up to 2×); an accepted one makes the next probe due at once,
+so a cap raised by several slots is climbed in a few round trips, not one interval per slot.
+It never exceeds `maximum`, the user's configured concurrency.
 
 Slow start (opt-in; the Client turns it on): creates above the highest level Kling has accepted
 so far go out at most `RAMP` at a time, so an over-stated `maximum` costs a couple of 1303s
@@ -23,7 +24,7 @@ __all__ = ["SlotGate"]
 
 #: Unconfirmed creates allowed in flight above the proven level.
 RAMP = 2
-_MAX_BACKOFF = 32
+_MAX_BACKOFF = 2
 
 
 class SlotGate:
@@ -126,6 +127,8 @@ class SlotGate:
         if self._probe_open and self.in_use >= self.limit:
             self._probe_open = False
             self._backoff = 1
+            # The cap has room: try the next slot now rather than one interval per slot.
+            self._last_change = self._monotonic() - self.probe_interval
         self._wake(len(self._waiters))  # a finished probe may let several creates go
 
     def release(self, probe: bool = False) -> None:

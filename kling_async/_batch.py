@@ -24,9 +24,9 @@ from ._batch_io import (
     result_from_row,
     write_manifest,
 )
+from ._batch_submit import Outcome, create_for_batch, lookup_external
 from ._errors import (
     AccountError,
-    APIError,
     AuthenticationError,
     InvalidRequestError,
     KlingError,
@@ -34,7 +34,6 @@ from ._errors import (
 from ._events import emit
 from ._jobs import Job, external_id_for, jobs_from_jsonl, jobs_from_requests
 from ._journal import JobRow, JobState, Journal
-from ._retry import Verdict, classify
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
 
@@ -77,6 +76,12 @@ class Batch:
         self._background: set[asyncio.Future[None]] = set()
         self._closed = False
         self._claimed: dict[str, int] = {}  # external id → the line that owns it
+
+    @property
+    def journal(self) -> Journal:
+        """The open journal (only while the batch runs)."""
+        assert self._journal is not None, "the batch is not running"
+        return self._journal
 
     # -- public control -----------------------------------------------------------------------
     def stop_submitting(self, reason: str) -> None:
@@ -162,7 +167,7 @@ class Batch:
                 self._follow(row.line, row.external_id, task, hold_slot=True)
             elif row.state == JobState.SUBMITTING:
                 try:
-                    found = await self._lookup(row.external_id)
+                    found = await lookup_external(self.client, row.external_id)
                 except KlingError as exc:  # cannot tell if it exists: a later run asks again
                     self.counts.seen += 1
                     if isinstance(exc, AccountError | AuthenticationError):
@@ -171,18 +176,10 @@ class Batch:
                     continue
                 if found is not None:  # the lost create did happen: adopt it, never re-create
                     self.counts.seen += 1
-                    await self._journal_task(row.line, JobState.SUBMITTED, found)
+                    await self.journal.update_task(row.line, JobState.SUBMITTED, found)
                     self._follow(row.line, row.external_id, found, hold_slot=not found.is_terminal)
                     continue
                 del self._known[row.line]  # never created: the submitters send it again
-
-    async def _lookup(self, external_id: str) -> Task | None:
-        try:
-            return await self.client.get_task(external_id)
-        except APIError as exc:
-            if exc.code == 1203 or exc.status == 404:
-                return None
-            raise
 
     def _follow(self, line: int, ext: str, task: Task, *, hold_slot: bool) -> None:
         self._outstanding += 1
@@ -204,8 +201,7 @@ class Batch:
         job.add_done_callback(self._background.discard)
 
     async def _submitter(self) -> None:
-        journal = self._journal
-        assert journal is not None
+        journal = self.journal
         for job in self._jobs:
             if self.stop_reason is not None:
                 return
@@ -231,35 +227,28 @@ class Batch:
             if self._watermark and not request.watermark:
                 request = request.model_copy(update={"watermark": True})
             await journal.intent(job.line, ext, job.fingerprint)
-            try:
-                task, adopted = await self._create(request, ext)
-            except InvalidRequestError as exc:
-                await self._reject(job, ext, exc)
+            result = await create_for_batch(self.client, request, ext, self._stopped)
+            if result.outcome is Outcome.CREATED:
+                assert result.task is not None
+                task = result.task
+                await journal.update_task(job.line, JobState.SUBMITTED, task)
+                self._follow(job.line, ext, task, hold_slot=result.adopted and not task.is_terminal)
                 continue
-            except (AccountError, AuthenticationError) as exc:
-                # Retrying cannot help and every later create would fail the same way.
-                self.stop_submitting(f"{type(exc).__name__}: {exc}")
-                await self._unsubmitted(job.line, ext, exc)
-                return
-            except APIError as exc:
-                if classify(exc) is Verdict.RETRY:
-                    # 5xx / 1302 past every retry: transient, so not "rejected" for good (a
-                    # rerun skips those); the row stays `submitting` and a rerun asks, then sends.
-                    await self._unsubmitted(job.line, ext, exc)
-                else:  # refused for this job only (policy, parameters)
-                    await self._reject(job, ext, exc)
-                continue
-            except KlingError as exc:  # outcome unknown even after reconciling: rerun decides
-                await self._unsubmitted(job.line, ext, exc)
-                continue
-            if task is None:  # the batch stopped while this job waited for a slot
+            if result.outcome is Outcome.ABANDONED:
                 self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
                 # row (kept: the create may yet land) must say why it is unfinished.
                 why = {"type": "NotSubmitted", "message": f"not sent: {self.stop_reason}"}
                 await journal.update(job.line, JobState.SUBMITTING, error=why)
                 return
-            await self._journal_task(job.line, JobState.SUBMITTED, task)
-            self._follow(job.line, ext, task, hold_slot=adopted and not task.is_terminal)
+            assert result.error is not None
+            if result.outcome is Outcome.REJECTED:
+                await self._reject(job, ext, result.error)
+                continue
+            if result.outcome is Outcome.FATAL:  # stop first: other submitters check it
+                self.stop_submitting(f"{type(result.error).__name__}: {result.error}")
+            await self._unsubmitted(job.line, ext, result.error)
+            if result.outcome is Outcome.FATAL:
+                return
 
     def _retry_rejected(self, row: JobRow, job: Job) -> bool:
         """A rejected line that was edited since runs again; unchanged, its result stands."""
@@ -271,53 +260,18 @@ class Batch:
             return False
         return True
 
-    async def _create(
-        self, request: MultiImageToVideoRequest, ext: str
-    ) -> tuple[Task | None, bool]:
-        """`client.submit`, abandoned if the batch stops submitting while it waits for a slot.
-
-        Returns (task, adopted). Abandoned mid-POST, the create may still have happened: ask
-        Kling by external id and adopt the task (adopted=True: nobody tracks it yet), or None
-        when it does not exist; the row stays `submitting`, a rerun asks again before creating.
-        """
-        submit = asyncio.ensure_future(self.client.submit(request, adopt_existing=True))
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({submit, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not submit.done():
-                submit.cancel()
-            await asyncio.gather(submit, stopped, return_exceptions=True)
-        if not submit.cancelled():
-            return submit.result(), False
-        found = await self._lookup(ext)
-        return found, found is not None
-
     async def _unsubmitted(self, line: int, ext: str, exc: KlingError) -> None:
         """The create failed or its outcome is unknown: keep the error on record (manifest,
         `status`); the row stays `submitting`, so a rerun asks Kling before creating again."""
-        assert self._journal is not None
         error = job_error(exc)
-        await self._journal.update(line, JobState.SUBMITTING, error=error)
+        await self.journal.update(line, JobState.SUBMITTING, error=error)
         self._emit(BatchResult(line, ext, JobState.SUBMITTING, error=error))
 
     async def _reject(self, job: Job, ext: str, exc: KlingError) -> None:
-        assert self._journal is not None
         error = job_error(exc)
-        await self._journal.record(job.line, ext, job.fingerprint, JobState.REJECTED, error)
+        await self.journal.record(job.line, ext, job.fingerprint, JobState.REJECTED, error)
         emit(self.client.event_hook, "job_rejected", line=job.line, error=error["message"])
         self._emit(BatchResult(job.line, ext, JobState.REJECTED, error=error))
-
-    async def _journal_task(self, line: int, state: str, task: Task, **extra: Any) -> None:
-        assert self._journal is not None
-        await self._journal.update(
-            line,
-            state,
-            task=task.model_dump(mode="json"),
-            expires_at=task.expires_at.timestamp(),
-            **extra,
-        )
 
     async def _finished(self, line: int, ext: str, done: asyncio.Future[Task]) -> None:
         self.counts.running -= 1
@@ -327,23 +281,22 @@ class Batch:
             return
         exc = done.exception()
         if exc is not None:  # Kling lost the task, or polling hit a fatal error
-            assert self._journal is not None
             error = job_error(exc) if isinstance(exc, KlingError) else {"message": str(exc)}
             if isinstance(exc, AccountError | AuthenticationError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             # SUBMITTING: a rerun asks Kling by external id and creates it again if still unknown
-            await self._journal.update(line, JobState.SUBMITTING, error=error)
+            await self.journal.update(line, JobState.SUBMITTING, error=error)
             self._emit(BatchResult(line, ext, JobState.SUBMITTING, error=error))
             self._settle()
             return
         task = done.result()
         if task.task_status == "succeed":
-            await self._journal_task(line, JobState.SUCCEEDED, task)
+            await self.journal.update_task(line, JobState.SUCCEEDED, task)
             self._fetcher.queue(line, ext, task)
             return
         self.counts.failed += 1
         error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
-        await self._journal_task(line, JobState.FAILED, task, error=error)
+        await self.journal.update_task(line, JobState.FAILED, task, error=error)
         self._emit(
             BatchResult(line, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
         )

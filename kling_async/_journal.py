@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .models import Task
+
 __all__ = ["JobRow", "JobState", "Journal"]
 
 SCHEMA = """
@@ -182,6 +184,18 @@ class Journal:
                 " state = excluded.state, error = NULL, updated = excluded.updated",
                 (line, external_id, fingerprint, JobState.SUBMITTING, time.time()),
             )
+        )
+
+    async def update_task(
+        self, line: int, state: str, task: Task, *, error: dict[str, Any] | None = None
+    ) -> None:
+        """Move a job to `state` with Kling's latest view of its task (and its expiry)."""
+        await self.update(
+            line,
+            state,
+            task=task.model_dump(mode="json"),
+            expires_at=task.expires_at.timestamp(),
+            error=error,
         )
 
     async def update(

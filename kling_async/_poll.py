@@ -203,6 +203,9 @@ class TaskTracker:
                 stamps.append(item.get("created_at"))
                 tid = str(item.get("task_id"))
                 if tid in pending:
+                    if item.get("task_status") == self._tracked[tid].task.task_status.value:
+                        pending.discard(tid)  # unchanged: nothing to parse (the common case)
+                        continue
                     try:
                         task = Task.model_validate(item)
                     except ValueError:

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_batch_io"},
-    {"_batch_fetch"},
+    {"_batch_fetch", "_batch_submit"},
     {"_batch"},
     {"_progress"},
     {"__init__"},

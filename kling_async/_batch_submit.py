@@ -1,0 +1,99 @@
+"""One job's create as the batch sees it: created, refused, unknown, fatal, or abandoned."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from ._errors import (
+    AccountError,
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    KlingError,
+)
+from ._retry import Verdict, classify
+from .models import MultiImageToVideoRequest, Task
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["CreateOutcome", "Outcome", "create_for_batch", "lookup_external"]
+
+
+class Outcome(Enum):
+    """What a create attempt means for the job's journal row."""
+
+    CREATED = "created"  # Kling has the task (perhaps adopted from a lost earlier answer)
+    REJECTED = "rejected"  # refused for this job only (invalid, policy): never billed, final
+    UNSUBMITTED = "unsubmitted"  # transient or unknown outcome: a rerun asks, then creates
+    FATAL = "fatal"  # account or credentials: every later create would fail the same way
+    ABANDONED = "abandoned"  # the batch stopped while this job waited for a slot
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    """The outcome, the task when there is one, and the error behind a refusal."""
+
+    outcome: Outcome
+    task: Task | None = None
+    adopted: bool = False  # found by external id after an abandoned POST: nobody tracks it yet
+    error: KlingError | None = None
+
+
+async def lookup_external(client: Client, external_id: str) -> Task | None:
+    """The task Kling holds under this external id, or None if it has none (1203)."""
+    try:
+        return await client.get_task(external_id)
+    except APIError as exc:
+        if exc.code == 1203 or exc.status == 404:
+            return None
+        raise
+
+
+async def _submit_unless_stopped(
+    client: Client, request: MultiImageToVideoRequest, ext: str, stopped: asyncio.Event
+) -> tuple[Task | None, bool]:
+    """`client.submit`, abandoned if `stopped` is set while it waits for a slot.
+
+    Abandoned mid-POST, the create may still have happened: ask Kling by external id and adopt
+    the task, or return None when it does not exist (the row stays `submitting`; a rerun asks
+    again before creating).
+    """
+    submit = asyncio.ensure_future(client.submit(request, adopt_existing=True))
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({submit, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not submit.done():
+            submit.cancel()
+        await asyncio.gather(submit, stop, return_exceptions=True)
+    if not submit.cancelled():
+        return submit.result(), False
+    found = await lookup_external(client, ext)
+    return found, found is not None
+
+
+async def create_for_batch(
+    client: Client, request: MultiImageToVideoRequest, ext: str, stopped: asyncio.Event
+) -> CreateOutcome:
+    """Create the job's task once and say what the attempt means for the job."""
+    try:
+        task, adopted = await _submit_unless_stopped(client, request, ext, stopped)
+    except InvalidRequestError as exc:
+        return CreateOutcome(Outcome.REJECTED, error=exc)
+    except (AccountError, AuthenticationError) as exc:
+        return CreateOutcome(Outcome.FATAL, error=exc)
+    except APIError as exc:
+        # 5xx / 1302 past every retry are transient: not "rejected" for good (a rerun skips
+        # those), so the row stays `submitting` and a rerun asks Kling, then sends.
+        kind = Outcome.UNSUBMITTED if classify(exc) is Verdict.RETRY else Outcome.REJECTED
+        return CreateOutcome(kind, error=exc)
+    except KlingError as exc:  # outcome unknown even after reconciling: a rerun decides
+        return CreateOutcome(Outcome.UNSUBMITTED, error=exc)
+    if task is None:
+        return CreateOutcome(Outcome.ABANDONED)
+    return CreateOutcome(Outcome.CREATED, task, adopted)

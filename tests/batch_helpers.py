@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,24 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> N
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def simulators(
+    on_stop: Callable[[Simulator], None] | None = None,
+) -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
+    """`start(**config)` starts a simulator with the test defaults; all stop on exit."""
+    sims: list[Simulator] = []
+
+    async def start(**config: Any) -> Simulator:
+        sim = await Simulator(**{**SIM_DEFAULTS, **config}).start()
+        sims.append(sim)
+        return sim
+
+    try:
+        yield start
+    finally:
+        for sim in sims:
+            if on_stop is not None:
+                on_stop(sim)
+            await sim.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_helpers import SIM_DEFAULTS, by_line, collect
+from batch_helpers import by_line, collect, simulators
 
 from kling_async import BatchResult, Client, run_batch
 from kling_async.simulator import Simulator
@@ -34,17 +34,8 @@ def tally(stats: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 async def start_sim() -> AsyncIterator[StartSim]:
     """`await start_sim(**config)`: a running simulator (test defaults), stopped at teardown."""
-    sims: list[Simulator] = []
-
-    async def start(**config: Any) -> Simulator:
-        sim = await Simulator(**{**SIM_DEFAULTS, **config}).start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        tally(sim.stats.as_dict())
-        await sim.stop()
+    async with simulators(on_stop=lambda sim: tally(sim.stats.as_dict())) as start:
+        yield start
 
 
 async def run(

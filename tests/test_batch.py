@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from batch_helpers import (
-    SIM_DEFAULTS,
     URL_IMAGE,
     VIDEO_BYTES,
     assert_no_duplicate_creates,
@@ -23,6 +22,7 @@ from batch_helpers import (
     make_client,
     make_requests,
     manifest,
+    simulators,
     write_jobs,
 )
 
@@ -44,16 +44,8 @@ DAY = 86_400.0
 @pytest.fixture
 async def start_sim() -> AsyncIterator[StartSim]:
     """`await start_sim(**config)`: a running simulator, stopped at teardown."""
-    sims: list[Simulator] = []
-
-    async def start(**config: Any) -> Simulator:
-        sim = await Simulator(**{**SIM_DEFAULTS, **config}).start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        await sim.stop()
+    async with simulators() as start:
+        yield start
 
 
 def sha_of(sim: Simulator) -> Callable[[str], str]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from batch_helpers import (
-    SIM_DEFAULTS,
     VIDEO_BYTES,
     assert_no_duplicate_creates,
     assert_videos_complete,
@@ -21,6 +20,7 @@ from batch_helpers import (
     make_client,
     make_requests,
     manifest,
+    simulators,
     sql,
     video_ids,
 )
@@ -36,16 +36,9 @@ StartSim = Callable[..., Awaitable[Simulator]]
 
 @pytest.fixture
 async def start_sim() -> AsyncIterator[StartSim]:
-    sims: list[Simulator] = []
-
-    async def start(**config: Any) -> Simulator:
-        sim = await Simulator(**{**SIM_DEFAULTS, **config}).start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        await sim.stop()
+    """`await start_sim(**config)`: a running simulator, stopped at teardown."""
+    async with simulators() as start:
+        yield start
 
 
 def batch_ext(out: Path, requests: list[MultiImageToVideoRequest], line: int) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import random
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from fakes import Recorder
 
 from kling_async import (
     AccountError,
@@ -41,20 +41,6 @@ MS = 1_722_769_557_708
 def _raw(data: Any) -> Any:
     """The body as sent: bytes, or a BytesIO for bodies over 1 MiB."""
     return data.getvalue() if isinstance(data, io.BytesIO) else data
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.now = 0.0
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def env(code: int = 0, data: Any = None, message: str = "m") -> dict[str, Any]:

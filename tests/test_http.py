@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -13,6 +12,7 @@ import aiohttp
 import jwt
 import pytest
 from aioresponses import aioresponses
+from fakes import Recorder
 
 from kling_async import (
     AccountError,
@@ -39,22 +39,6 @@ URL = BASE + PATH
 NOW = 1_722_769_557
 
 
-class Recorder:
-    """A fake `sleep` that records each wait and advances a fake monotonic clock."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.now = 1000.0
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 def env(code: int = 0, data: Any = None, *, message: str = "SUCCEED", rid: str = "rid-1") -> Any:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": rid}
     if data is not None:
@@ -71,7 +55,7 @@ class Harness:
 
 @pytest.fixture
 async def h(access_key: str, secret_key: str) -> AsyncIterator[Harness]:
-    rec = Recorder()
+    rec = Recorder(1000.0)
     clock = [float(NOW)]
     signer = JwtSigner(
         Credentials(access_key=access_key, secret_key=secret_key), clock=lambda: clock[0]

@@ -198,16 +198,17 @@ FAST_POLL = PollPolicy(interval=0.01, min_interval=0.005, interval_max=0.02, tim
 FAST_RETRY = RetryPolicy(attempts=3, wait_initial=0.005, wait_max=0.02, timeout=5.0)
 
 
+def fake_client(fake: FakeKling, access_key: str, secret_key: str, **options: Any) -> Client:
+    """A client for the fake server with fast polling and retries (options override)."""
+    options.setdefault("poll", FAST_POLL)
+    options.setdefault("retry", FAST_RETRY)
+    options.setdefault("limits", Limits(concurrency=2, rps=10_000))
+    return Client(access_key=access_key, secret_key=secret_key, base_url=fake.base, **options)
+
+
 @pytest.fixture
 async def client(fake: FakeKling, access_key: str, secret_key: str) -> AsyncIterator[Client]:
-    async with Client(
-        access_key=access_key,
-        secret_key=secret_key,
-        base_url=fake.base,
-        poll=FAST_POLL,
-        retry=FAST_RETRY,
-        limits=Limits(concurrency=2, rps=10_000),
-    ) as c:
+    async with fake_client(fake, access_key, secret_key) as c:
         yield c
 
 
@@ -400,14 +401,8 @@ async def test_concurrency_refusal_shrinks_the_gate(
         sleeps.append(seconds)
         await asyncio.sleep(min(seconds, 0.01))
 
-    async with Client(
-        access_key=access_key,
-        secret_key=secret_key,
-        base_url=fake.base,
-        poll=FAST_POLL,
-        retry=FAST_RETRY,
-        limits=Limits(concurrency=3, rps=10_000),
-        sleep=sleep,
+    async with fake_client(
+        fake, access_key, secret_key, limits=Limits(concurrency=3, rps=10_000), sleep=sleep
     ) as client:
         first = await client.submit(request())
         second = asyncio.create_task(client.submit(request()))
@@ -435,14 +430,8 @@ async def test_concurrency_refusal_with_nothing_held_backs_off(
             fake.max_running = 1
         await asyncio.sleep(0)
 
-    async with Client(
-        access_key=access_key,
-        secret_key=secret_key,
-        base_url=fake.base,
-        poll=FAST_POLL,
-        retry=FAST_RETRY,
-        limits=Limits(concurrency=3, rps=10_000),
-        sleep=sleep,
+    async with fake_client(
+        fake, access_key, secret_key, limits=Limits(concurrency=3, rps=10_000), sleep=sleep
     ) as client:
         task = await asyncio.wait_for(client.submit(request()), 2)
         assert task.status is TaskStatus.SUBMITTED
@@ -460,12 +449,11 @@ async def test_borrowed_session_survives(fake: FakeKling, api_key: str) -> None:
 
 
 async def test_notify_wakes_polling(fake: FakeKling, access_key: str, secret_key: str) -> None:
-    async with Client(
-        access_key=access_key,
-        secret_key=secret_key,
-        base_url=fake.base,
+    async with fake_client(
+        fake,
+        access_key,
+        secret_key,
         poll=PollPolicy(interval=30, interval_max=30, min_interval=0.005),
-        retry=FAST_RETRY,
         limits=Limits(rps=10_000),
     ) as client:
         task = await client.submit(request())
@@ -524,13 +512,8 @@ async def test_download_expired(
     fake: FakeKling, access_key: str, secret_key: str, tmp_path: Path
 ) -> None:
     shift = [0.0]
-    async with Client(
-        access_key=access_key,
-        secret_key=secret_key,
-        base_url=fake.base,
-        poll=FAST_POLL,
-        retry=FAST_RETRY,
-        clock=lambda: time.time() + shift[0],
+    async with fake_client(
+        fake, access_key, secret_key, limits=Limits(), clock=lambda: time.time() + shift[0]
     ) as client:
         done = await finished(client, fake)
         shift[0] = 31 * 86400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -258,3 +259,49 @@ class ImageInput:
         if (len(data), st.st_mtime_ns) != self._stamp:  # changed since parse: check it again
             _examine(self._at, max(len(data), st.st_size), data, lambda: data, "file")
         return base64.b64encode(data).decode("ascii")
+
+
+# -- content digests (job identity; appended here because they read ImageInput's payload) --
+
+
+class ContentDigests:
+    """What an image is, for job identity: sha256 of its bytes (files, bytes and base64 alike:
+    the same bytes go on the wire), or its text for a URL.
+
+    A file is hashed once per (realpath, size, mtime_ns): a 10,000-line job file sharing a few
+    images reads each image once. `digest` blocks (run it off the event loop); `cached`
+    answers at once when no work is needed.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[tuple[str, int, int], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def cached(self, image: ImageInput) -> str | None:
+        """The digest when it costs nothing (a URL, a file hashed before), else None."""
+        p = image._payload
+        if image.kind == "url" and isinstance(p, str):
+            return f"url:{p}"
+        if isinstance(p, Path) and (st := _stat(p)) is not None:
+            return self._files.get((str(p), st.st_size, st.st_mtime_ns))
+        return None
+
+    def digest(self, image: ImageInput) -> str:
+        """The digest, reading or decoding the image as needed (blocking)."""
+        p = image._payload
+        if image.kind == "url" and isinstance(p, str):
+            return f"url:{p}"
+        if isinstance(p, bytes):
+            data = p
+        elif isinstance(p, str):  # base64, already stripped of whitespace
+            data = base64.b64decode(p)
+        else:
+            data, st = _read(image._at, p, MAX_IMAGE_BYTES + 1)  # bounded even if it grew
+            key = (str(p), st.st_size, st.st_mtime_ns)
+            if (known := self._files.get(key)) is not None:
+                return known
+            self._files[key] = digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+            return digest
+        return f"sha256:{hashlib.sha256(data).hexdigest()}"

@@ -9,6 +9,9 @@ longer in the jobs file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import os
 import uuid
 from collections import deque
 from collections.abc import Coroutine
@@ -22,6 +25,7 @@ from ._batch_submit import lookup_external
 from ._errors import AccountError, AuthenticationError, KlingError
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
+from ._names import safe_filename
 from .models import Task
 
 if TYPE_CHECKING:
@@ -121,13 +125,25 @@ class Resumer:
             elif row.state == JobState.SUCCEEDED and task is not None:
                 self.counts.seen += 1
                 self._outstanding += 1
-                files = tuple(row.files or ())
-                self._fetcher.queue(Fetch(row.key, row.external_id, task, row.watermark, files))
+                fetch = Fetch(row.key, row.external_id, task, row.watermark, tuple(row.files or ()))
+                if row.legacy is not None:
+                    self._adopt_legacy_parts(fetch)
+                self._fetcher.queue(fetch)
             elif row.state == JobState.SUBMITTED and task is not None:
                 self.counts.seen += 1
                 self._follow(row.key, row.external_id, task, hold_slot=True)
             elif row.state == JobState.SUBMITTING:
                 await self._resolve(row)
+
+    def _adopt_legacy_parts(self, fetch: Fetch) -> None:
+        """A release-0.1 row's half-downloaded `.part` continues under this release's name."""
+        count = len(fetch.task.videos)
+        for index, wm, path, record in self._fetcher.targets(fetch):
+            old = self.videos_dir / f"{_v1_name(fetch.ext, index, count, wm)}.part"
+            new = self.out_dir / f"{path}.part"
+            if record is None and old != new and old.exists() and not new.exists():
+                with contextlib.suppress(OSError):  # only bandwidth is at stake
+                    os.replace(old, new)
 
     def _check_files(self, rows: list[JobRow]) -> dict[str, frozenset[str]]:
         """The disk is the truth: each downloaded file must exist with its recorded size
@@ -258,6 +274,16 @@ class Resumer:
             if key not in self._lines
             and (row.state in (JobState.REJECTED, JobState.PENDING) or key in self._uncreated)
         )
+
+
+def _v1_name(ext: str, index: int, count: int, watermarked: bool) -> str:
+    """The file name release 0.1 gave a video (to find the `.part` files it left)."""
+    stem = ext
+    if safe_filename(stem, suffix="") != stem:
+        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        stem = f"{safe_filename(stem, suffix='', max_len=100)}-{digest}"
+    stem += (f"-{index + 1}" if count > 1 else "") + ("-wm" if watermarked else "")
+    return safe_filename(stem)
 
 
 def _result(row: JobRow, state: str, error: dict[str, Any]) -> BatchResult:

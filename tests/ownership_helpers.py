@@ -81,14 +81,14 @@ class World:
         """
         out = out or self.out
         text = (jobs or self.jobs).read_text(encoding="utf-8").splitlines()
-        by_line = {n: json.loads(t) for n, t in enumerate(text, 1) if t.strip() and t[0] != "#"}
+        by_line = {n: _prompt(t) for n, t in enumerate(text, 1) if t.strip() and t[0] != "#"}
         rows = manifest(out)
         task_ids = [row["task_id"] for row in rows if row["task_id"]]
         assert len(task_ids) == len(set(task_ids)), "two jobs name one task"
         recorded = set()
         for row in rows:
             if row["in_jobs_file"]:
-                prompt = by_line[row["line"]].get("prompt")
+                prompt = by_line[row["line"]]
                 self.prompts[row["job_id"]] = prompt
             else:
                 assert row["line"] is None, row
@@ -105,12 +105,20 @@ class World:
                 data = (out / record["path"]).read_bytes()
                 digest = hashlib.sha256(data).hexdigest()
                 assert (len(data), digest) == (record["bytes"], record["sha256"]), record
-                served = self.st.sim.video_sha256(task.video_id, watermark=record["watermarked"])
+                marked = record.get("watermarked", record["path"].endswith("-wm.mp4"))  # 0.1
+                served = self.st.sim.video_sha256(task.video_id, watermark=marked)
                 assert digest == served, f"{record['path']} is not its own task's video"
                 recorded.add(record["path"])
         on_disk = {f"videos/{p.name}" for p in (out / "videos").iterdir()}
         assert on_disk == recorded, on_disk ^ recorded
         return rows
+
+
+def _prompt(text: str) -> str | None:
+    try:
+        return json.loads(text).get("prompt")  # type: ignore[no-any-return]
+    except ValueError:  # an invalid line: no task to compare with
+        return None
 
 
 def by_prompt(rows: list[dict[str, Any]], world: World) -> dict[str, str]:

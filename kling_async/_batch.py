@@ -2,32 +2,29 @@
 
 A job is its content (`_identity`): the journal is keyed by identity, so editing, inserting,
 deleting, moving or duplicating lines between runs never re-creates a job that exists, never
-skips a new one and never hands one job another's task. Submitters read the jobs file in order
-(one at a time, so identical lines are numbered the same way every run), record the intent
-before each create, and create only with an id they own: one derived from the folder's random
-batch id, or the user's own id after Kling confirmed that no task has it yet. The client's
-tracker follows running tasks; a download pool takes the earliest-expiring video first. The
-folder is locked (`_folder`) for the whole run.
+skips a new one and never hands one job another's task. Three layers make a `Batch`:
+`Resumer` (`_batch_resume`: what the journal and the disk already hold), `Creator`
+(`_batch_create`: reading the jobs file in order, creating each new job once under an id the
+folder owns) and `Batch` here (the run itself: lock, stages, following tasks, results). The
+client's tracker follows running tasks; a download pool takes the earliest-expiring video
+first. The folder is locked (`_folder`) for the whole run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._batch_create import Creator
 from ._batch_fetch import DownloadStage, Fetch
 from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, job_error, write_manifest
-from ._batch_resume import Resumer
-from ._batch_submit import Outcome, create_for_batch, lookup_external
-from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
-from ._events import emit
+from ._errors import AccountError, AuthenticationError, KlingError
 from ._folder import FolderLock, OutputFolderError
-from ._identity import generated_external_id
-from ._jobs import Identifier, Job, jobs_from_jsonl, jobs_from_requests
+from ._jobs import Job, jobs_from_jsonl, jobs_from_requests
 from ._journal import JobState, Journal
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
@@ -38,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "BatchResult", "run_batch"]
 
 
-class Batch(Resumer):
+class Batch(Creator):
     """Runs a batch; iterate it (`async for result in batch`) to drive it and get results.
 
     `jobs=None` runs on the journal alone (`kling-async download`): nothing new is created,
@@ -57,22 +54,19 @@ class Batch(Resumer):
         verify: bool = False,
         submitters: int | None = None,
     ) -> None:
-        super().__init__(client, Path(out_dir), verify=verify, watermark=watermark)
-        self._jobs: Iterator[Job] | None = None if jobs is None else iter(jobs)
-        self._adopt = adopt_existing
+        super().__init__(
+            client,
+            None if jobs is None else iter(jobs),
+            Path(out_dir),
+            verify=verify,
+            watermark=watermark,
+            adopt_existing=adopt_existing,
+        )
         self._downloaders = download_concurrency or client.limits.download_concurrency
         self._submitters = submitters or min(client.gate.maximum, 16)
         self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
         self._background: set[asyncio.Future[None]] = set()
-        self._identifier = Identifier()
-        self._read_lock = asyncio.Lock()
-
-    @property
-    def journal(self) -> Journal:
-        """The open journal (only while the batch runs)."""
-        assert self._journal is not None, "the batch is not running"
-        return self._journal
 
     # -- public control -----------------------------------------------------------------------
     def stop_submitting(self, reason: str) -> None:
@@ -185,145 +179,6 @@ class Batch(Resumer):
         job = asyncio.ensure_future(coro)
         self._background.add(job)  # keep a reference: the loop holds tasks only weakly
         job.add_done_callback(self._background.discard)
-
-    # -- reading the jobs file ----------------------------------------------------------------
-    async def _next_job(self) -> Job | None:
-        """The next job that needs a create; jobs the journal knows are handled on the way."""
-        if self._jobs is None:
-            return None
-        async with self._read_lock:  # in file order: identical jobs numbered alike every run
-            handled = 0
-            while True:
-                job = next(self._jobs, None)
-                if job is None:
-                    self._whole_file = True
-                    return None
-                job = self._match_legacy(await self._identifier.identify(job))
-                self._lines[job.key] = job.line
-                if self._needs_create(job):
-                    if self.stop_reason is None:
-                        return job
-                    # Stopped: nothing new is sent, but the file is still read to its end,
-                    # so known jobs are reported and removed ones are told apart.
-                else:
-                    self._seen_known(job.key)
-                handled += 1
-                if handled % 64 == 0:  # a long finished file must not starve the event loop
-                    await asyncio.sleep(0)
-
-    async def _submitter(self) -> None:
-        while (job := await self._next_job()) is not None:
-            await self._send(job)
-
-    async def _send(self, job: Job) -> None:
-        key, row = job.key, self._rows.get(job.key)
-        self.counts.seen += 1
-        resumed = row is not None and row.state == JobState.SUBMITTING  # our intent is on record
-        if job.request is None:
-            assert job.error is not None
-            ext = row.external_id if row else generated_external_id(self._batch_id, key)
-            await self._reject(key, job.line, ext, job.error)
-            return
-        own = job.request.external_task_id
-        if resumed:
-            assert row is not None
-            ext = row.external_id
-        else:
-            ext = own or generated_external_id(self._batch_id, key)
-        owner = self._claims.setdefault(ext, key)
-        if owner != key:  # two jobs, one idempotency key: they would share a task
-            error = InvalidRequestError(
-                f"external_task_id {ext!r} is already used by {self._describe(owner)} of this "
-                "batch: give each job its own id",
-                field="external_task_id",
-                value=ext,
-            )
-            await self._reject(key, job.line, ext, error)
-            return
-        request = job.request.with_external_id(ext)
-        if self._watermark and not request.watermark:
-            request = request.model_copy(update={"watermark": True})
-        if own and not resumed and not await self._own_id_is_free(job, ext, request):
-            return
-        await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
-        self._watermarks[key] = request.watermark
-        self._uncreated.discard(key)
-        result = await create_for_batch(self.client, request, ext, self._stopped)
-        if result.outcome is Outcome.CREATED:
-            assert result.task is not None
-            task = result.task
-            await self.journal.update_task(key, JobState.SUBMITTED, task)
-            self._follow(key, ext, task, hold_slot=result.adopted and not task.is_terminal)
-            return
-        if result.outcome is Outcome.ABANDONED:
-            self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
-            # row (kept: the create may yet land) must say why it is unfinished.
-            why = {"type": "NotSubmitted", "message": f"not sent: {self.stop_reason}"}
-            await self.journal.update(key, JobState.SUBMITTING, error=why)
-            return
-        assert result.error is not None
-        if result.outcome is Outcome.REJECTED:
-            await self._reject(key, job.line, ext, result.error)
-            return
-        if result.outcome is Outcome.FATAL:  # stop first: other submitters check it
-            self.stop_submitting(f"{type(result.error).__name__}: {result.error}")
-        await self._unsubmitted(key, ext, result.error)
-
-    async def _own_id_is_free(self, job: Job, ext: str, request: MultiImageToVideoRequest) -> bool:
-        """A user's own id on a job this folder never sent: ask Kling first, so a task made
-        elsewhere is never taken for ours (adopted only with `adopt_existing`)."""
-        key = job.key
-        try:
-            found = await lookup_external(self.client, ext)
-        except KlingError as exc:
-            if isinstance(exc, AccountError | AuthenticationError):
-                self.stop_submitting(f"{type(exc).__name__}: {exc}")
-            error = job_error(exc)
-            error["message"] = (
-                f"not sent: could not check that external_task_id {ext!r} is free "
-                f"({error['message']}); the next run checks again"
-            )
-            await self.journal.record(
-                key, line=job.line, external_id=ext, state=JobState.PENDING, error=error
-            )
-            self._emit(key, BatchResult(job.line, ext, JobState.PENDING, error=error))
-            return False
-        if found is None:
-            return True
-        if self._adopt:  # the user said so: record it as ours, then follow it like our own
-            await self.journal.intent(
-                key, line=job.line, external_id=ext, watermark=request.watermark
-            )
-            self._watermarks[key] = request.watermark
-            await self.journal.update_task(key, JobState.SUBMITTED, found)
-            self._follow(key, ext, found, hold_slot=not found.is_terminal)
-            return False
-        taken = InvalidRequestError(
-            f"line {job.line}: external_task_id {ext!r} already names task {found.task_id} on "
-            'this account (creating it again gets Kling\'s 1201 "already exists"), and this '
-            "folder never created it, so it is not taken for this job: give the job a new "
-            "external_task_id, or pass --adopt-existing (run_batch(..., adopt_existing=True)) "
-            "to take that task over",
-            field="external_task_id",
-            value=ext,
-        )
-        await self._reject(key, job.line, ext, taken)
-        return False
-
-    async def _unsubmitted(self, key: str, ext: str, exc: KlingError) -> None:
-        """The create failed or its outcome is unknown: keep the error on record (manifest,
-        `status`); the row stays `submitting`, so a rerun asks Kling before creating again."""
-        error = job_error(exc)
-        await self.journal.update(key, JobState.SUBMITTING, error=error)
-        self._emit(key, BatchResult(None, ext, JobState.SUBMITTING, error=error))
-
-    async def _reject(self, key: str, line: int, ext: str, exc: KlingError) -> None:
-        error = job_error(exc)
-        await self.journal.record(
-            key, line=line, external_id=ext, state=JobState.REJECTED, error=error
-        )
-        emit(self.client.event_hook, "job_rejected", line=line, error=error["message"])
-        self._emit(key, BatchResult(line, ext, JobState.REJECTED, error=error))
 
     # -- following tasks ----------------------------------------------------------------------
     def _follow(self, key: str, ext: str, task: Task, *, hold_slot: bool) -> None:

@@ -66,7 +66,7 @@ class Resumer:
         self._claims: dict[str, str] = {}  # external id → the key that owns it
         self._watermarks: dict[str, bool | None] = {}  # key → asked for watermarked copies
         self._uncreated: set[str] = set()  # `submitting` rows that Kling says it never made
-        self._reported: set[str] = set()
+        self._reported: set[str] = set()  # reported this run (or its report is on the way)
 
     # Provided by Batch.
     def _emit(self, key: str, result: BatchResult) -> None:
@@ -121,6 +121,7 @@ class Resumer:
             if row.key in damaged and task is not None:
                 self._outstanding += 1
                 self.counts.seen += 1
+                self._reported.add(row.key)  # its stored "downloaded" is stale: never shown
                 self._spawn(self._refetch(row, task, damaged[row.key]))
             elif row.state == JobState.SUCCEEDED and task is not None:
                 self.counts.seen += 1

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"_batch_io"},
     {"_batch_fetch", "_batch_submit", "_batch_status"},
     {"_batch_resume"},
+    {"_batch_create"},
     {"_batch"},
     {"_progress"},
     {"__init__"},

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +149,15 @@ def test_bad_folders_exit_2_at_once(tmp_path: Path, case: str) -> None:
     commands = [["run", str(jobs), "--out", str(out), "--no-progress"], ["download", str(out)]]
     if case != "videos-is-a-file":  # `status` only reads the journal
         commands.append(["status", str(out)])
-    for args in commands:
+
+    def attempt(args: list[str]) -> tuple[list[str], Any, float]:
         started = time.monotonic()
         done = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30)
-        took = time.monotonic() - started
+        return args, done, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(commands)) as pool:  # independent: run them side by side
+        outcomes = list(pool.map(attempt, commands))
+    for args, done, took in outcomes:
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr
         if case == "videos-is-a-file" and args[0] == "download":

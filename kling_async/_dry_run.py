@@ -38,7 +38,8 @@ def render(report: PreflightReport) -> list[str]:
     )
     width = max((len(str(k.kind)) for k in report.kinds), default=0)
     for k in report.kinds:
-        lines.append(f"  {k.kind!s:<{width}}  {k.jobs:>9,} jobs  {format_units(k.units):>11} units")
+        jobs = f"{k.jobs:>9,} {'jobs' if k.jobs != 1 else 'job '}"
+        lines.append(f"  {k.kind!s:<{width}}  {jobs}  {format_units(k.units):>11} units")
     for ext, used in report.duplicate_ids.items():
         lines.append(f"  duplicate external_task_id {ext!r}: lines {', '.join(map(str, used))}")
     lines.append(

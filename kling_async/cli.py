@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODE-DURATION=UNITS",
-        help="units per task of a kind, e.g. pro-10=7 (repeatable; default: Kling's prices)",
+        help="units per task of a kind for --dry-run's estimate, e.g. pro-10=7 (repeatable)",
     )
 
     status = sub.add_parser("status", help="what the journal of an output folder says")

@@ -138,8 +138,9 @@ def preflight(
 ) -> PreflightReport:
     """Check every job (fields, local images, unique ids) and price the batch; sends nothing.
 
-    `jobs` is what `run_batch` takes: a JSONL file's path or requests. `prices` overrides the
-    built-in units table (`{"pro-10": 7}` or a `PriceTable`).
+    `jobs` is what `run_batch` takes: a JSONL file's path or requests. Requests built in
+    Python had their fields and images checked when built; they are counted and their ids
+    checked. `prices` overrides the built-in units table (`{"pro-10": 7}` or a `PriceTable`).
     """
     table = PriceTable.of(prices)
     cache = ProbeCache()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import email
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
+
+import kling_async
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_FILE = Path(__file__).with_name("typing_user.py")
@@ -41,13 +45,29 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
-def test_wheel_ships_types_and_simulator_assets(wheel: zipfile.ZipFile) -> None:
+def test_wheel_ships_types_simulator_assets_and_licence(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     assert "kling_async/py.typed" in names
     assert "kling_async/simulator/assets/sample.mp4" in names
+    info = f"kling_async-{kling_async.__version__}.dist-info"
+    assert f"{info}/licenses/LICENSE" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "examples/"))]
     sample = ROOT / "kling_async/simulator/assets/sample.mp4"
     assert wheel.read("kling_async/simulator/assets/sample.mp4") == sample.read_bytes()
+
+
+def test_metadata_licence_and_urls_agree(wheel: zipfile.ZipFile) -> None:
+    info = f"kling_async-{kling_async.__version__}.dist-info"
+    meta = email.message_from_bytes(wheel.read(f"{info}/METADATA"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    # One licence, said three ways that must agree: the SPDX field, the classifier, the file.
+    assert project["license"] == meta["License-Expression"] == "MIT"
+    assert "License :: OSI Approved :: MIT License" in meta.get_all("Classifier", [])
+    licence = wheel.read(f"{info}/licenses/LICENSE").decode()
+    assert licence.startswith("MIT License") and licence == (ROOT / "LICENSE").read_text()
+    urls = meta.get_all("Project-URL", [])
+    assert urls and all(", https://" in url for url in urls)
+    assert meta["Version"] == kling_async.__version__
 
 
 def test_editable_install_is_seen_by_mypy_in_a_users_project(tmp_path: Path) -> None:

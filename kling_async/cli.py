@@ -15,6 +15,7 @@ from pathlib import Path
 from . import (
     Client,
     ConfigurationError,
+    Credentials,
     Limits,
     PollPolicy,
     __version__,
@@ -27,6 +28,7 @@ from ._progress import Reporter
 __all__ = ["main"]
 
 EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_NO_ACCOUNT = "no account yet? add --simulate to try it against a built-in Kling simulator"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +103,10 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         ),
     }
     if not args.simulate:
+        try:  # checked here too, so that the message can show the way in without an account
+            Credentials.from_env()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc}\n  {_NO_ACCOUNT}") from None
         async with Client(base_url=args.base_url, **options) as client:  # type: ignore[arg-type]
             yield client
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import shlex
 import signal
 import sys
@@ -19,7 +20,7 @@ from ._config import (
 )
 from ._faults import FaultInjector, parse_fault
 from ._prices import check_prices
-from ._server import Simulator
+from ._server import BindError, Simulator
 
 __all__ = ["add_arguments", "build_config", "main", "serve"]
 
@@ -174,6 +175,11 @@ async def serve(args: argparse.Namespace) -> int:
         async with Simulator(config) as sim:
             print(banner(sim), flush=True)
             await stop.wait()
+    except BindError as exc:
+        flag = "--port" if exc.origin == "API" else "--video-port"
+        hint = f"; pass {flag} 0 to use a free one" if exc.errno == errno.EADDRINUSE else ""
+        print(f"error: cannot start the simulator: {exc}{hint}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot start the simulator: {exc}", file=sys.stderr)
         return 1

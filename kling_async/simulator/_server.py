@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from types import TracebackType
@@ -19,20 +20,34 @@ from ._faults import FaultInjector
 from ._stats import SimulatorStats
 from ._videos import build_video_app
 
-__all__ = ["Simulator"]
+__all__ = ["BindError", "Simulator"]
 
 _SHUTDOWN_TIMEOUT = 1.0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+class BindError(OSError):
+    """An origin could not listen on its address (port in use, not allowed, …); names which."""
+
+    def __init__(self, origin: str, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.origin, self.host, self.port = origin, host, port
+
+    def __str__(self) -> str:
+        where = f"the {self.origin} port {self.port} on {self.host}"
+        if self.errno == errno.EADDRINUSE:
+            return f"{where} is already in use"
+        return f"{where}: {self.strerror}"
+
+
+def _bind(host: str, port: int, origin: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise BindError(origin, host, port, exc) from exc
     sock.setblocking(False)
     return sock
 
@@ -60,9 +75,9 @@ class Simulator:
         if self._runners or self._stopped:
             raise RuntimeError("a Simulator starts once; create a new one instead")
         cfg = self._config
-        api_sock = _bind(cfg.host, cfg.port)
+        api_sock = _bind(cfg.host, cfg.port, "API")
         try:
-            video_sock = _bind(cfg.host, cfg.video_port)
+            video_sock = _bind(cfg.host, cfg.video_port, "video")
         except OSError:
             api_sock.close()
             raise

@@ -113,8 +113,9 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
     from .simulator import Simulator
 
     cap = getattr(args, "concurrency", 5)
+    state = args.out / "simulator-state.jsonl"  # the demo account lives in DIR: reruns resume
     async with (
-        Simulator(concurrency=cap, gen_seconds=2.0, seed=7) as sim,
+        Simulator(concurrency=cap, gen_seconds=2.0, seed=7, state_path=state) as sim,
         Client(
             access_key=sim.access_key,
             secret_key=sim.secret_key,

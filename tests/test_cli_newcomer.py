@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from batch_helpers import clean_env, job_line, run_cli, write_jobs
+from batch_helpers import CLI, clean_env, job_line, manifest, run_cli, wait_for, write_jobs
 
 import kling_async as kling
 
@@ -44,3 +48,58 @@ def test_simulate_on_a_busy_port_names_it_and_suggests_port_0(flag: str, busy_po
     assert done.returncode == 2, done.stderr
     assert f"port {busy_port} on 127.0.0.1 is already in use" in done.stderr
     assert f"{flag} 0" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the --simulate demo resumes like a real account --------------------------------------------
+
+DEMO_JOBS = Path(__file__).resolve().parent.parent / "examples" / "jobs.jsonl"
+
+
+def _saved_tasks(out: Path) -> list[dict[str, Any]]:
+    """The demo account's tasks, as the simulator saved them in DIR."""
+    lines = (out / "simulator-state.jsonl").read_text(encoding="utf-8").splitlines()
+    return [record["task"] for record in map(json.loads, lines) if "task" in record]
+
+
+def _states(out: Path) -> dict[int, tuple[str, str | None]]:
+    return {row["line"]: (row["state"], row["task_id"]) for row in manifest(out)}
+
+
+def test_simulate_demo_resumes_after_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    demo = [*CLI, "run", str(DEMO_JOBS), "--out", str(out), "--simulate", "--no-progress"]
+    proc = subprocess.Popen(demo, stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:  # interrupt once the first video is on disk: the rest are queued, running or waiting
+        wait_for(lambda: any((out / "videos").glob("*.mp4")) or proc.poll() is not None, 30)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    first = _saved_tasks(out)
+    before = _states(out)
+    assert len(first) > 0 and sum(s == "downloaded" for s, _ in before.values()) < 8
+
+    # `download --simulate` finds the same account: nothing it knew goes back to "submitting".
+    fetched = run_cli(["download", str(out), "--simulate", "--no-progress"], clean_env(), 60)
+    assert "Traceback" not in fetched.stderr and "1203" not in fetched.stderr, fetched.stderr
+    after = _states(out)
+    for line, (state, task_id) in before.items():
+        if task_id is not None:
+            assert after[line][1] == task_id and after[line][0] != "submitting", (line, state)
+
+    again = run_cli(demo[len(CLI) :], clean_env(), timeout=60)
+    assert again.returncode == 0, again.stderr
+    rows = manifest(out)
+    assert len(rows) == 8 and {row["state"] for row in rows} == {"downloaded"}
+    files = [out / f["path"] for row in rows for f in row["files"]]
+    assert len(files) == 9 and all(f.is_file() and f.stat().st_size > 0 for f in files)
+    assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(f.name for f in files)
+    # No job created twice: one task per job, and the first run's tasks kept as they were.
+    tasks = _saved_tasks(out)
+    assert len(tasks) == 8 and tasks[: len(first)] == first
+    assert len({t["request"]["external_task_id"] for t in tasks}) == 8
+    assert {row["task_id"] for row in rows} == {t["task_id"] for t in tasks}

@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--video-bytes", type=int, default=None, help="serve generated videos of N bytes")
     add("--retention-days", type=float, default=30.0, help="video retention (default 30)")
     add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
+    add("--state", metavar="FILE", help="keep the account's tasks in FILE across restarts")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")
     add(
@@ -142,6 +143,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         duplicate_callbacks=args.duplicate_callbacks,
         faults=faults,
         prices=dict(args.price),
+        state_path=args.state,
     )
 
 

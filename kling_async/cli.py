@@ -214,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(serve(args))
         jobs: Path | None = args.jobs if args.command == "run" else None
+        if jobs is not None and jobs.is_dir():
+            raise ConfigurationError(f"{jobs} is a directory; give the JSONL job file itself")
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
         if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
@@ -221,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if jobs is None:
             batch_status(args.out)  # FileNotFoundError: no journal, nothing to download
         total = _count_jobs(jobs) if jobs is not None else None
+        if total == 0:
+            print(f"kling-async: no jobs in {jobs} (one JSON object per line)", file=sys.stderr)
+            return EXIT_JOBS_FAILED
         return asyncio.run(_run(args, jobs, total))
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"kling-async: {exc}", file=sys.stderr)

@@ -50,6 +50,47 @@ def test_simulate_on_a_busy_port_names_it_and_suggests_port_0(flag: str, busy_po
     assert f"{flag} 0" in done.stderr and "Traceback" not in done.stderr
 
 
+# -- small truths about the job file ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n\n   \n", "\ufeff\n"])
+def test_a_job_file_without_jobs_says_so_and_exits_1(tmp_path: Path, text: str) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(text, encoding="utf-8")
+    done = run_cli(["run", str(jobs), "--out", str(tmp_path / "out"), "--simulate"], clean_env())
+    assert done.returncode == 1, done.stderr
+    assert f"no jobs in {jobs}" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_as_the_job_file_is_named_a_directory(tmp_path: Path) -> None:
+    done = run_cli(["run", str(tmp_path), "--out", str(tmp_path / "out")], clean_env())
+    assert done.returncode == 2, done.stderr
+    assert f"{tmp_path} is a directory" in done.stderr and "not found" not in done.stderr
+
+
+def test_a_watermark_that_is_not_a_json_boolean_is_refused(tmp_path: Path) -> None:
+    bad = [
+        ("watermark", "yes"),
+        ("watermark", 1),
+        ("watermark", "true"),
+        ("watermark_info", {"enabled": "false"}),
+    ]
+    lines = [job_line(0)] + [job_line(i, **{key: value}) for i, (key, value) in enumerate(bad, 1)]
+    jobs, out = write_jobs(tmp_path / "jobs.jsonl", lines), tmp_path / "out"
+    done = run_cli(
+        ["run", str(jobs), "--out", str(out), "--simulate", "--no-progress"], clean_env()
+    )
+    assert done.returncode == 1, done.stderr  # the bad lines are reported, the good one is done
+    for line, (key, value) in enumerate(bad, 2):
+        named = "watermark_info.enabled: " if key == "watermark_info" else "watermark: "
+        shown = repr(value["enabled"] if isinstance(value, dict) else value)
+        assert f"line {line} (" in done.stderr
+        assert f"{named}expected true or false (a JSON boolean), got {shown}" in done.stderr
+    states = {row["line"]: row["state"] for row in manifest(out)}
+    assert states == {1: "downloaded", 2: "rejected", 3: "rejected", 4: "rejected", 5: "rejected"}
+
+
 # -- the --simulate demo resumes like a real account --------------------------------------------
 
 DEMO_JOBS = Path(__file__).resolve().parent.parent / "examples" / "jobs.jsonl"

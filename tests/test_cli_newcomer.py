@@ -93,7 +93,41 @@ def test_a_watermark_that_is_not_a_json_boolean_is_refused(tmp_path: Path) -> No
 
 # -- the --simulate demo resumes like a real account --------------------------------------------
 
-DEMO_JOBS = Path(__file__).resolve().parent.parent / "examples" / "jobs.jsonl"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_JOBS = ROOT / "examples" / "jobs.jsonl"
+NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
+def _demo_counts() -> tuple[int, int]:
+    """How many jobs the demo file holds, and how many video files they make."""
+    lines = DEMO_JOBS.read_text(encoding="utf-8").splitlines()
+    jobs = [json.loads(line) for line in lines if line.strip() and not line.startswith("#")]
+    watermarked = sum(
+        bool(job.get("watermark") or (job.get("watermark_info") or {}).get("enabled"))
+        for job in jobs
+    )
+    return len(jobs), len(jobs) + watermarked
+
+
+def test_readme_counts_what_the_demo_writes() -> None:
+    jobs, files = _demo_counts()
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    claim = f"the {NUMBERS[jobs]} jobs of `examples/jobs.jsonl` become {NUMBERS[files]} videos"
+    assert claim in readme
 
 
 def _saved_tasks(out: Path) -> list[dict[str, Any]]:
@@ -135,12 +169,13 @@ def test_simulate_demo_resumes_after_ctrl_c(tmp_path: Path) -> None:
     again = run_cli(demo[len(CLI) :], clean_env(), timeout=60)
     assert again.returncode == 0, again.stderr
     rows = manifest(out)
-    assert len(rows) == 8 and {row["state"] for row in rows} == {"downloaded"}
+    n_jobs, n_files = _demo_counts()  # what the README promises: 8 jobs, 9 files
+    assert len(rows) == n_jobs and {row["state"] for row in rows} == {"downloaded"}
     files = [out / f["path"] for row in rows for f in row["files"]]
-    assert len(files) == 9 and all(f.is_file() and f.stat().st_size > 0 for f in files)
+    assert len(files) == n_files and all(f.is_file() and f.stat().st_size > 0 for f in files)
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(f.name for f in files)
     # No job created twice: one task per job, and the first run's tasks kept as they were.
     tasks = _saved_tasks(out)
-    assert len(tasks) == 8 and tasks[: len(first)] == first
-    assert len({t["request"]["external_task_id"] for t in tasks}) == 8
+    assert len(tasks) == n_jobs and tasks[: len(first)] == first
+    assert len({t["request"]["external_task_id"] for t in tasks}) == n_jobs
     assert {row["task_id"] for row in rows} == {t["task_id"] for t in tasks}

@@ -95,21 +95,7 @@ def test_a_watermark_that_is_not_a_json_boolean_is_refused(tmp_path: Path) -> No
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_JOBS = ROOT / "examples" / "jobs.jsonl"
-NUMBERS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-]
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
 def _demo_counts() -> tuple[int, int]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_helpers import CLI, clean_env, job_line, manifest, run_cli, wait_for, write_jobs
+from batch_helpers import CLI, clean_env, interrupt_when, job_line, manifest, run_cli, write_jobs
 
 import kling_async as kling
 
@@ -129,20 +127,12 @@ def _states(out: Path) -> dict[int, tuple[str, str | None]]:
 def test_simulate_demo_resumes_after_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "out"
     demo = [*CLI, "run", str(DEMO_JOBS), "--out", str(out), "--simulate", "--no-progress"]
-    proc = subprocess.Popen(demo, stderr=subprocess.PIPE, text=True, env=clean_env())
-    try:  # interrupt once the first video is on disk: the rest are queued, running or waiting
-        wait_for(lambda: any((out / "videos").glob("*.mp4")) or proc.poll() is not None, 30)
-        assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    # Ctrl-C once the first video is on disk: the other jobs are queued, running or waiting.
+    code, err = interrupt_when(demo, clean_env(), lambda: any(out.glob("videos/*.mp4")), 30)
+    assert code == 130, err
     first = _saved_tasks(out)
     before = _states(out)
-    assert len(first) > 0 and sum(s == "downloaded" for s, _ in before.values()) < 8
+    assert first and sum(s == "downloaded" for s, _ in before.values()) < len(before)
 
     # `download --simulate` finds the same account: nothing it knew goes back to "submitting".
     fetched = run_cli(["download", str(out), "--simulate", "--no-progress"], clean_env(), 60)

@@ -27,8 +27,11 @@ async def test_restart_keeps_tasks_and_carries_them_on_by_wall_time(
     state = tmp_path / "state.jsonl"
     async with Simulator(**FAST, state_path=state) as first:
         api = Api(first, http)
-        done_id = await api.new_task(external_task_id="done-1", watermark_info={"enabled": True})
+        done_id = await api.new_task(
+            external_task_id="done-1", mode="pro", watermark_info={"enabled": True}
+        )
         done = await api.wait(done_id)
+        assert done["final_unit_deduction"] == "3.5"  # its price is part of what is kept
         first.control(gen_seconds=2.0, fail_rate=1.0)  # the next one is slow and will fail
         running_id = await api.new_task(external_task_id="running-1")
         running = first.task(running_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -90,6 +91,9 @@ class SimulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Units per task by "mode-duration" (overrides merge over Kling's defaults).
     prices: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_PRICES)
+    # Keep the account's tasks in this file (append-only JSON lines) so that a restarted
+    # simulator still has them, carried on by elapsed time; None keeps nothing.
+    state_path: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "failure_messages", tuple(self.failure_messages))

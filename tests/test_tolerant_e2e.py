@@ -23,7 +23,9 @@ from batch_helpers import (
 )
 
 from kling_async import (
+    BatchResult,
     CallbackReceiver,
+    Client,
     Event,
     Limits,
     PollPolicy,
@@ -127,13 +129,26 @@ async def test_a_batch_with_one_unreadable_task_finishes_the_others(
     assert stats.peak_running <= 2
 
 
+async def all_downloaded(client: Client, out: Path, n: int = 3) -> list[BatchResult]:
+    """Run a batch of `n` jobs into `out`; every one must end with its video on disk."""
+    results = await collect(run_batch(client, make_requests(n), out), 20)
+    assert sorted(r.state for r in results) == ["downloaded"] * n
+    return results
+
+
+def undownload(out: Path) -> None:
+    """As if the run had stopped before downloading: finished jobs, no files."""
+    sql(out, "UPDATE jobs SET state = 'succeeded', files = NULL")
+    for path in (out / "videos").iterdir():
+        path.unlink()
+
+
 async def test_timestamps_in_seconds_do_not_expire_videos(
     start_sim: StartSim, tmp_path: Path
 ) -> None:
     sim = await start_sim(shapes={"seconds_timestamps": True})
     async with make_client(sim, poll=POLL) as client:
-        results = await collect(run_batch(client, make_requests(3), tmp_path), 20)
-    assert sorted(r.state for r in results) == ["downloaded"] * 3
+        results = await all_downloaded(client, tmp_path)
     for result in results:
         assert result.expires_at is not None and result.expires_at.year >= 2025
 
@@ -143,18 +158,13 @@ async def test_missing_timestamps_mean_unknown_expiry_fetched_first(
 ) -> None:
     sim = await start_sim(shapes={"missing_timestamps": True})
     async with make_client(sim, poll=POLL) as client:
-        results = await collect(run_batch(client, make_requests(3), tmp_path), 20)
-        assert sorted(r.state for r in results) == ["downloaded"] * 3
+        results = await all_downloaded(client, tmp_path)
         assert all(r.expires_at is None for r in results)
-        # As if the run had stopped before downloading: status says the expiry is unknown.
-        sql(tmp_path, "UPDATE jobs SET state = 'succeeded', files = NULL")
-        for path in (tmp_path / "videos").iterdir():
-            path.unlink()
+        undownload(tmp_path)
         status = batch_status(tmp_path)
         assert (status.pending_downloads, status.unknown_expiry) == (3, 3)
         assert status.soonest_expiry is None
-        again = await collect(run_batch(client, make_requests(3), tmp_path), 20)
-    assert sorted(r.state for r in again) == ["downloaded"] * 3
+        await all_downloaded(client, tmp_path)  # the rerun fetches them
     assert len(list((tmp_path / "videos").iterdir())) == 3
 
 
@@ -277,9 +287,7 @@ def test_the_cli_status_tells_of_an_unknown_expiry(tmp_path: Path) -> None:
         out = tmp_path / "out"
         done = run_cli(["run", str(jobs), "--out", str(out), "--no-progress"], sp.env(), 60)
         assert done.returncode == 0, done.stderr
-        sql(out, "UPDATE jobs SET state = 'succeeded', files = NULL")
-        for path in (out / "videos").iterdir():
-            path.unlink()
+        undownload(out)
         status = run_cli(["status", str(out)], sp.env())
         assert "2 finished video(s) not on disk with an unknown expiry" in status.stdout
         fetched = run_cli(["download", str(out), "--no-progress"], sp.env(), 60)

@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from kling_async.simulator import Simulator
 from kling_async.simulator._cli import add_arguments, build_config
@@ -112,29 +111,17 @@ async def test_unreadable_tasks(shaped: Api) -> None:
     assert one["data"]["task_result"] == {"videos": "none"}
 
 
-async def test_callbacks_in_the_newer_shape(http: aiohttp.ClientSession) -> None:
-    received: list[dict[str, Any]] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/cb", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/cb"
-    try:
-        shapes = {"callback_id_status": True, "numbers_for_strings": True}
-        async with Simulator(gen_seconds=0.02, shapes=shapes) as sim:
-            await Api(sim, http).create(callback_url=url)
-            for _ in range(300):
-                if sim.stats.callbacks_sent == 3:
-                    break
-                await asyncio.sleep(0.01)
-    finally:
-        await runner.cleanup()
+async def test_callbacks_in_the_newer_shape(
+    http: aiohttp.ClientSession, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = receiver
+    shapes = {"callback_id_status": True, "numbers_for_strings": True}
+    async with Simulator(gen_seconds=0.02, shapes=shapes) as sim:
+        await Api(sim, http).create(callback_url=url)
+        for _ in range(300):
+            if sim.stats.callbacks_sent == 3:
+                break
+            await asyncio.sleep(0.01)
     assert len(received) == 3
     assert {b["status"] for b in received} == {"submitted", "processing", "succeed"}
     assert all(isinstance(b["id"], int) and "task_id" not in b for b in received)

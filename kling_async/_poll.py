@@ -255,7 +255,9 @@ class TaskTracker:
                         task = read_task(item, "list", hook=self._hook)
                     except ResponseValidationError as exc:
                         # A list item may be abridged: its single query below decides.
-                        report_unreadable(exc, self._hook, task_id=tid, source="list")
+                        quiet = self._tracked[tid].error is not None
+                        level = logging.DEBUG if quiet else logging.WARNING
+                        report_unreadable(exc, self._hook, level=level, task_id=tid, source="list")
                         continue
                     pending.discard(tid)
                     self.observe(task)

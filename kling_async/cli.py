@@ -197,6 +197,11 @@ def _status(out: Path) -> int:
             f"{status.soonest_expiry:%Y-%m-%d %H:%M} UTC (in {left.days} d) — "
             f"run `kling-async download {out}`"
         )
+    if status.unknown_expiry:
+        print(
+            f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
+            f"(Kling sent no created_at; fetched first) — run `kling-async download {out}`"
+        )
     for problem in status.problems:
         error = problem.error or {}
         print(f"  line {problem.line}: {problem.state}: {error.get('message')}")

@@ -21,6 +21,7 @@ from ._config import (
 from ._faults import FaultInjector, parse_fault
 from ._prices import check_prices
 from ._server import BindError, Simulator
+from ._shapes import FLAGS
 
 __all__ = ["add_arguments", "build_config", "main", "serve"]
 
@@ -111,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KIND:F1,F2",
         help="faults for the next KIND requests, in order (repeatable), e.g. create:5002,lost",
     )
+    add(
+        "--shape",
+        choices=FLAGS,
+        action="append",
+        default=[],
+        help="write answers another way (repeatable), e.g. numbers_for_strings",
+    )
 
 
 def build_config(args: argparse.Namespace) -> SimulatorConfig:
@@ -144,6 +152,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         faults=faults,
         prices=dict(args.price),
         state_path=args.state,
+        shapes=dict.fromkeys(args.shape, True),
     )
 
 

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks._plan import build_plan, run_plan
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
+from benchmarks.dry_run import run_dry_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         results = run_plan(plan, work, lambda line: print(line, file=sys.stderr, flush=True))
+        dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
+        print(dry.describe(), file=sys.stderr, flush=True)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -55,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{facts['python']}, {'quick' if plan.quick else 'full'} run in {elapsed:.0f} s\n"
         f"command: {command.strip()}"
     )
+    notes += f"\n{dry.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
     if args.json:
         doc = summary(results, rows)
         doc["machine"]["command"] = command.strip()
         doc["machine"]["elapsed_s"] = elapsed
+        doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n{table}\n\n{notes}\n")

@@ -33,7 +33,9 @@ from ._events import Event, EventHook
 from ._folder import FolderBusyError, OutputFolderError
 from ._images import EncodingCache, ImageInput
 from ._journal_schema import JournalError
-from .models import MultiImageToVideoRequest, Task, TaskStatus, Video
+from ._preflight import PreflightReport, preflight
+from ._prices import PriceTable
+from .models import MultiImageToVideoRequest, Task, TaskPage, TaskStatus, Video
 
 __version__ = "0.1.0"
 
@@ -66,6 +68,8 @@ __all__ = [
     "MultiImageToVideoRequest",
     "OutputFolderError",
     "PollPolicy",
+    "PreflightReport",
+    "PriceTable",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseValidationError",
@@ -74,6 +78,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailedError",
+    "TaskPage",
     "TaskStatus",
     "TaskTimeoutError",
     "Timeouts",
@@ -82,5 +87,6 @@ __all__ = [
     "VideoExpiredError",
     "__version__",
     "batch_status",
+    "preflight",
     "run_batch",
 ]

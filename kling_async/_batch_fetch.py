@@ -110,7 +110,9 @@ class DownloadStage:
 
     def queue(self, fetch: Fetch) -> None:
         """Add a finished task's videos to the queue (earliest expiry first)."""
-        expiry = fetch.task.expires_at.timestamp()
+        # An unknown expiry (no created_at) might be the soonest: such videos go first.
+        expires = fetch.task.expires_at
+        expiry = expires.timestamp() if expires else float("-inf")
         heapq.heappush(self._heap, (expiry, next(self._order), fetch))
         self._ready.set()
 
@@ -168,9 +170,10 @@ class DownloadStage:
             if self.full is not None:
                 raise DiskFullError(f"not downloaded: the disk filled up earlier ({self.full})")
             if not task.videos:  # still listed as succeeded, but its videos are gone
+                when = f"{task.expires_at:%Y-%m-%d %H:%M} UTC" if task.expires_at else "unknown"
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling lists no video any more "
-                    f"(past the 30-day retention? expiry {task.expires_at:%Y-%m-%d %H:%M} UTC)"
+                    f"(past the 30-day retention? expiry {when})"
                 )
             for index, wm, path, record in targets:
                 files.append(await self._fetch_one(fetch, index, wm, path, record))

@@ -32,6 +32,8 @@ class BatchStatus:
     problems: list[BatchResult]
     pending_downloads: int
     soonest_expiry: datetime | None
+    #: Of the pending downloads, how many have an unknown expiry (Kling sent no created_at).
+    unknown_expiry: int = 0
     files_bad: list[FileProblem] = field(default_factory=list)
     removed: int = 0  # jobs no longer in the jobs file (their tasks are still followed)
     files_checked: int = 0
@@ -68,7 +70,9 @@ def batch_status(out_dir: Path, *, verify: bool = False) -> BatchStatus:
             if reason := check_file(out_dir, record, rehash=verify):
                 bad.append(FileProblem(result_from_row(row), str(record.get("path")), reason))
     problems = [result_from_row(r) for r in rows if r.error]
-    waiting = [r.expires_at for r in rows if r.state == JobState.SUCCEEDED and r.expires_at]
+    pending = [r.expires_at for r in rows if r.state == JobState.SUCCEEDED]
+    waiting = [at for at in pending if at]
     soonest = datetime.fromtimestamp(min(waiting), UTC) if waiting else None
     removed = sum(not r.in_jobs_file for r in rows)
-    return BatchStatus(counts, problems, len(waiting), soonest, bad, removed, checked)
+    unknown = len(pending) - len(waiting)
+    return BatchStatus(counts, problems, len(pending), soonest, unknown, bad, removed, checked)

@@ -20,7 +20,7 @@ from typing import Any
 from ._errors import InvalidRequestError
 from ._identity import content_id, invalid_content_id, job_key
 from ._images import ContentDigests
-from .models import MultiImageToVideoRequest
+from .models import ImageParser, MultiImageToVideoRequest
 
 __all__ = ["Identifier", "Job", "jobs_from_jsonl", "jobs_from_requests", "legacy_fingerprint"]
 
@@ -57,7 +57,7 @@ class Job:
     key: str = ""
 
 
-def _parse_line(line_no: int, text: str, base_dir: Path) -> Job:
+def _parse_line(line_no: int, text: str, base_dir: Path, images: ImageParser | None) -> Job:
     try:
         obj: Any = json.loads(text)
     except ValueError as exc:
@@ -77,21 +77,24 @@ def _parse_line(line_no: int, text: str, base_dir: Path) -> Job:
         )
         return Job(line_no, error=error, source=text)
     try:
-        request = MultiImageToVideoRequest.from_job(obj, base_dir=base_dir)
+        request = MultiImageToVideoRequest.from_job(obj, base_dir=base_dir, images=images)
     except InvalidRequestError as exc:
         return Job(line_no, error=exc, source=text)
     return Job(line_no, request=request, source=text)
 
 
-def jobs_from_jsonl(path: Path) -> Iterator[Job]:
-    """Read the job file one line at a time (blank lines and # comments are skipped)."""
+def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Job]:
+    """Read the job file one line at a time (blank lines and # comments are skipped).
+
+    `images` stands in for `ImageInput.parse` (a preflight's cache that probes each file once).
+    """
     base_dir = path.resolve().parent
     with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: Notepad adds a BOM
         for line_no, text in enumerate(fh, start=1):
             stripped = text.strip()
             if not stripped or stripped.startswith("#"):
                 continue
-            yield _parse_line(line_no, stripped, base_dir)
+            yield _parse_line(line_no, stripped, base_dir, images)
 
 
 def jobs_from_requests(requests: Iterable[MultiImageToVideoRequest]) -> Iterator[Job]:

@@ -16,6 +16,7 @@ from . import (
     BatchResult,
     Client,
     ConfigurationError,
+    Credentials,
     Limits,
     OutputFolderError,
     PollPolicy,
@@ -24,6 +25,7 @@ from . import (
     run_batch,
 )
 from ._batch_io import JOURNAL_NAME
+from ._dry_run import dry_run, price_arg
 from ._folder import FolderLock
 from ._journal import Journal
 from ._progress import Reporter
@@ -31,6 +33,7 @@ from ._progress import Reporter
 __all__ = ["main"]
 
 EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_NO_ACCOUNT = "no account yet? add --simulate to try it against a built-in Kling simulator"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         "(made elsewhere); without it such a job is rejected",
     )
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every job and image and estimate the units; send nothing, write nothing",
+    )
+    run.add_argument(
+        "--price",
+        type=price_arg,
+        action="append",
+        default=[],
+        metavar="MODE-DURATION=UNITS",
+        help="units per task of a kind for --dry-run's estimate, e.g. pro-10=7 (repeatable)",
+    )
 
     status = sub.add_parser("status", help="what the journal of an output folder says")
     status.add_argument("out", type=Path)
@@ -104,14 +120,19 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         ),
     }
     if not args.simulate:
+        try:  # checked here too, so that the message can show the way in without an account
+            Credentials.from_env()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc}\n  {_NO_ACCOUNT}") from None
         async with Client(base_url=args.base_url, **options) as client:  # type: ignore[arg-type]
             yield client
         return
     from .simulator import Simulator
 
     cap = getattr(args, "concurrency", 5)
+    state = args.out / "simulator-state.jsonl"  # the demo account lives in DIR: reruns resume
     async with (
-        Simulator(concurrency=cap, gen_seconds=2.0, seed=7) as sim,
+        Simulator(concurrency=cap, gen_seconds=2.0, seed=7, state_path=state) as sim,
         Client(
             access_key=sim.access_key,
             secret_key=sim.secret_key,
@@ -199,6 +220,11 @@ def _status(out: Path, *, verify: bool) -> int:
             f"{status.soonest_expiry:%Y-%m-%d %H:%M} UTC (in {left.days} d) — "
             f"run `kling-async download {out}`"
         )
+    if status.unknown_expiry:
+        print(
+            f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
+            f"(Kling sent no created_at; fetched first) — run `kling-async download {out}`"
+        )
     if status.files_bad:
         how = "re-hashed" if verify else "checked by size"
         print(
@@ -249,10 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(serve(args))
         jobs: Path | None = args.jobs if args.command == "run" else None
+        if jobs is not None and jobs.is_dir():
+            raise ConfigurationError(f"{jobs} is a directory; give the JSONL job file itself")
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
-        with _take_folder(args):
-            total = _count_jobs(jobs) if jobs is not None else None
+        if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
+            return dry_run(jobs, args.price)
+        total = _count_jobs(jobs) if jobs is not None else None
+        if total == 0:
+            print(f"kling-async: no jobs in {jobs} (one JSON object per line)", file=sys.stderr)
+            return EXIT_JOBS_FAILED
+        with _take_folder(args):  # before anything that could touch the folder
             return asyncio.run(_run(args, jobs, total))
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"kling-async: {exc}", file=sys.stderr)

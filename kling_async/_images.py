@@ -289,19 +289,28 @@ class ContentDigests:
         return None
 
     def digest(self, image: ImageInput) -> str:
-        """The digest, reading or decoding the image as needed (blocking)."""
+        """The digest, reading or decoding the image as needed (blocking; 1 MiB at a time)."""
         p = image._payload
         if image.kind == "url" and isinstance(p, str):
             return f"url:{p}"
+        digest = hashlib.sha256()
         if isinstance(p, bytes):
-            data = p
-        elif isinstance(p, str):  # base64, already stripped of whitespace
-            data = base64.b64decode(p)
+            digest.update(p)
+        elif isinstance(p, str):  # base64, already stripped of whitespace: decode in slices
+            for start in range(0, len(p), 1 << 20):  # 2**20 is a multiple of 4
+                digest.update(base64.b64decode(p[start : start + (1 << 20)]))
         else:
-            data, st = _read(image._at, p, MAX_IMAGE_BYTES + 1)  # bounded even if it grew
-            key = (str(p), st.st_size, st.st_mtime_ns)
-            if (known := self._files.get(key)) is not None:
-                return known
-            self._files[key] = digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-            return digest
-        return f"sha256:{hashlib.sha256(data).hexdigest()}"
+            try:
+                with open(p, "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    key = (str(p), st.st_size, st.st_mtime_ns)
+                    if (known := self._files.get(key)) is not None:
+                        return known
+                    while block := fh.read(1 << 20):
+                        digest.update(block)
+            except OSError as exc:  # vanished or unreadable since it was parsed
+                why = f"cannot read file: {exc.strerror or exc}"
+                raise _err(*image._at, why, "readable", str(p)) from None
+            self._files[key] = found = f"sha256:{digest.hexdigest()}"
+            return found
+        return f"sha256:{digest.hexdigest()}"

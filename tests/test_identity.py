@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -101,6 +102,10 @@ def test_file_digests_are_cached_by_file(png_path: Path) -> None:
     assert digests.cached(image) == first and len(digests) == 1
     assert digests.digest(ImageInput.parse(str(png_path))) == first and len(digests) == 1
     assert digests.cached(ImageInput.parse(URL)) == f"url:{URL}"
+    big = png_path.read_bytes() + os.urandom(3_000_000)  # hashed in slices: same digest
+    as_text = ImageInput.parse(base64.b64encode(big).decode())
+    assert digests.digest(as_text) == digests.digest(ImageInput.parse(big))
+    assert digests.digest(as_text) == "sha256:" + hashlib.sha256(big).hexdigest()
 
 
 async def test_a_vanished_image_makes_the_job_invalid(tmp_path: Path, png_factory: Any) -> None:

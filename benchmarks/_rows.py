@@ -207,7 +207,48 @@ def build_rows(results: Results) -> list[Row]:
                 section=sec,
             )
         )
+    rows += _body_rows(results)
     rows += _download_rows(results)
+    return rows
+
+
+def _body_rows(results: Results) -> list[Row]:
+    p = results.plan
+    mb = p.body_image_bytes / 1e6
+    sec = f"6 create bodies: 4 × {mb:g} MB images per job, T≈{p.body_t:g} s"
+    rows: list[Row] = []
+    for key, label in (
+        ("bodies_8", f"distinct images, N=8, M={p.m_bodies_8}"),
+        ("bodies_50", f"distinct images, N=50, M={p.m_bodies_50}"),
+        ("bodies_50_shared", f"same 4 files, N=50, M={p.m_bodies_50}"),
+    ):
+        if _runs(results, key) == (None, None):
+            continue
+        rows.append(
+            _row(
+                results,
+                key,
+                f"client peak RSS MB, {label}",
+                lambda r: r.result.peak_rss_mb,
+                ref=150.0,
+                target="<=",
+                digits=1,
+                section=sec,
+            )
+        )
+        rows.append(
+            _row(results, key, "  makespan ÷ bound", lambda r: r.makespan_ratio, section=sec)
+        )
+        rows.append(
+            _row(
+                results,
+                key,
+                "  simulator peak RSS MB (info)",
+                lambda r: r.sim_peak_rss_mb,
+                digits=1,
+                section=sec,
+            )
+        )
     return rows
 
 

@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # everything (~15-20 min on 2 cores)
     python benchmarks/run.py --quick          # every scenario type at small scale (< 60 s)
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
+    python benchmarks/run.py --only bodies_8,bodies_50   # a subset of the scenarios
 
 Prints one table (rows: metric; columns: kling-async, baseline, bound/limit, ratio). Each
 client run is its own process against a fresh simulator process on 127.0.0.1; see
@@ -22,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._plan import build_plan, run_plan
+from benchmarks._plan import KEYS, build_plan, run_plan
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 
@@ -34,18 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the table + notes as Markdown here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(text.split(",")),
+        help=f"comma-separated subset to run, of: {', '.join(KEYS)}",
+    )
     args = parser.parse_args(argv)
+    if args.only and not args.only <= set(KEYS):
+        parser.error(f"--only: unknown {', '.join(sorted(args.only - set(KEYS)))}")
 
     plan = build_plan(args.quick)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="kling-bench-"))
     started = time.perf_counter()
     try:
-        results = run_plan(plan, work, lambda line: print(line, file=sys.stderr, flush=True))
+        results = run_plan(
+            plan, work, lambda line: print(line, file=sys.stderr, flush=True), args.only
+        )
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
     rows = build_rows(results)
+    if args.only:  # drop the rows of what did not run
+        rows = [row for row in rows if row.ours is not None or row.base is not None]
     table = render(rows)
     notes = footnote(results)
     facts = machine_facts()

@@ -35,6 +35,7 @@ class Plan:
     m_bodies_50: int = 100
     video_bytes: int = 1_000_000_000
     download_repeats: int = 3
+    dry_run_lines: int = 10_000  # `run --dry-run` of a job file sharing four images
 
     def scenarios(self, image_dir: Path) -> dict[str, Scenario]:
         """Every client scenario by key."""
@@ -98,6 +99,7 @@ def build_plan(quick: bool) -> Plan:
         m_bodies_50=50,
         video_bytes=64_000_000,
         download_repeats=1,
+        dry_run_lines=2_000,
     )
 
 

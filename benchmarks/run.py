@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -26,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks._plan import KEYS, build_plan, run_plan
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
+from benchmarks.dry_run import run_dry_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda text: frozenset(text.split(",")),
-        help=f"comma-separated subset to run, of: {', '.join(KEYS)}",
+        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run",
     )
     args = parser.parse_args(argv)
-    if args.only and not args.only <= set(KEYS):
-        parser.error(f"--only: unknown {', '.join(sorted(args.only - set(KEYS)))}")
+    if args.only and not args.only <= {*KEYS, "dry_run"}:
+        parser.error(f"--only: unknown {', '.join(sorted(args.only - {*KEYS, 'dry_run'}))}")
 
     plan = build_plan(args.quick)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="kling-bench-"))
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         results = run_plan(
             plan, work, lambda line: print(line, file=sys.stderr, flush=True), args.only
         )
+        dry = None
+        if args.only is None or "dry_run" in args.only:
+            dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
+            print(dry.describe(), file=sys.stderr, flush=True)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -67,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{facts['python']}, {'quick' if plan.quick else 'full'} run in {elapsed:.0f} s\n"
         f"command: {command.strip()}"
     )
+    if dry is not None:
+        notes += f"\n{dry.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
     if args.json:
         doc = summary(results, rows)
         doc["machine"]["command"] = command.strip()
         doc["machine"]["elapsed_s"] = elapsed
+        if dry is not None:
+            doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n{table}\n\n{notes}\n")

@@ -30,6 +30,8 @@ from ._errors import (
 )
 from ._events import Event, EventHook
 from ._images import EncodingCache, ImageInput
+from ._preflight import PreflightReport, preflight
+from ._prices import PriceTable
 from .models import MultiImageToVideoRequest, Task, TaskStatus, Video
 
 __version__ = "0.1.0"
@@ -59,6 +61,8 @@ __all__ = [
     "Limits",
     "MultiImageToVideoRequest",
     "PollPolicy",
+    "PreflightReport",
+    "PriceTable",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseValidationError",
@@ -75,5 +79,6 @@ __all__ = [
     "VideoExpiredError",
     "__version__",
     "batch_status",
+    "preflight",
     "run_batch",
 ]

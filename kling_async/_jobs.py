@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidRequestError
-from .models import MultiImageToVideoRequest
+from .models import ImageParser, MultiImageToVideoRequest
 
 __all__ = ["Job", "external_id_for", "jobs_from_jsonl", "jobs_from_requests"]
 
@@ -54,7 +54,7 @@ def external_id_for(batch_id: str, job: Job) -> str:
     return f"ka-{batch_id[:10]}-{job.line}-{job.fingerprint[:12]}"
 
 
-def _parse_line(line_no: int, text: str, base_dir: Path) -> Job:
+def _parse_line(line_no: int, text: str, base_dir: Path, images: ImageParser | None) -> Job:
     fingerprint = _digest(text.strip())
     try:
         obj: Any = json.loads(text)
@@ -76,21 +76,24 @@ def _parse_line(line_no: int, text: str, base_dir: Path) -> Job:
         return Job(line_no, fingerprint, error=error)
     fingerprint = _digest(json.dumps(obj, sort_keys=True))
     try:
-        request = MultiImageToVideoRequest.from_job(obj, base_dir=base_dir)
+        request = MultiImageToVideoRequest.from_job(obj, base_dir=base_dir, images=images)
     except InvalidRequestError as exc:
         return Job(line_no, fingerprint, error=exc)
     return Job(line_no, fingerprint, request=request)
 
 
-def jobs_from_jsonl(path: Path) -> Iterator[Job]:
-    """Read the job file one line at a time (blank lines and # comments are skipped)."""
+def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Job]:
+    """Read the job file one line at a time (blank lines and # comments are skipped).
+
+    `images` stands in for `ImageInput.parse` (a preflight's cache that probes each file once).
+    """
     base_dir = path.resolve().parent
     with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: Notepad adds a BOM
         for line_no, text in enumerate(fh, start=1):
             stripped = text.strip()
             if not stripped or stripped.startswith("#"):
                 continue
-            yield _parse_line(line_no, stripped, base_dir)
+            yield _parse_line(line_no, stripped, base_dir, images)
 
 
 def jobs_from_requests(requests: Iterable[MultiImageToVideoRequest]) -> Iterator[Job]:

@@ -21,6 +21,7 @@ from . import (
     batch_status,
     run_batch,
 )
+from ._dry_run import dry_run, price_arg
 from ._progress import Reporter
 
 __all__ = ["main"]
@@ -46,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--download-concurrency", type=int, default=4, help="parallel downloads")
     run.add_argument("--watermark", action="store_true", help="also request watermarked copies")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every job and image and estimate the units; send nothing, write nothing",
+    )
+    run.add_argument(
+        "--price",
+        type=price_arg,
+        action="append",
+        default=[],
+        metavar="MODE-DURATION=UNITS",
+        help="units per task of a kind for --dry-run's estimate, e.g. pro-10=7 (repeatable)",
+    )
 
     status = sub.add_parser("status", help="what the journal of an output folder says")
     status.add_argument("out", type=Path)
@@ -195,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs: Path | None = args.jobs if args.command == "run" else None
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
+        if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
+            return dry_run(jobs, args.price)
         if jobs is None:
             batch_status(args.out)  # FileNotFoundError: no journal, nothing to download
         total = _count_jobs(jobs) if jobs is not None else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ __all__ = [
     "AspectRatio",
     "Duration",
     "ImageLike",
+    "ImageParser",
     "Mode",
     "ModelName",
     "MultiImageToVideoRequest",
@@ -40,6 +41,12 @@ Duration: TypeAlias = Literal["5", "10"]
 AspectRatio: TypeAlias = Literal["16:9", "9:16", "1:1"]
 #: What a user may pass as an image: a path, bytes, an http(s) URL, raw base64 or a data: URI.
 ImageLike: TypeAlias = str | os.PathLike[str] | bytes | ImageInput
+#: (value, index, base_dir) → the checked image: `ImageInput.parse`, or a caching stand-in.
+ImageParser: TypeAlias = Callable[[str, int, Path | None], ImageInput]
+
+
+def _parse_image(value: str, index: int, base_dir: Path | None) -> ImageInput:
+    return ImageInput.parse(value, index=index, base_dir=base_dir)
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -64,9 +71,11 @@ def _as_invalid(exc: ValidationError) -> InvalidRequestError:
         shown = value if len(value) <= 60 else value[:57] + "..."
         parts.append(f"{_field_name(tuple(err['loc']))}: {text} (got {shown})")
     field = _field_name(tuple(first["loc"]))
+    rule: str | None = first["msg"]  # pydantic's wording: "String should have at most 2500 …"
     if isinstance(original, InvalidRequestError):
-        field = original.field
-    return InvalidRequestError("; ".join(parts), field=field, value=first.get("input"))
+        field, rule = original.field, original.limit
+    given = None if first["type"] == "missing" else first.get("input")  # not the whole job
+    return InvalidRequestError("; ".join(parts), field=field, limit=rule, value=given)
 
 
 def _check_external_id(value: str) -> str:
@@ -129,15 +138,24 @@ class MultiImageToVideoRequest(BaseModel):
 
     @classmethod
     def from_job(
-        cls, job: dict[str, Any], *, base_dir: Path | None = None
+        cls,
+        job: dict[str, Any],
+        *,
+        base_dir: Path | None = None,
+        images: ImageParser | None = None,
     ) -> MultiImageToVideoRequest:
-        """Build from a job mapping (JSONL line); relative image paths resolve against base_dir."""
+        """Build from a job mapping (JSONL line); relative image paths resolve against base_dir.
+
+        `images(value, index, base_dir)` replaces `ImageInput.parse` for string images (a
+        preflight passes one that probes each file once).
+        """
         data = _normalise(job)
-        images = data.get("images")
-        if isinstance(images, list) and base_dir is not None:
+        given = data.get("images")
+        if isinstance(given, list) and (base_dir is not None or images is not None):
+            parse = images or _parse_image
             data["images"] = [
-                ImageInput.parse(img, index=i, base_dir=base_dir) if isinstance(img, str) else img
-                for i, img in enumerate(images)
+                parse(img, i, base_dir) if isinstance(img, str) else img
+                for i, img in enumerate(given)
             ]
         return cls(**data)
 

@@ -18,6 +18,7 @@ from ._config import (
     SimulatorConfig,
 )
 from ._faults import FaultInjector, parse_fault
+from ._prices import check_prices
 from ._server import Simulator
 
 __all__ = ["add_arguments", "build_config", "main", "serve"]
@@ -52,6 +53,18 @@ def _fault_script(text: str) -> tuple[str, list[str]]:
     return kind, faults
 
 
+def _price(text: str) -> tuple[str, str]:
+    """Parse ``mode-duration=units`` (e.g. ``pro-10=7``)."""
+    key, sep, units = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError("expected MODE-DURATION=UNITS, e.g. pro-10=7")
+        ((key, units),) = check_prices({key.strip(): units}).items()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --price {text!r}: {exc}") from None
+    return key, units
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options (every one has a default) to ``parser``."""
     add = parser.add_argument
@@ -72,6 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")
+    add(
+        "--price",
+        type=_price,
+        action="append",
+        default=[],
+        metavar="MODE-DURATION=UNITS",
+        help="final_unit_deduction of a task kind (repeatable), e.g. pro-10=9",
+    )
     add(
         "--fault-rate",
         type=_fault_rate,
@@ -119,6 +140,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         callbacks=not args.no_callbacks,
         duplicate_callbacks=args.duplicate_callbacks,
         faults=faults,
+        prices=dict(args.price),
     )
 
 

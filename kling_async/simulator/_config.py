@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._prices import DEFAULT_PRICES, check_prices
+
 __all__ = [
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_API_KEY",
@@ -89,9 +91,13 @@ class SimulatorConfig:
     # can check what arrived byte for byte; off by default: hashing costs CPU in benchmarks.
     record_bodies: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
+    #: Units per task by "mode-duration" (overrides merge over Kling's defaults).
+    prices: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_PRICES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "failure_messages", tuple(self.failure_messages))
+        merged = {**DEFAULT_PRICES, **check_prices(self.prices)}
+        object.__setattr__(self, "prices", MappingProxyType(merged))
         if len(self.secret_key.encode()) < 32:
             raise ValueError("secret_key must be at least 32 bytes (HS256 key length)")
         if self.concurrency < 0 or self.held_slots < 0:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ._core import Core
 from ._faults import ROUTE_KINDS, FaultInjector
+from ._prices import check_prices
 
 __all__ = ["CONTROL_KEYS", "add_control_routes", "apply_control", "describe"]
 
@@ -26,6 +27,7 @@ CONTROL_KEYS = frozenset(
         "clear_faults",
         "fault_rates",
         "fault_scripts",
+        "prices",
     }
 )
 
@@ -83,6 +85,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
     clear = s.get("clear_faults", False)
     if not isinstance(clear, bool) and clear not in ROUTE_KINDS:
         raise ValueError(f"clear_faults must be a boolean or a route kind (got {clear!r})")
+    prices = check_prices(s["prices"]) if "prices" in s else {}
     rates = _mapping(s.get("fault_rates", {}), "fault_rates")
     scripts = _mapping(s.get("fault_scripts", {}), "fault_scripts")
     # Faults validate themselves; check them on a scratch injector first.
@@ -113,6 +116,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
         core.callbacks.duplicate = duplicate
     if clear:
         core.faults.clear(None if clear is True else clear)
+    store.prices.update(prices)  # tasks created from now on
     for kind, plan in rates.items():
         core.faults.set_rates(kind, plan)
     for kind, faults in scripts.items():
@@ -141,6 +145,7 @@ def describe(core: Core) -> dict[str, Any]:
             "duplicate_callbacks": core.callbacks.duplicate,
             "clock_offset": core.clock.offset,
             "faults": core.faults.as_dict(),
+            "prices": dict(core.store.prices),
         },
         "tasks": len(core.store),
     }

@@ -34,6 +34,7 @@ class Task:
     video_id: str
     will_fail: bool
     fail_message: str
+    units: str = "1"  # the price when created; charged only if it succeeds
     status: str = "submitted"
     status_msg: str = ""
     handles: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -50,13 +51,8 @@ class Task:
 
     @property
     def final_unit_deduction(self) -> str:
-        """Units charged: 1 for std 5 s, doubled for pro and for 10 s; "0" unless succeeded."""
-        if self.status != "succeed":
-            return "0"
-        units = (2 if self.request.mode == "pro" else 1) * (
-            2 if self.request.duration == "10" else 1
-        )
-        return str(units)
+        """Units charged: the price table's, fixed at creation; "0" unless it succeeded."""
+        return self.units if self.status == "succeed" else "0"
 
 
 class TaskStore:
@@ -76,6 +72,7 @@ class TaskStore:
         self.concurrency = config.concurrency
         self.fail_rate = config.fail_rate
         self.gen_seconds = config.gen_seconds
+        self.prices = dict(config.prices)
         stats.held_slots = config.held_slots
         self._tasks: list[Task] = []
         self._by_id: dict[str, Task] = {}
@@ -136,6 +133,7 @@ class TaskStore:
             video_id=video_id,
             will_fail=fails,
             fail_message=message,
+            units=self.prices[f"{request.mode}-{request.duration}"],
         )
         self._tasks.append(task)
         self._by_id[task.task_id] = task

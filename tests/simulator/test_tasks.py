@@ -38,7 +38,7 @@ async def test_lifecycle_to_succeed(api: Api):
     done = await api.wait(task_id)
     assert done["task_status"] == "succeed"
     assert done["task_status_msg"] == ""
-    assert done["final_unit_deduction"] == "2"
+    assert done["final_unit_deduction"] == "3.5"
     assert done["watermark_info"] == {"enabled": True}
     assert done["updated_at"] >= done["created_at"]
     (video,) = done["task_result"]["videos"]
@@ -60,7 +60,7 @@ async def test_processing_phase_is_observed(http: aiohttp.ClientSession):
 
 @pytest.mark.parametrize(
     ("mode", "duration", "units"),
-    [("std", "5", "1"), ("pro", "5", "2"), ("std", "10", "2"), ("pro", "10", "4")],
+    [("std", "5", "1"), ("pro", "5", "3.5"), ("std", "10", "2"), ("pro", "10", "7")],
 )
 async def test_final_unit_deduction(api: Api, mode: str, duration: str, units: str):
     api.sim.control(gen_seconds=0.01)

@@ -49,6 +49,20 @@ def _row(results: Results, key: str, label: str, metric: Any, **kw: Any) -> Row:
     return Row(label, metric(ours) if ours else None, metric(base) if base else None, **kw)
 
 
+def _rss_row(results: Results, key: str, label: str, sec: str, target: str = "<=") -> Row:
+    """The client's peak RSS in a scenario, held to 150 MB."""
+    return _row(
+        results,
+        key,
+        f"client peak RSS MB, {label}",
+        lambda r: r.result.peak_rss_mb,
+        ref=150.0,
+        target=target,
+        digits=1,
+        section=sec,
+    )
+
+
 def build_rows(results: Results) -> list[Row]:
     """Every row of the table, in order."""
     p = results.plan
@@ -162,18 +176,7 @@ def build_rows(results: Results) -> list[Row]:
                 section=sec,
             )
         )
-        rows.append(
-            _row(
-                results,
-                key,
-                f"client peak RSS MB, {label}",
-                lambda r: r.result.peak_rss_mb,
-                ref=150.0,
-                target="<=" if key == "huge" else "",
-                digits=1,
-                section=sec,
-            )
-        )
+        rows.append(_rss_row(results, key, label, sec, target="<=" if key == "huge" else ""))
     mb = p.image_bytes / 1e6
     for key, label in (("images_same", "same 4 files"), ("images_distinct", "distinct files")):
         ours = results.runs.get((key, KA))
@@ -224,18 +227,7 @@ def _body_rows(results: Results) -> list[Row]:
     ):
         if _runs(results, key) == (None, None):
             continue
-        rows.append(
-            _row(
-                results,
-                key,
-                f"client peak RSS MB, {label}",
-                lambda r: r.result.peak_rss_mb,
-                ref=150.0,
-                target="<=",
-                digits=1,
-                section=sec,
-            )
-        )
+        rows.append(_rss_row(results, key, label, sec))
         rows.append(
             _row(results, key, "  makespan ÷ bound", lambda r: r.makespan_ratio, section=sec)
         )

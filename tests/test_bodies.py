@@ -11,7 +11,7 @@ import os
 import random
 import struct
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,14 @@ def png(width: int, height: int, size: int, seed: int = 0) -> bytes:
     )
     filler = random.Random(seed).randbytes(max(0, size - len(head) - 24))
     return head + chunk(b"prVt", filler) + chunk(b"IEND", b"")
+
+
+def pngs(folder: Path, prefix: str, side: int, size: Callable[[int], int]) -> list[Path]:
+    """Four distinct square PNG files, the i-th of size(i) bytes."""
+    paths = [folder / f"{prefix}{i}.png" for i in range(4)]
+    for i, path in enumerate(paths):
+        path.write_bytes(png(side, side, size(i), seed=i))
+    return paths
 
 
 async def wire(request: MultiImageToVideoRequest) -> bytes:
@@ -152,10 +160,7 @@ async def test_every_kind_of_input_and_unicode_text_arrive_byte_exact(
 async def test_shared_small_images_through_a_client_are_cached_and_exact(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    paths = []
-    for i in range(4):
-        paths.append(tmp_path / f"s{i}.png")
-        paths[-1].write_bytes(png(500, 500, 20_000 + i, seed=i))
+    paths = pngs(tmp_path, "s", 500, lambda i: 20_000 + i)
     requests = [
         MultiImageToVideoRequest(images=paths, prompt=f"shared {i}", external_task_id=f"s-{i}")
         for i in range(8)
@@ -299,10 +304,7 @@ async def test_file_changed_mid_stream_never_completes_the_body(
 async def test_batch_rejects_only_the_job_whose_file_changed(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    paths = []
-    for i in range(4):
-        paths.append(tmp_path / f"j{i}.png")
-        paths[-1].write_bytes(png(600, 600, 50_000, seed=i))
+    paths = pngs(tmp_path, "j", 600, lambda i: 50_000)
     requests = [
         MultiImageToVideoRequest(images=[p], prompt=f"job {i}") for i, p in enumerate(paths)
     ]

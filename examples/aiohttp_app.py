@@ -3,6 +3,7 @@
     POST /videos   multipart: 1-4 `images` files and a `prompt`  -> 202 {"task_id", "status"}
     GET  /videos/{task_id}                                       -> {"status", "videos", ...}
 
+    pip install -e .                    # aiohttp comes with kling-async: nothing more
     python examples/aiohttp_app.py --simulate --port 8080
     curl -F images=@examples/images/forest.png -F images=@examples/images/ocean.png \\
          -F prompt="Mist drifts over the sea" localhost:8080/videos

@@ -1,5 +1,6 @@
 """Batch: a few hundred jobs through `run_batch`, with a progress line fed by the event hook.
 
+    pip install -e .                                        # nothing more is needed
     python examples/batch.py --simulate                     # 300 jobs on a fast local simulator
     KLING_ACCESS_KEY=... KLING_SECRET_KEY=... python examples/batch.py --jobs 10 --concurrency 5
 

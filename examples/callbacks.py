@@ -4,6 +4,7 @@ Polling is deliberately slow here (every 30 s): the callback wakes the client, w
 the news with a status query (a callback is only a hint, never trusted). If a callback is lost,
 the slow poll still finds the result: polling stays the safety net.
 
+    pip install -e .                    # nothing more is needed
     python examples/callbacks.py --simulate
     KLING_ACCESS_KEY=... KLING_SECRET_KEY=... python examples/callbacks.py --port 8765 \\
         --public-url https://your-tunnel.example.com/kling/callback [--secret whsec_...]

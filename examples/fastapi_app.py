@@ -3,6 +3,7 @@
     POST /videos   multipart: 1-4 `images` files and a `prompt`  -> 202 {"task_id", "status"}
     GET  /videos/{task_id}                                       -> {"status", "videos", ...}
 
+    pip install -e ".[examples]"        # this one needs FastAPI, uvicorn, python-multipart
     python examples/fastapi_app.py --simulate --port 8000
     curl -F images=@examples/images/forest.png -F images=@examples/images/ocean.png \\
          -F prompt="Mist drifts over the sea" localhost:8000/videos
@@ -26,8 +27,14 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import uvicorn
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, UploadFile
+try:
+    import uvicorn
+    from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, UploadFile
+except ImportError as missing:  # not dependencies of kling-async itself
+    raise SystemExit(
+        f"this example needs FastAPI and uvicorn ({missing.name} is not installed): "
+        'pip install -e ".[examples]"'
+    ) from None
 
 import kling_async as kling
 

@@ -2,6 +2,7 @@
 
 Run it against a local simulator, or against your account:
 
+    pip install -e .                    # nothing more is needed
     python examples/quickstart.py --simulate
     KLING_ACCESS_KEY=... KLING_SECRET_KEY=... python examples/quickstart.py
 """

@@ -32,7 +32,7 @@ from ._events import Event, EventHook
 from ._images import EncodingCache, ImageInput
 from ._preflight import PreflightReport, preflight
 from ._prices import PriceTable
-from .models import MultiImageToVideoRequest, Task, TaskStatus, Video
+from .models import MultiImageToVideoRequest, Task, TaskPage, TaskStatus, Video
 
 __version__ = "0.1.0"
 
@@ -71,6 +71,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailedError",
+    "TaskPage",
     "TaskStatus",
     "TaskTimeoutError",
     "Timeouts",

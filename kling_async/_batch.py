@@ -185,9 +185,9 @@ class Batch:
         self._outstanding += 1
         self.counts.running += 1
         done = self.client.tracker.track(task)
-        if hold_slot:
+        if hold_slot:  # held while the task is followed, which may outlast `done`
             self.client.gate.hold()
-            done.add_done_callback(self.client._release_slot)
+            self.client.tracker.ended(task).add_done_callback(self.client._release_slot)
 
         def finished(future: asyncio.Future[Task]) -> None:
             if not self._closed:

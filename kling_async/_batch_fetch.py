@@ -64,7 +64,9 @@ class DownloadStage:
 
     def queue(self, line: int, ext: str, task: Task) -> None:
         """Add a finished task's videos to the queue (earliest expiry first)."""
-        heapq.heappush(self._heap, (task.expires_at.timestamp(), line, ext, task))
+        # An unknown expiry (no created_at) might be the soonest: such videos go first.
+        expires = task.expires_at.timestamp() if task.expires_at else float("-inf")
+        heapq.heappush(self._heap, (expires, line, ext, task))
         self._ready.set()
 
     async def worker(self) -> None:
@@ -88,9 +90,10 @@ class DownloadStage:
             if self.full is not None:
                 raise DiskFullError(f"not downloaded: the disk filled up earlier ({self.full})")
             if not task.videos:  # still listed as succeeded, but its videos are gone
+                when = f"{task.expires_at:%Y-%m-%d %H:%M} UTC" if task.expires_at else "unknown"
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling lists no video any more "
-                    f"(past the 30-day retention? expiry {task.expires_at:%Y-%m-%d %H:%M} UTC)"
+                    f"(past the 30-day retention? expiry {when})"
                 )
             for index, video in enumerate(task.videos):
                 files.append(await self._fetch_one(task, index, ext, watermarked=False))

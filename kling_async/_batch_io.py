@@ -116,6 +116,8 @@ class BatchStatus:
     problems: list[BatchResult]
     pending_downloads: int
     soonest_expiry: datetime | None
+    #: Of the pending downloads, how many have an unknown expiry (Kling sent no created_at).
+    unknown_expiry: int = 0
 
     @property
     def total(self) -> int:
@@ -132,8 +134,9 @@ def batch_status(out_dir: Path) -> BatchStatus:
     try:
         counts = journal.counts()
         problems = [result_from_row(r) for r in journal.rows() if r.error]
-        waiting = [r.expires_at for r in journal.rows(JobState.SUCCEEDED) if r.expires_at]
+        pending = [r.expires_at for r in journal.rows(JobState.SUCCEEDED)]
     finally:
         journal.close_sync()
+    waiting = [at for at in pending if at]
     soonest = datetime.fromtimestamp(min(waiting), UTC) if waiting else None
-    return BatchStatus(counts, problems, len(waiting), soonest)
+    return BatchStatus(counts, problems, len(pending), soonest, len(pending) - len(waiting))

@@ -4,6 +4,11 @@ A callback is only a hint. Its status is never trusted: a valid one makes the cl
 query Kling at once, so a forged, repeated or reordered callback costs at most one extra status
 query. Callbacks can also be lost, which is why the tracker keeps polling as the safety net.
 
+Bodies are read tolerantly: the documented flat task (`task_id`, possibly a number) and the newer
+`{id, status, …}` shape both wake the tracker. Any other well-formed JSON object is answered 200
+too, and only counted (`ignored`): an error status would make the sender deliver it again and
+again. Only a malformed body (not JSON, not an object, too big) gets 400, and a bad signature 401.
+
 Use it three ways: mount `receiver.handler` in your own aiohttp app, pass the raw body and headers
 from any framework to `receiver.receive()`, or let it run its own small server
 (`async with CallbackReceiver(client) as receiver:` then give Kling `receiver.url`).
@@ -27,6 +32,7 @@ from aiohttp import web
 from ._errors import ConfigurationError
 from ._events import emit
 from ._types import Clock
+from .models._tolerant import as_status, as_text
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -40,6 +46,17 @@ MAX_BODY = 1 << 20
 #: Standard Webhooks' replay window, in seconds, either side of our clock.
 TOLERANCE = 300.0
 _SECRET_PREFIX = "whsec_"
+
+
+def _field(payload: dict[str, Any], *names: str) -> str | None:
+    """The first of `names` holding text (or a number, read as text), also under `data`."""
+    for where in (payload, payload.get("data")):
+        if isinstance(where, dict):
+            for name in names:
+                value = as_text(where.get(name))
+                if isinstance(value, str) and value.strip():
+                    return value.strip()[:200]
+    return None
 
 
 def _webhook_key(secret: str) -> bytes:
@@ -88,6 +105,7 @@ class CallbackReceiver:
         self._bound: str | None = None
         self.accepted = 0
         self.rejected = 0
+        self.ignored = 0  # well-formed, but naming no task: answered 200, nothing done
 
     def __repr__(self) -> str:  # never the secret
         signed = "signed" if self._key else "unsigned"
@@ -111,15 +129,20 @@ class CallbackReceiver:
             self.rejected += 1
             logger.debug("callback rejected (%d): %s", status, why)
             return status
+        task_id = _field(payload, "task_id", "id")
+        if task_id is None:
+            self.ignored += 1
+            logger.debug("callback ignored (answered 200): it names no task")
+            return 200
         self.accepted += 1
-        claimed = payload.get("task_status")
+        claimed = _field(payload, "task_status", "status")
         emit(
             self.client.event_hook,
             "callback_received",
-            task_id=payload["task_id"],
-            claimed_status=claimed if isinstance(claimed, str) else None,
+            task_id=task_id,
+            claimed_status=None if claimed is None else as_status(claimed),
         )
-        self.client.notify(payload["task_id"])  # a confirming query decides, not the claim
+        self.client.notify(task_id)  # a confirming query decides, not the claim
         return 200
 
     def _check(
@@ -135,9 +158,6 @@ class CallbackReceiver:
             return 400, "body is not JSON", None
         if not isinstance(payload, dict):
             return 400, "body is not a JSON object", None
-        task_id = payload.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
-            return 400, "no string task_id", None
         return 200, "", payload
 
     def _signed(self, body: bytes, headers: Mapping[str, str]) -> bool:

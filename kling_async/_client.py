@@ -37,18 +37,10 @@ from ._http import HttpLayer
 from ._images import EncodingCache
 from ._limits import SlotGate
 from ._poll import TaskTracker
-from ._retry import backoff
 from ._types import Clock, PathLike, Sleep
-from .models import MultiImageToVideoRequest, Task
+from .models import MultiImageToVideoRequest, Task, TaskPage, read_page, read_task
 
 __all__ = ["Client"]
-
-
-def _task(data: Any, what: str) -> Task:
-    try:
-        return Task.model_validate(data)
-    except ValueError as exc:
-        raise ResponseValidationError(f"{what}: unexpected task shape: {exc}") from None
 
 
 class Client:
@@ -104,7 +96,7 @@ class Client:
         )
         self.tracker = TaskTracker(
             list_page=self._list_raw,
-            get_one=self._fetch_task,
+            get_one=self._query_raw,
             policy=poll,
             page_size=limits.page_size,
             sleep=sleep,
@@ -157,6 +149,8 @@ class Client:
             request = type(request)(**{**dict(request), "callback_url": self.callback_url})
         attempt = 0
         while True:
+            # 1303 (under HTTP 429 or 200 alike) comes back here: the gate, not a retry loop,
+            # decides when to try again, one probe at a time, however long the account is full.
             probe = await self.gate.acquire()
             try:
                 task = await create_task(
@@ -171,42 +165,44 @@ class Client:
                     event_hook=self.event_hook,
                     rng=self._rng,
                 )
-            except ConcurrencyLimitError as exc:
+            except ConcurrencyLimitError:
                 held = self.gate.rejected(probe)
                 emit(self.event_hook, "concurrency_backoff", limit=self.gate.limit, held=held)
-                if held == 0:  # someone else fills the account: nothing of ours will free a slot
-                    await self._sleep(backoff(attempt, self.retry, error=exc, rng=self._rng))
                 attempt += 1
                 continue
             except BaseException:
                 self.gate.release(probe)
                 raise
             self.gate.accepted(probe)
-            self.tracker.track(task).add_done_callback(self._release_slot)
+            self.tracker.track(task)
+            self.tracker.ended(task).add_done_callback(self._release_slot)
             return task
 
-    def _release_slot(self, done: asyncio.Future[Task]) -> None:
-        # Runs however tracking ended (finished, lost, cancelled): the slot must come back.
-        if not done.cancelled():
-            done.exception()  # mark it retrieved; waiters see it through their own await
+    def _release_slot(self, _: asyncio.Future[Any]) -> None:
+        # Runs however following ended (finished, lost, given up, cancelled): the slot is back.
         self.gate.release()
         typical = self.tracker.typical_duration()
         if self.limits.probe_interval is None and typical is not None:
             self.gate.probe_interval = max(0.05, 1.5 * typical)
 
-    async def _fetch_task(self, task_id: str) -> Task:
-        return _task(await self.http.call("GET", task_path(task_id)), "query")
+    async def _query_raw(self, task_id: str) -> Any:
+        return await self.http.call("GET", task_path(task_id))
 
     async def get_task(self, task_id: str) -> Task:
         """The task's current state, by Kling's task_id or by your external_task_id."""
         if not task_id or "/" in task_id or task_id in (".", ".."):
             raise InvalidRequestError(f"task_id: invalid id {task_id!r}", field="task_id")
-        task = await self._fetch_task(task_id)
+        task = read_task(await self._query_raw(task_id), "query", hook=self.event_hook)
         self.tracker.observe(task)
         return task
 
-    async def list_tasks(self, page_num: int = 1, page_size: int = 30) -> list[Task]:
-        """One page of the account's tasks (newest first, as far as Kling documents)."""
+    async def list_tasks(self, page_num: int = 1, page_size: int = 30) -> TaskPage:
+        """One page of the account's tasks (newest first, as far as Kling documents).
+
+        An item that cannot be read does not fail the page: the page (a list of Task) holds
+        every readable task, `page.unreadable` a ResponseValidationError per other item, and
+        each is also logged and reported as a `task_unreadable` event.
+        """
         for name, value, high in (("page_num", page_num, 1000), ("page_size", page_size, 500)):
             if not 1 <= value <= high:
                 raise InvalidRequestError(
@@ -215,7 +211,7 @@ class Client:
                     limit=f"[1, {high}]",
                     value=value,
                 )
-        return [_task(item, "list") for item in await self._list_raw(page_num, page_size)]
+        return read_page(await self._list_raw(page_num, page_size), "list", hook=self.event_hook)
 
     async def _list_raw(self, page_num: int, page_size: int) -> list[Any]:
         params = {"pageNum": page_num, "pageSize": page_size}
@@ -227,18 +223,28 @@ class Client:
     async def iter_tasks(
         self, *, page_size: int = 500, max_pages: int = 1000
     ) -> AsyncIterator[Task]:
-        """Every task the list endpoint reports, page by page (up to `max_pages`)."""
+        """Every task the list endpoint reports, page by page (up to `max_pages`).
+
+        Items that cannot be read are skipped; each is logged and reported as a
+        `task_unreadable` event (the Client's `event_hook`), so one odd task never ends the walk.
+        """
         for page in range(1, min(max_pages, 1000) + 1):
             tasks = await self.list_tasks(page, page_size)
             for task in tasks:
                 yield task
-            if len(tasks) < page_size:
+            if tasks.items < page_size:
                 return
 
     async def wait(
         self, task: Task | str, *, timeout: float | None = None, raise_on_failure: bool = True
     ) -> Task:
-        """Wait until the task ends; raises TaskFailedError / TaskTimeoutError (task may go on)."""
+        """Wait until the task ends; raises TaskFailedError / TaskTimeoutError (task may go on).
+
+        Raises ResponseValidationError (naming the field and the value) after
+        `PollPolicy.unreadable_limit` answers in a row about the task could not be read; the
+        client still follows the task, holding its concurrency slot, until it is seen finished
+        or `PollPolicy.timeout` has passed.
+        """
         if isinstance(task, str):
             task = await self.get_task(task)
         done = self.tracker.track(task)

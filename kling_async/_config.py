@@ -72,10 +72,17 @@ class PollPolicy:
     min_interval: float = 0.05
     #: While some task is due (by learnt durations), sweep every `typical duration × due_fraction`.
     due_fraction: float = 0.02
+    #: After this many answers in a row about one task that cannot be read, `wait()` raises
+    #: ResponseValidationError (its slot stays held while the task is still followed).
+    unreadable_limit: int = 3
 
     def __post_init__(self) -> None:
         for name in ("interval", "interval_max", "timeout", "min_interval", "due_fraction"):
             _positive(f"PollPolicy.{name}", getattr(self, name))
+        if self.unreadable_limit < 1:
+            raise ConfigurationError(
+                f"PollPolicy.unreadable_limit must be ≥ 1, got {self.unreadable_limit}"
+            )
         if self.backoff < 1:
             raise ConfigurationError(f"PollPolicy.backoff must be ≥ 1, got {self.backoff}")
 

@@ -14,14 +14,13 @@ from ._errors import (
     ConcurrencyLimitError,
     KlingError,
     RateLimitError,
-    ResponseValidationError,
 )
 from ._events import EventHook, EventKind, emit
 from ._http import HttpLayer
 from ._images import EncodingCache
 from ._retry import backoff, is_ambiguous_create
 from ._types import Clock, Sleep
-from .models import MultiImageToVideoRequest, Task
+from .models import MultiImageToVideoRequest, Task, TaskInfo, read_task
 
 __all__ = ["CREATE_PATH", "create_task", "new_external_id", "task_path"]
 
@@ -43,7 +42,9 @@ async def _encode(request: MultiImageToVideoRequest, cache: EncodingCache | None
     return await CreateBody.build(request, cache)
 
 
-async def _lookup(http: HttpLayer, external_task_id: str) -> Task | None:
+async def _lookup(
+    http: HttpLayer, external_task_id: str, event_hook: EventHook | None = None
+) -> Task | None:
     """The task created under this key, or None if Kling has none (1203)."""
     try:
         data: Any = await http.call("GET", task_path(external_task_id))
@@ -51,22 +52,20 @@ async def _lookup(http: HttpLayer, external_task_id: str) -> Task | None:
         if exc.code == 1203 or exc.status == 404:
             return None
         raise
-    return _validate(data, "lookup")
+    return _validate(data, "lookup", external_task_id, event_hook)
 
 
-def _validate(data: Any, what: str) -> Task:
-    try:
-        return Task.model_validate(data)
-    except ValueError as exc:  # pydantic's ValidationError: not the documented task shape
-        raise ResponseValidationError(f"{what}: unexpected task shape: {exc}") from None
+def _validate(data: Any, what: str, external_task_id: str, event_hook: EventHook | None) -> Task:
+    """Read the task; it keeps the key we sent, whatever task_info the answer echoes.
 
-
-def _created(data: Any, external_task_id: str) -> Task:
-    # The create answer carries no task_info: fill in the key we sent, so callers can use it.
-    # A malformed answer raises ResponseValidationError: an unknown outcome, reconciled below.
-    if isinstance(data, dict):
-        data = {"task_info": {"external_task_id": external_task_id}, **data}
-    return _validate(data, "create")
+    Kling's create answer has no task_info; look-alikes echo `{}` or `{"external_task_id":
+    null}`. Either way the task is the one created (or found) under our key. A malformed answer
+    raises ResponseValidationError: an unknown outcome, reconciled by the caller.
+    """
+    task = read_task(data, what, hook=event_hook)
+    if task.external_task_id == external_task_id:
+        return task
+    return task.model_copy(update={"task_info": TaskInfo(external_task_id=external_task_id)})
 
 
 async def create_task(
@@ -98,20 +97,20 @@ async def create_task(
     while True:
         try:
             data = await http.call("POST", CREATE_PATH, body=body, retry=False)
-            task = _created(data, key)
+            task = _validate(data, "create", key, event_hook)
             emit(event_hook, "task_submitted", task_id=task.task_id, external_task_id=key)
             return task
         except KlingError as exc:
             error: KlingError = exc
         if isinstance(error, BadRequestError) and (ambiguous or adopt_existing):
             # 1201 for a key we may have used already: the earlier attempt did create it.
-            found = await _lookup(http, key)
+            found = await _lookup(http, key, event_hook)
             if found is not None:
                 return found
             raise error
         if is_ambiguous_create(error):
             ambiguous = True
-            found = await _lookup(http, key)  # reads are retried inside
+            found = await _lookup(http, key, event_hook)  # reads are retried inside
             if found is not None:
                 emit(event_hook, "task_submitted", task_id=found.task_id, external_task_id=key)
                 return found

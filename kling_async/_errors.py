@@ -91,12 +91,26 @@ class RequestTimeoutError(TransportError, TimeoutError):
 
 
 class ResponseValidationError(TransportError):
-    """The server answered, but not with the documented envelope or task shape."""
+    """The server answered, but not with the documented envelope or task shape.
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+    For an unreadable task, `field` names the first field off the documented shape (e.g.
+    `task_status`) and `value` is a short repr of what the server sent there.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str = "",
+        field: str | None = None,
+        value: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body[:500]
+        self.field = field
+        self.value = value
 
 
 class APIError(KlingError):

@@ -21,6 +21,8 @@ EventKind: TypeAlias = Literal[
     "download_finished",
     "job_rejected",  # a bulk job was invalid and skipped
     "callback_received",  # a valid callback arrived: a status sweep follows (not trusted)
+    "task_unreadable",  # an answer or list item about a task is off the documented shape
+    "video_skipped",  # a video without url in an answer: left out of the task
 ]
 
 

@@ -116,7 +116,8 @@ async def save_video(
     attempt = 0
     refreshed = False
     while True:
-        if datetime.fromtimestamp(clock(), UTC) >= task.expires_at:
+        expires = task.expires_at  # None: unknown (no created_at), so try
+        if expires is not None and datetime.fromtimestamp(clock(), UTC) >= expires:
             raise VideoExpiredError(
                 f"task {task.task_id}: video expired on {task.expires_at:%Y-%m-%d %H:%M} UTC "
                 "(Kling keeps videos 30 days)"

@@ -194,7 +194,7 @@ class Journal:
             line,
             state,
             task=task.model_dump(mode="json"),
-            expires_at=task.expires_at.timestamp(),
+            expires_at=task.expires_at.timestamp() if task.expires_at else None,
             error=error,
         )
 

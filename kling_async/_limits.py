@@ -140,13 +140,14 @@ class SlotGate:
     def rejected(self, probe: bool = False) -> int:
         """A create holding a slot got 1303: return that slot, set limit = what we still hold.
 
-        Returns how many slots we still hold; 0 means someone else fills the account, and the
-        caller should back off (≥ 1 s) before trying again.
+        Returns how many slots we still hold. At 0 someone else fills the account: the limit
+        drops to 0 too, so nothing is sent until the next timed probe (one create at a time,
+        every `probe_interval`, doubled once while refused) instead of a retry loop.
         """
         self._settle_probe(probe)
         self.rejections += 1
         self.in_use = max(0, self.in_use - 1)
-        self.limit = max(1, min(self.limit, self.in_use))
+        self.limit = min(self.limit, self.in_use)
         self.confirmed = min(self.confirmed, self.in_use)
         if self._probe_open:  # the cap has not risen: wait longer before the next probe
             self._probe_open = False

@@ -15,7 +15,6 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ._config import PollPolicy
@@ -27,8 +26,10 @@ from ._errors import (
     ResponseValidationError,
 )
 from ._events import EventHook, emit
+from ._followed import Followed
 from ._types import Clock, Sleep
-from .models import Task
+from .models import Task, epoch_seconds, read_task, report_unreadable
+from .models._tolerant import as_status
 
 __all__ = ["TaskTracker"]
 
@@ -36,20 +37,20 @@ logger = logging.getLogger("kling_async")
 
 #: (page, size) → the raw items: only the ones we track get parsed (a page may hold 500).
 ListPage = Callable[[int, int], Awaitable[list[Any]]]
-GetOne = Callable[[str], Awaitable[Task]]
+#: task_id → the raw `data` of its single query; read here, by the tolerant reader's rules.
+GetOne = Callable[[str], Awaitable[Any]]
 #: Fatal for every tracked task: retrying a query cannot help.
 _FATAL = (AuthenticationError, AccountError)
 
 
-@dataclass(eq=False, slots=True)
-class _Tracked:
-    task: Task
-    since: float  # our monotonic clock when we started tracking (≈ submission)
-    done: asyncio.Future[Task]
-
-
 class TaskTracker:
-    """Tracks non-terminal tasks and resolves a future for each when it ends."""
+    """Tracks non-terminal tasks and resolves a future for each when it ends.
+
+    `track()` gives the caller's result, `ended()` how long the task holds a slot; they differ
+    only for a task whose answers cannot be read (see `_followed.py`): its result fails after
+    `policy.unreadable_limit` such answers in a row, and it is followed until an answer shows it
+    finished or `policy.timeout` after tracking began.
+    """
 
     def __init__(
         self,
@@ -71,7 +72,7 @@ class TaskTracker:
         self._sleep = sleep
         self._monotonic = monotonic
         self._hook = event_hook
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, Followed] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._durations: deque[float] = deque(maxlen=256)
@@ -86,19 +87,31 @@ class TaskTracker:
     def track(self, task: Task) -> asyncio.Future[Task]:
         """Follow `task` until it ends; the future resolves with its terminal view.
 
-        It fails with the error if Kling says the task does not exist (1203), or with a fatal
-        error (authentication, account) that stops all polling.
+        It fails with the error if Kling says the task does not exist (1203), with a fatal
+        error (authentication, account) that stops all polling, or with
+        ResponseValidationError after `policy.unreadable_limit` unreadable answers in a row (a
+        later `track()` of the same task gives a fresh future, as the task is still followed).
         """
         entry = self._tracked.get(task.task_id)
         if entry is None:
-            loop = asyncio.get_running_loop()
-            entry = _Tracked(task, self._monotonic(), loop.create_future())
+            entry = Followed(task, self._monotonic())
             if task.is_terminal:
-                entry.done.set_result(task)
+                entry.stop(result=task)
                 return entry.done
             self._tracked[task.task_id] = entry
         self._ensure_running()
         return entry.done
+
+    def ended(self, task: Task) -> asyncio.Future[None]:
+        """Resolves when we stop following `task` (tracking it if need be): hold its slot
+        until then. Seen finished, lost (1203), a fatal error, its deadline, or `aclose()`."""
+        self.track(task)
+        entry = self._tracked.get(task.task_id)
+        if entry is not None:
+            return entry.ended
+        over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        over.set_result(None)
+        return over
 
     def hint(self) -> None:
         """Sweep now (a callback said something changed)."""
@@ -111,13 +124,44 @@ class TaskTracker:
             return
         if task.task_status != entry.task.task_status:
             emit(self._hook, "task_status", task_id=task.task_id, status=task.task_status.value)
-        entry.task = task
+        task = entry.read(task)
         if task.is_terminal:
-            del self._tracked[task.task_id]
-            self._durations.append((task.updated_at - task.created_at).total_seconds())
+            if task.created_at is not None and task.updated_at is not None:
+                self._durations.append((task.updated_at - task.created_at).total_seconds())
             emit(self._hook, "task_finished", task_id=task.task_id, status=task.task_status.value)
-            if not entry.done.done():
-                entry.done.set_result(task)
+            self._stop(entry, result=task)
+
+    def _stop(
+        self, entry: Followed, *, result: Task | None = None, error: BaseException | None = None
+    ) -> None:
+        self._tracked.pop(entry.task.task_id, None)
+        entry.stop(result, error)
+
+    def _unreadable(self, entry: Followed, exc: ResponseValidationError, data: Any) -> None:
+        """One more answer about `entry` that could not be read."""
+        report_unreadable(
+            exc,
+            self._hook,
+            # Once its caller was told, the task's log goes quiet until its deadline.
+            level=logging.DEBUG if entry.error is not None else logging.WARNING,
+            task_id=entry.task.task_id,
+            source="query",
+        )
+        status = data.get("task_status") if isinstance(data, dict) else None
+        if entry.unreadable_answer(exc, status, self.policy.unreadable_limit):
+            self._tracked.pop(entry.task.task_id, None)
+
+    def _past_deadline(self) -> None:
+        """Stop following unreadable tasks whose deadline (`policy.timeout`) has passed."""
+        now = self._monotonic()
+        for entry in list(self._tracked.values()):
+            if entry.past(self.policy.timeout, now):
+                logger.warning(
+                    "task %s: answers still unreadable after %g s; no longer followed",
+                    entry.task.task_id,
+                    self.policy.timeout,
+                )
+                self._stop(entry, error=entry.error)
 
     def _ensure_running(self) -> None:
         if self._runner is None or self._runner.done():
@@ -129,14 +173,12 @@ class TaskTracker:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
         for entry in self._tracked.values():
-            entry.done.cancel()
+            entry.cancel()
         self._tracked.clear()
 
     def _fail_all(self, error: BaseException) -> None:
-        for entry in self._tracked.values():
-            if not entry.done.done():
-                entry.done.set_exception(error)
-        self._tracked.clear()
+        for entry in list(self._tracked.values()):
+            self._stop(entry, error=error)
 
     async def _run(self) -> None:
         while self._tracked:
@@ -192,52 +234,68 @@ class TaskTracker:
         # Our running tasks are among the newest: a page a few times their number finds them,
         # and a small page costs less to send and parse than 500 finished tasks.
         size = min(self.page_size, max(30, 4 * len(pending)))
-        oldest = min(self._tracked[tid].task.created_at for tid in pending).timestamp() * 1000
+        created = [self._tracked[tid].task.created_at for tid in pending]
+        # Unknown creation times: we cannot tell when paging is past our tasks.
+        oldest = None if None in created else min(c.timestamp() for c in created if c)
         for page in range(1, self.max_pages + 1):
             self.list_calls += 1
             items = await self._list_page(page, size)
             stamps = []
             for item in items:
                 if not isinstance(item, dict):
-                    continue
-                stamps.append(item.get("created_at"))
+                    continue  # about no task we can name: the page's reader reports it
+                stamps.append(epoch_seconds(item.get("created_at")))
                 tid = str(item.get("task_id"))
                 if tid in pending:
-                    if item.get("task_status") == self._tracked[tid].task.task_status.value:
+                    status = as_status(item.get("task_status"))
+                    if status == self._tracked[tid].task.task_status.value:
                         pending.discard(tid)  # unchanged: nothing to parse (the common case)
                         continue
                     try:
-                        task = Task.model_validate(item)
-                    except ValueError:
-                        continue  # malformed item: its single GET below decides
+                        task = read_task(item, "list", hook=self._hook)
+                    except ResponseValidationError as exc:
+                        # A list item may be abridged: its single query below decides.
+                        quiet = self._tracked[tid].error is not None
+                        level = logging.DEBUG if quiet else logging.WARNING
+                        report_unreadable(exc, self._hook, level=level, task_id=tid, source="list")
+                        continue
                     pending.discard(tid)
                     self.observe(task)
             if not pending or len(items) < size:
                 return
-            numbers = [t for t in stamps if isinstance(t, int | float)]
-            if numbers and min(numbers) < oldest:
+            numbers = [t for t in stamps if t is not None]
+            if oldest is not None and numbers and min(numbers) < oldest:
                 return  # newest-first and already past our oldest: the rest are stragglers
 
     async def sweep(self) -> int:
         """One status pass over every tracked task; returns how many changed status."""
         self.sweeps += 1
+        self._past_deadline()
         before = {tid: e.task.task_status for tid, e in self._tracked.items()}
         pending = set(before)
         if len(pending) > 2:
             await self._sweep_list(pending)
         for tid in pending:
-            if tid in self._tracked:
-                self.get_calls += 1
-                try:
-                    self.observe(await self._get_one(tid))
-                except ResponseValidationError as exc:  # this task's answer only: ask again later
-                    logger.warning("status of task %s unreadable: %s", tid, exc)
-                except BadRequestError as exc:
-                    if exc.code != 1203 and exc.status != 404:
-                        raise
-                    lost = self._tracked.pop(tid)  # Kling has no such task: stop following it
-                    if not lost.done.done():
-                        lost.done.set_exception(exc)
+            entry = self._tracked.get(tid)
+            if entry is None:
+                continue
+            self.get_calls += 1
+            try:
+                data = await self._get_one(tid)
+            except ResponseValidationError as exc:  # no Kling envelope at all: ask again later
+                logger.warning("status of task %s unreadable: %s", tid, exc)
+                continue
+            except BadRequestError as exc:
+                if exc.code != 1203 and exc.status != 404:
+                    raise
+                self._stop(entry, error=exc)  # Kling has no such task: stop following it
+                continue
+            try:
+                task = read_task(data, "query", hook=self._hook)
+            except ResponseValidationError as exc:
+                self._unreadable(entry, exc, data)
+                continue
+            self.observe(task)
         return sum(
             1
             for tid, status in before.items()

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import (
     Client,
     ConfigurationError,
+    Credentials,
     Limits,
     PollPolicy,
     __version__,
@@ -27,6 +28,7 @@ from ._progress import Reporter
 __all__ = ["main"]
 
 EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_NO_ACCOUNT = "no account yet? add --simulate to try it against a built-in Kling simulator"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,14 +103,19 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         ),
     }
     if not args.simulate:
+        try:  # checked here too, so that the message can show the way in without an account
+            Credentials.from_env()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc}\n  {_NO_ACCOUNT}") from None
         async with Client(base_url=args.base_url, **options) as client:  # type: ignore[arg-type]
             yield client
         return
     from .simulator import Simulator
 
     cap = getattr(args, "concurrency", 5)
+    state = args.out / "simulator-state.jsonl"  # the demo account lives in DIR: reruns resume
     async with (
-        Simulator(concurrency=cap, gen_seconds=2.0, seed=7) as sim,
+        Simulator(concurrency=cap, gen_seconds=2.0, seed=7, state_path=state) as sim,
         Client(
             access_key=sim.access_key,
             secret_key=sim.secret_key,
@@ -190,6 +197,11 @@ def _status(out: Path) -> int:
             f"{status.soonest_expiry:%Y-%m-%d %H:%M} UTC (in {left.days} d) — "
             f"run `kling-async download {out}`"
         )
+    if status.unknown_expiry:
+        print(
+            f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
+            f"(Kling sent no created_at; fetched first) — run `kling-async download {out}`"
+        )
     for problem in status.problems:
         error = problem.error or {}
         print(f"  line {problem.line}: {problem.state}: {error.get('message')}")
@@ -207,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(serve(args))
         jobs: Path | None = args.jobs if args.command == "run" else None
+        if jobs is not None and jobs.is_dir():
+            raise ConfigurationError(f"{jobs} is a directory; give the JSONL job file itself")
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
         if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
@@ -214,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if jobs is None:
             batch_status(args.out)  # FileNotFoundError: no journal, nothing to download
         total = _count_jobs(jobs) if jobs is not None else None
+        if total == 0:
+            print(f"kling-async: no jobs in {jobs} (one JSON object per line)", file=sys.stderr)
+            return EXIT_JOBS_FAILED
         return asyncio.run(_run(args, jobs, total))
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"kling-async: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -293,6 +294,25 @@ def run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 30.0) -> 
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+
+
+def interrupt_when(
+    cmd: Sequence[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 15.0
+) -> tuple[int, str]:
+    """Start `cmd`, send it SIGINT (Ctrl-C) once `ready()`; its (exit code, stderr).
+
+    The process must still be running when it gets the signal (else AssertionError)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout=timeout)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import time
@@ -21,6 +20,7 @@ from batch_helpers import (
     assert_no_duplicate_creates,
     assert_videos_complete,
     collect,
+    interrupt_when,
     job_line,
     journal_rows,
     make_client,
@@ -255,19 +255,8 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     jobs, out = jobs_file(tmp_path, n), tmp_path / "out"
     with SimProcess(*sim_args()) as sim:
         env = sim.env()
-        proc = subprocess.Popen(
-            run_args(jobs, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        try:
-            wait_for(lambda: downloaded_rows(out) >= 2 or proc.poll() is not None, timeout=15)
-            assert proc.poll() is None, proc.communicate()
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 130, err
+        code, err = interrupt_when(run_args(jobs, out), env, lambda: downloaded_rows(out) >= 2)
+        assert code == 130, err
         assert "resume with the same command" in err and "Traceback" not in err
         assert downloaded_rows(out) < n
         again = run_cli(run_args(jobs, out)[len(CLI) :], env, timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,8 @@ class FakeKling:
     cdn_auth: list[str | None] = field(default_factory=list)
     cdn_failures: int = 0  # answer this many CDN requests with HTTP 500
     refusals: int = 0
+    refusal_status: int = 429  # the HTTP status of a 1303 answer (replayed servers: 200)
+    on_refusal: Callable[[], None] = lambda: None
     next_status: str | None = None  # the state new tasks reach after `finish_after` queries
     finish_after: int = -1
     bad_shape: bool = False
@@ -124,8 +126,9 @@ class FakeKling:
             return web.json_response(self.envelope(1201, message=msg), status=400)
         if self.running() >= self.max_running:
             self.refusals += 1
+            self.on_refusal()
             msg = "parallel task over resource pack limit"
-            return web.json_response(self.envelope(1303, message=msg), status=429)
+            return web.json_response(self.envelope(1303, message=msg), status=self.refusal_status)
         tid = f"8672837417591112{next(self.ids):02d}"
         task = FakeTask(tid, body["external_task_id"], int(time.time() * 1000))
         task.queries_left = self.finish_after
@@ -301,8 +304,9 @@ async def test_get_task_invalid_id(client: Client, fake: FakeKling, bad: str) ->
 async def test_get_task_bad_shape(client: Client, fake: FakeKling) -> None:
     task = await client.submit(request())
     fake.bad_shape = True
-    with pytest.raises(ResponseValidationError, match="task shape"):
+    with pytest.raises(ResponseValidationError, match="task_status = 'queued'") as info:
         await client.get_task(task.task_id)
+    assert (info.value.field, info.value.value) == ("task_status", "'queued'")
 
 
 async def test_list_and_iter(client: Client, fake: FakeKling) -> None:
@@ -418,26 +422,39 @@ async def test_concurrency_refusal_shrinks_the_gate(
         assert len(fake.creates) == 3
 
 
-async def test_concurrency_refusal_with_nothing_held_backs_off(
-    fake: FakeKling, access_key: str, secret_key: str
+@pytest.mark.parametrize("status", [429, 200])
+async def test_concurrency_refusal_with_nothing_held_waits_on_the_gate(
+    fake: FakeKling, access_key: str, secret_key: str, status: int
 ) -> None:
+    # Someone else fills the account: nothing of ours can free a slot, so the gate admits one
+    # probe per probe interval (not a retry loop), whether 1303 comes under HTTP 429 or 200.
     fake.max_running = 0
+    fake.refusal_status = status
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
-        if len(sleeps) == 2:
-            fake.max_running = 1
         await asyncio.sleep(0)
 
-    async with fake_client(
-        fake, access_key, secret_key, limits=Limits(concurrency=3, rps=10_000), sleep=sleep
-    ) as client:
+    limits = Limits(concurrency=3, rps=10_000, probe_interval=0.05)
+    gate_states: list[tuple[int, int]] = []
+
+    def refused() -> None:
+        gate_states.append((client.gate.limit, client.gate.in_use))
+        if fake.refusals == 2:
+            fake.max_running = 1  # the other user's task ended
+
+    fake.on_refusal = refused
+    async with fake_client(fake, access_key, secret_key, limits=limits, sleep=sleep) as client:
         task = await asyncio.wait_for(client.submit(request()), 2)
+        # Each refused create was the only one out; after the first, a probe at a limit of one.
+        assert [held for _, held in gate_states] == [1, 1] and gate_states[1][0] == 1
+        assert client.gate.rejections == 2
         assert task.status is TaskStatus.SUBMITTED
-        assert fake.refusals == 2
-        assert sleeps[:2] and all(s >= 0.005 for s in sleeps[:2])
+        assert 2 <= fake.refusals == client.gate.rejections
+        assert len(fake.creates) == fake.refusals + 1
         assert client.gate.in_use == 1
+        assert not [s for s in sleeps if s >= 0.5]  # no client-side back-off sleeps either
 
 
 async def test_borrowed_session_survives(fake: FakeKling, api_key: str) -> None:

@@ -329,6 +329,37 @@ async def test_malformed_create_answer_reconciled(h: Harness) -> None:
     assert len(h.posts()) == 1
 
 
+@pytest.mark.parametrize(
+    "echo",
+    [{}, None, {"external_task_id": None}, {"external_task_id": ""}, {"external_task_id": "x"}],
+    ids=["empty", "null", "id-null", "id-empty", "other-id"],
+)
+async def test_the_external_id_sent_survives_what_the_answer_echoes(h: Harness, echo: Any) -> None:
+    h.m.post(URL, payload=env(0, {**task("t-11"), "task_info": echo}))
+    request = MultiImageToVideoRequest(images=["https://cdn.example.com/a.png"], prompt="p")
+    created = await h.create(request.with_external_id("mine-11"))
+    assert created.external_task_id == "mine-11"
+    assert h.posts()[0]["external_task_id"] == "mine-11"
+
+
+async def test_a_lookup_keeps_the_external_id_asked_for(h: Harness) -> None:
+    h.m.post(URL, status=500, payload=env(5000))  # unknown outcome: ask by external id
+    h.m.get(BY_ID, payload=env(0, {**task("t-12", "processing"), "task_info": {}}))
+    request = MultiImageToVideoRequest(images=["https://cdn.example.com/a.png"], prompt="p")
+    found = await h.create(request.with_external_id("mine-12"))
+    assert (found.task_id, found.external_task_id) == ("t-12", "mine-12")
+    assert h.gets() == ["mine-12"]
+
+
+async def test_an_odd_create_answer_is_read_tolerantly(h: Harness) -> None:
+    data = {"task_id": 8672, "task_status": "SUBMITTED", "created_at": MS // 1000}
+    h.m.post(URL, payload=env(0, data))
+    created = await h.create()
+    assert (created.task_id, created.status) == ("8672", TaskStatus.SUBMITTED)
+    assert created.created_at is not None and created.created_at.year == 2024
+    assert created.expires_at is not None and created.updated_at is None
+
+
 async def test_malformed_lookup_answer(h: Harness) -> None:
     h.m.post(URL, status=500, payload=env(5000))
     h.m.get(BY_ID, payload=env(0, {"task_id": "x", "task_status": "queued"}))

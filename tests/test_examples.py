@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib.metadata
 import os
 import re
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -192,3 +195,61 @@ async def test_web_backend_runs_with_simulate(name: str, tmp_path: Path) -> None
         assert status in (400, 422)
         async with http.get(f"{url}/videos/no-such-task") as resp:
             assert resp.status == 404
+
+
+# -- what each example needs installed ----------------------------------------------------------
+
+INSTALL = re.compile(r'^\s*pip install -e (?:\.|"\.\[(\w+)\]")(?:\s|$)', re.M)
+
+
+def _dist(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+    assert name is not None, requirement
+    return re.sub(r"[-_.]+", "-", name[0]).lower()
+
+
+def _third_party_imports(tree: ast.Module) -> set[str]:
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    tops = {name.split(".")[0] for name in names}
+    return {t for t in tops if t not in sys.stdlib_module_names and t != "kling_async"}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_each_example_says_what_to_install_and_that_is_enough(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = INSTALL.findall(ast.get_docstring(tree) or "")
+    assert len(found) == 1, f"{path.name}: its docstring must name one `pip install -e …`"
+    extra = found[0]
+    project = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]
+    provided = {_dist(r) for r in project["dependencies"]}
+    if extra:
+        provided |= {_dist(r) for r in project["optional-dependencies"][extra]}
+    owners = importlib.metadata.packages_distributions()
+    for module in _third_party_imports(tree):
+        dists = {_dist(d) for d in owners.get(module, [module])}
+        assert dists & provided, f"{path.name} imports {module}, not in `pip install -e .{extra}`"
+    # The README's table of examples says the same.
+    install = f'`pip install -e ".[{extra}]"`' if extra else "`pip install -e .`"
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `examples/{path.name}`"))
+    assert install in row, row
+
+
+def test_fastapi_example_without_its_extra_says_which_to_install(tmp_path: Path) -> None:
+    # As after the README's first command alone: uvicorn (and FastAPI) are not installed.
+    hide = (
+        "import runpy, sys; sys.modules['uvicorn'] = None; "
+        "runpy.run_path(sys.argv[1], run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide, str(EXAMPLES / "fastapi_app.py"), "--simulate"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert 'pip install -e ".[examples]"' in done.stderr and "uvicorn" in done.stderr

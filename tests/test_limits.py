@@ -108,13 +108,35 @@ async def test_rejected_sets_limit_to_held() -> None:
     assert gate.in_use == 3
 
 
-async def test_rejected_with_nothing_held_keeps_one() -> None:
-    gate = SlotGate(4, monotonic=Clock())
+async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
+    # Someone else fills the account: nothing is sent until a timed probe, one at a time.
+    clock = Clock()
+    gate = SlotGate(4, probe_interval=0.5, monotonic=clock)
     await gate.acquire()
     assert gate.rejected() == 0
-    assert (gate.in_use, gate.limit) == (0, 1)
-    await gate.acquire()  # one try is still allowed
-    assert gate.in_use == 1
+    assert (gate.in_use, gate.limit) == (0, 0)
+    first = asyncio.create_task(gate.acquire())
+    second = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0.05)
+    assert not first.done() and not second.done()  # the fake clock has not moved
+    clock.now += 0.5
+    await asyncio.wait_for(asyncio.wait({first, second}, return_when="FIRST_COMPLETED"), 5)
+    await settle()
+    assert (gate.limit, gate.in_use) == (1, 1)  # one probe goes out, the other still waits
+    assert first.done() != second.done()
+    waiting = second if first.done() else first
+    gate.rejected(True)  # refused again: back to 0, the next probe twice as far
+    again = asyncio.create_task(gate.acquire())  # the refused create comes back to the gate
+    clock.now += 0.5
+    await asyncio.sleep(0.05)
+    assert gate.in_use == 0 and not waiting.done() and not again.done()
+    clock.now += 0.5
+    await asyncio.wait_for(asyncio.wait({waiting, again}, return_when="FIRST_COMPLETED"), 5)
+    await settle()
+    assert (gate.limit, gate.in_use) == (1, 1)
+    gate.accepted(True)  # the account has room again: the next slot is tried at once
+    await asyncio.wait_for(asyncio.gather(waiting, again), 5)
+    assert gate.in_use == 2
 
 
 async def test_probe_after_interval() -> None:

@@ -375,7 +375,7 @@ def test_task_id_int_becomes_str() -> None:
         {"task_status": None},
         {"created_at": "yesterday"},
         {"task_id": None},
-        {"task_result": {"videos": [{"id": "v"}]}},
+        {"task_result": {"videos": [{"id": "v", "url": 5}]}},
     ],
 )
 def test_task_invalid(overrides: dict[str, Any]) -> None:

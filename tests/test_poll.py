@@ -15,11 +15,13 @@ from kling_async import (
     BadRequestError,
     Event,
     PollPolicy,
+    ResponseValidationError,
     ServerError,
     Task,
     TaskStatus,
 )
 from kling_async._poll import TaskTracker
+from kling_async.models import TaskInfo
 
 BASE_MS = 1_722_769_557_000
 
@@ -38,10 +40,12 @@ def mk(tid: str, status: str = "submitted", *, created: int = 0, took: float = 0
 
 
 def wire(task: Task) -> dict[str, Any]:
-    """The task as the list endpoint sends it (epoch milliseconds)."""
+    """The task as the query and list endpoints send it (epoch milliseconds)."""
+    assert task.created_at is not None and task.updated_at is not None
     return {
         "task_id": task.task_id,
         "task_status": task.task_status.value,
+        "task_status_msg": task.task_status_msg,
         "created_at": int(task.created_at.timestamp() * 1000),
         "updated_at": int(task.updated_at.timestamp() * 1000),
     }
@@ -53,6 +57,7 @@ class FakeApi:
     def __init__(self, *tasks: Task) -> None:
         self.tasks: dict[str, Task] = {t.task_id: t for t in tasks}
         self.hidden: dict[str, Task] = {}  # found by a single query, not by the list
+        self.odd: dict[str, dict[str, Any]] = {}  # fields a single query's answer overrides
         self.lists: list[tuple[int, int]] = []
         self.gets: list[str] = []
         self.fail: BaseException | None = None
@@ -72,14 +77,14 @@ class FakeApi:
         ordered = sorted(self.tasks.values(), key=lambda t: t.created_at, reverse=True)
         return [wire(t) for t in ordered[(page - 1) * size : page * size]]
 
-    async def get_one(self, tid: str) -> Task:
+    async def get_one(self, tid: str) -> dict[str, Any]:
         self.gets.append(tid)
         if self.fail is not None:
             raise self.fail
         found = self.tasks.get(tid) or self.hidden.get(tid)
         if found is None:
             raise BadRequestError("task not found", status=404, code=1203)
-        return found
+        return {**wire(found), **self.odd.get(tid, {})}
 
 
 class Pace:
@@ -397,10 +402,9 @@ async def test_next_delay_uses_learnt_durations() -> None:
 
 
 def _entry(task: Task, since: float) -> Any:
-    from kling_async._poll import _Tracked
+    from kling_async._followed import Followed
 
-    loop = asyncio.get_running_loop()
-    return _Tracked(task, since, loop.create_future())
+    return Followed(task, since)
 
 
 async def test_list_page_sized_to_what_is_tracked() -> None:
@@ -459,3 +463,150 @@ def test_event_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -> No
         emit(None, "task_submitted", task_id="t")
     assert "event hook raised" in caplog.text
     assert "task_submitted {'task_id': 't'}" in caplog.text
+
+
+# -- answers that cannot be read --------------------------------------------------------------
+
+
+async def test_unreadable_answers_fail_the_result_but_keep_following() -> None:
+    api = FakeApi(mk("a"))
+    events: list[Event] = []
+    tr = tracker(api, Pace(), event_hook=events.append)
+    task = api.tasks["a"]
+    done, ended = tr.track(task), tr.ended(task)
+    api.odd["a"] = {"task_status": "queued"}
+    for _ in range(POLICY.unreadable_limit - 1):
+        await tr.sweep()
+        assert not done.done()
+    await tr.sweep()
+    error = done.exception()
+    assert isinstance(error, ResponseValidationError)
+    assert (error.field, error.value) == ("task_status", "'queued'")
+    assert not ended.done() and len(tr) == 1  # still followed: its slot stays held
+    later = tr.track(task)
+    assert later is not done and not later.done()  # a new waiter waits afresh
+    del api.odd["a"]
+    api.finish("a")
+    await tr.sweep()
+    assert later.result().status is TaskStatus.SUCCEED
+    assert ended.done() and len(tr) == 0
+    bad = [e for e in events if e.kind == "task_unreadable"]
+    assert len(bad) == POLICY.unreadable_limit
+    assert bad[0].data["task_id"] == "a" and bad[0].data["field"] == "task_status"
+    await tr.aclose()
+
+
+async def test_a_readable_answer_resets_the_count() -> None:
+    api = FakeApi(mk("a"))
+    tr = tracker(api, Pace())
+    done = tr.track(api.tasks["a"])
+    for odd in (True, True, False, True, True):
+        api.odd["a"] = {"created_at": "yesterday"} if odd else {}
+        await tr.sweep()
+    assert not done.done()  # never three in a row
+    await tr.aclose()
+
+
+async def test_an_unreadable_answer_that_says_finished_frees_the_slot() -> None:
+    api = FakeApi(mk("a"))
+    tr = tracker(api, Pace())
+    task = api.tasks["a"]
+    done, ended = tr.track(task), tr.ended(task)
+    api.finish("a")
+    api.odd["a"] = {"created_at": "yesterday"}
+    await tr.sweep()
+    assert ended.done() and not done.done()  # Kling counts it no more; the caller waits on
+    for _ in range(POLICY.unreadable_limit - 1):
+        await tr.sweep()
+    assert isinstance(done.exception(), ResponseValidationError)
+    assert len(tr) == 0  # over at Kling: nothing left to follow
+    await tr.aclose()
+
+
+async def test_an_unreadable_task_is_given_up_at_its_deadline() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=1, timeout=100, unreadable_limit=1))
+    task = api.tasks["a"]
+    done, ended = tr.track(task), tr.ended(task)
+    api.odd["a"] = {"task_status": 7}
+    await tr.sweep()
+    assert isinstance(done.exception(), ResponseValidationError)
+    pace.now = 99.0
+    await tr.sweep()
+    assert not ended.done()
+    pace.now = 100.0
+    await tr.sweep()
+    assert ended.done() and len(tr) == 0
+    assert not tr.track(task).done() and len(tr) == 1  # a later wait() follows it afresh
+    await tr.aclose()
+
+
+async def test_a_readable_task_has_no_deadline() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=1, timeout=10))
+    ended = tr.ended(api.tasks["a"])
+    pace.now = 1000.0
+    await tr.sweep()
+    assert not ended.done() and len(tr) == 1
+    await tr.aclose()
+
+
+async def test_unreadable_list_items_are_reported() -> None:
+    api = FakeApi(mk("a", created=3), mk("b", created=2), mk("c", created=1))
+    events: list[Event] = []
+    tr = tracker(api, Pace(), event_hook=events.append)
+    for t in list(api.tasks.values()):
+        tr.track(t)
+    real_list = api.list_page
+
+    async def odd_list(page: int, size: int) -> list[Any]:
+        items = await real_list(page, size)
+        return [dict(i, created_at="soon") if i["task_id"] == "b" else i for i in items]
+
+    tr._list_page = odd_list
+    api.finish("a")
+    api.finish("b")
+    assert await tr.sweep() == 2  # b's single query answers readably
+    assert api.gets == ["b"]
+    (bad,) = [e.data for e in events if e.kind == "task_unreadable"]
+    assert (bad["task_id"], bad["source"], bad["field"]) == ("b", "list", "created_at")
+    await tr.aclose()
+
+
+async def test_an_answer_without_task_info_keeps_the_external_id() -> None:
+    api = FakeApi(mk("a"))
+    tr = tracker(api, Pace())
+    mine = api.tasks["a"].model_copy(update={"task_info": TaskInfo(external_task_id="mine")})
+    done = tr.track(mine)
+    api.finish("a")  # the query's answer carries no task_info
+    await tr.sweep()
+    assert done.result().external_task_id == "mine"
+
+
+async def test_seconds_and_missing_timestamps_in_sweeps() -> None:
+    seconds = {"created_at": BASE_MS // 1000}
+    api = FakeApi(*(mk(f"t{i}", created=i) for i in range(10)))
+    tr = tracker(api, Pace(), page_size=2, max_pages=5)
+    real_list = api.list_page
+
+    async def in_seconds(page: int, size: int) -> list[Any]:
+        items = await real_list(page, size)
+        return [dict(i, created_at=i["created_at"] // 1000) for i in items]
+
+    tr._list_page = in_seconds
+    for tid in ("t9", "t8", "t7"):
+        tr.track(api.tasks[tid])
+    api.hidden["t7"] = api.tasks.pop("t7")
+    await tr.sweep()
+    assert api.lists == [(1, 2), (2, 2)]  # seconds read as seconds: still stops past t7
+    # A task with no creation time: paging cannot tell when it is past it, so it goes on.
+    no_time = Task.model_validate({"task_id": "u", "task_status": "submitted", **seconds})
+    no_time = no_time.model_copy(update={"created_at": None, "updated_at": None})
+    tr.track(no_time)
+    api.hidden["u"] = mk("u", "succeed")
+    api.lists.clear()
+    await tr.sweep()
+    assert len(api.lists) == 5
+    await tr.aclose()

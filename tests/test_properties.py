@@ -519,13 +519,16 @@ def test_ten_megabyte_boundary(server: LoopThread, extra: int, ok: bool) -> None
     assert isinstance(task, Task) and task.task_status == "submitted"
 
 
-def test_watermark_info_strings_are_not_truthy() -> None:
-    off = MultiImageToVideoRequest(
-        images=[png(320, 320)], prompt="p", watermark_info={"enabled": "false"}
-    )
-    assert off.watermark is False
-    bad = _build({"images": [png(320, 320)], "prompt": "p", "watermark_info": {"enabled": "maybe"}})
-    assert isinstance(bad, InvalidRequestError) and bad.field == "watermark"
+def test_watermark_takes_json_booleans_only() -> None:
+    # "false" is truthy and "yes" is no JSON boolean: a paid option is never guessed from them.
+    for value in ("false", "yes", "true", 1, 0, None):
+        bad = _build(
+            {"images": [png(320, 320)], "prompt": "p", "watermark_info": {"enabled": value}}
+        )
+        assert isinstance(bad, InvalidRequestError) and bad.field == "watermark_info.enabled"
+        bad = _build({"images": [png(320, 320)], "prompt": "p", "watermark": value})
+        assert isinstance(bad, InvalidRequestError) and bad.field == "watermark"
+        assert repr(value) in str(bad) and "true or false" in str(bad)
 
 
 def test_a_field_named_self_is_an_unknown_field() -> None:

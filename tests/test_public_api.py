@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"_images", "_budget"},
     {"models", "_image_cache"},
     {"_auth", "_retry", "_limits", "_body"},
-    {"_http", "_download"},
+    {"_http", "_download", "_followed"},
     {"_create", "_poll", "_fetch"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},

@@ -93,6 +93,16 @@ def _check_external_id(value: str) -> str:
     return value
 
 
+def _not_boolean(field: str, value: Any) -> InvalidRequestError:
+    # Not bool(): "no", "false", 0 or 2 would each decide a paid option by accident.
+    return InvalidRequestError(
+        f"{field}: expected true or false (a JSON boolean), got {value!r}",
+        field=field,
+        limit="true or false",
+        value=value,
+    )
+
+
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     """Accept the wire names (`image_list: [{"image": …}]`, `watermark_info`) and "" as absent."""
     data = dict(data)
@@ -104,8 +114,10 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
             data["images"] = items
     if "watermark_info" in data and "watermark" not in data:
         info = data.pop("watermark_info")
-        # Not bool(): {"enabled": "false"} must not turn the watermark on; the field checks it.
-        data["watermark"] = info.get("enabled") if isinstance(info, dict) else info
+        enabled = info.get("enabled") if isinstance(info, dict) else info
+        if isinstance(info, dict) and not isinstance(enabled, bool):
+            raise _not_boolean("watermark_info.enabled", enabled)
+        data["watermark"] = enabled
     for key in ("negative_prompt", "callback_url", "external_task_id"):
         if data.get(key) == "":  # the reference example sends "" for "absent"
             data[key] = None
@@ -182,6 +194,13 @@ class MultiImageToVideoRequest(BaseModel):
                 value=len(value),
             )
         return [ImageInput.parse(v, index=i) for i, v in enumerate(value)]
+
+    @field_validator("watermark", mode="before")
+    @classmethod
+    def _json_boolean(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise _not_boolean("watermark", value)
+        return value
 
     @field_validator("prompt")
     @classmethod

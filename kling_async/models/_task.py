@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from ._tolerant import ExternalId, Stamp, Text, as_status, readable_videos
 
 __all__ = ["RETENTION", "Envelope", "Task", "TaskInfo", "TaskResult", "TaskStatus", "Video"]
 
@@ -44,50 +46,39 @@ class Envelope(_Tolerant):
 class Video(_Tolerant):
     """One generated video: its id, its (expiring) URL and duration in seconds as a string."""
 
-    id: str
+    id: Text = ""
     url: str
     watermark_url: str | None = None
-    duration: str | None = None
+    duration: Text | None = None
 
 
 class TaskInfo(_Tolerant):
     """What Kling echoes back of the creation parameters."""
 
-    external_task_id: str | None = None
+    external_task_id: ExternalId = None
 
 
 class TaskResult(_Tolerant):
     """The result; `{}` (no videos) for a failed task."""
 
-    videos: list[Video] = Field(default_factory=list)
-
-
-def _ms_to_datetime(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        except (OverflowError, OSError, ValueError) as exc:  # 1e300, inf, NaN: not a time
-            raise ValueError(f"not a time in epoch milliseconds: {value!r} ({exc})") from None
-    return value
+    videos: Annotated[list[Video], BeforeValidator(readable_videos)] = Field(default_factory=list)
 
 
 class Task(_Tolerant):
-    """A Multi-Image-to-Video task as a query reports it (the create answer is a subset)."""
+    """A Multi-Image-to-Video task as a query reports it (the create answer is a subset).
 
-    task_id: str = Field(min_length=1)
-    task_status: TaskStatus
-    task_status_msg: str | None = None
+    Answers are read by the tolerant reader's rules (`models/_tolerant.py`): numbers where the
+    docs say string, timestamps in ms or s, missing timestamps (then `expires_at` is None).
+    """
+
+    task_id: Text = Field(min_length=1)
+    task_status: Annotated[TaskStatus, BeforeValidator(as_status)]
+    task_status_msg: Text | None = None
     task_info: TaskInfo = Field(default_factory=TaskInfo)
     task_result: TaskResult = Field(default_factory=TaskResult)
-    final_unit_deduction: str | None = None
-    created_at: datetime
-    updated_at: datetime
-
-    @field_validator("task_id", mode="before")
-    @classmethod
-    def _id_as_str(cls, value: Any) -> Any:
-        # ids have been seen both as decimal snowflakes and base64-like strings: keep them opaque
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    final_unit_deduction: Text | None = None
+    created_at: Stamp = None
+    updated_at: Stamp = None
 
     @field_validator("task_info", "task_result", mode="before")
     @classmethod
@@ -100,17 +91,6 @@ class Task(_Tolerant):
         if value in (".", ".."):  # it names the task in a URL path: "." / ".." would not
             raise ValueError(f"task_id {value!r} cannot name a task")
         return value
-
-    @field_validator("created_at", "updated_at", mode="before")
-    @classmethod
-    def _epoch_ms(cls, value: Any) -> Any:
-        return _ms_to_datetime(value)
-
-    @field_validator("created_at", "updated_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        # An ISO string without offset parses naive; compared with aware times it raises.
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     @property
     def status(self) -> TaskStatus:
@@ -133,8 +113,14 @@ class Task(_Tolerant):
         return self.task_result.videos
 
     @property
-    def expires_at(self) -> datetime:
-        """When Kling deletes the videos: created_at + 30 days (the earlier, safer clock)."""
+    def expires_at(self) -> datetime | None:
+        """When Kling deletes the videos: created_at + 30 days (the earlier, safer clock).
+
+        None when the answer carried no created_at: the expiry is unknown (fetch such videos
+        first).
+        """
+        if self.created_at is None:
+            return None
         try:
             return self.created_at + RETENTION
         except OverflowError:  # created_at within 30 days of year 9999: never, in practice

@@ -46,7 +46,10 @@ class _Api:
     def error(self, exc: SimError) -> web.Response:
         """Count and answer a business error."""
         self.core.stats.record_error(exc.code)
-        return error_response(exc)
+        status = self.core.shapes.error_status(exc.status)
+        return error_response(
+            exc if status == exc.status else SimError(exc.code, exc.message, status)
+        )
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/videos/multi-image2video."""
@@ -75,7 +78,7 @@ class _Api:
             "created_at": task.created_ms,
             "updated_at": task.updated_ms,
         }
-        return json_response(envelope(0, "SUCCEED", data))
+        return json_response(envelope(0, "SUCCEED", self.core.shapes.created(data)))
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/videos/multi-image2video/{task_id or external_task_id}."""

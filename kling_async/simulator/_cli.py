@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import shlex
 import signal
 import sys
@@ -19,7 +20,8 @@ from ._config import (
 )
 from ._faults import FaultInjector, parse_fault
 from ._prices import check_prices
-from ._server import Simulator
+from ._server import BindError, Simulator
+from ._shapes import FLAGS
 
 __all__ = ["add_arguments", "build_config", "main", "serve"]
 
@@ -83,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--video-bytes", type=int, default=None, help="serve generated videos of N bytes")
     add("--retention-days", type=float, default=30.0, help="video retention (default 30)")
     add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
+    add("--state", metavar="FILE", help="keep the account's tasks in FILE across restarts")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")
     add(
@@ -108,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KIND:F1,F2",
         help="faults for the next KIND requests, in order (repeatable), e.g. create:5002,lost",
+    )
+    add(
+        "--shape",
+        choices=FLAGS,
+        action="append",
+        default=[],
+        help="write answers another way (repeatable), e.g. numbers_for_strings",
     )
 
 
@@ -141,6 +151,8 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         duplicate_callbacks=args.duplicate_callbacks,
         faults=faults,
         prices=dict(args.price),
+        state_path=args.state,
+        shapes=dict.fromkeys(args.shape, True),
     )
 
 
@@ -174,6 +186,11 @@ async def serve(args: argparse.Namespace) -> int:
         async with Simulator(config) as sim:
             print(banner(sim), flush=True)
             await stop.wait()
+    except BindError as exc:
+        flag = "--port" if exc.origin == "API" else "--video-port"
+        hint = f"; pass {flag} 0 to use a free one" if exc.errno == errno.EADDRINUSE else ""
+        print(f"error: cannot start the simulator: {exc}{hint}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot start the simulator: {exc}", file=sys.stderr)
         return 1

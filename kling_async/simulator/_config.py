@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from ._prices import DEFAULT_PRICES, check_prices
+from ._shapes import check_shapes
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
@@ -93,11 +95,17 @@ class SimulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Units per task by "mode-duration" (overrides merge over Kling's defaults).
     prices: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_PRICES)
+    # Keep the account's tasks in this file (append-only JSON lines) so that a restarted
+    # simulator still has them, carried on by elapsed time; None keeps nothing.
+    state_path: str | os.PathLike[str] | None = None
+    # Answer-shape switches (see _shapes.py): how answers are written, e.g. numbers for strings.
+    shapes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "failure_messages", tuple(self.failure_messages))
         merged = {**DEFAULT_PRICES, **check_prices(self.prices)}
         object.__setattr__(self, "prices", MappingProxyType(merged))
+        object.__setattr__(self, "shapes", _freeze_nested(check_shapes(self.shapes)))
         if len(self.secret_key.encode()) < 32:
             raise ValueError("secret_key must be at least 32 bytes (HS256 key length)")
         if self.concurrency < 0 or self.held_slots < 0:

@@ -11,6 +11,7 @@ from aiohttp import web
 from ._core import Core
 from ._faults import ROUTE_KINDS, FaultInjector
 from ._prices import check_prices
+from ._shapes import check_shapes
 
 __all__ = ["CONTROL_KEYS", "add_control_routes", "apply_control", "describe"]
 
@@ -28,6 +29,7 @@ CONTROL_KEYS = frozenset(
         "fault_rates",
         "fault_scripts",
         "prices",
+        "shapes",
     }
 )
 
@@ -86,6 +88,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
     if not isinstance(clear, bool) and clear not in ROUTE_KINDS:
         raise ValueError(f"clear_faults must be a boolean or a route kind (got {clear!r})")
     prices = check_prices(s["prices"]) if "prices" in s else {}
+    shapes = check_shapes(s.get("shapes", {}))
     rates = _mapping(s.get("fault_rates", {}), "fault_rates")
     scripts = _mapping(s.get("fault_scripts", {}), "fault_scripts")
     # Faults validate themselves; check them on a scratch injector first.
@@ -117,6 +120,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
     if clear:
         core.faults.clear(None if clear is True else clear)
     store.prices.update(prices)  # tasks created from now on
+    core.shapes.update(shapes)
     for kind, plan in rates.items():
         core.faults.set_rates(kind, plan)
     for kind, faults in scripts.items():
@@ -146,6 +150,7 @@ def describe(core: Core) -> dict[str, Any]:
             "clock_offset": core.clock.offset,
             "faults": core.faults.as_dict(),
             "prices": dict(core.store.prices),
+            "shapes": core.shapes.as_dict(),
         },
         "tasks": len(core.store),
     }

@@ -17,6 +17,7 @@ from ._config import SimulatorConfig
 from ._content import VideoContent
 from ._faults import FaultInjector
 from ._protocol import SimError
+from ._shapes import AnswerShapes
 from ._state import Task, TaskStore
 from ._stats import SimulatorStats
 
@@ -42,6 +43,7 @@ class Core:
         )
         self.store = TaskStore(config, self.clock, self.stats, on_change=self._on_change)
         self.rate_limit = config.rate_limit
+        self.shapes = AnswerShapes(config.shapes)
         self.auth = Authenticator(config.access_key, config.secret_key, config.api_key)
         self.retention_ms = int(config.retention_days * 86_400_000)
         self.video_base = ""
@@ -132,7 +134,7 @@ class Core:
                 video["duration"] = task.video_duration
                 videos.append(video)
             result = {"videos": videos}
-        return {
+        data = {
             "task_id": task.task_id,
             "task_status": task.status,
             "task_status_msg": task.status_msg,
@@ -143,8 +145,9 @@ class Core:
             "created_at": task.created_ms,
             "updated_at": task.updated_ms,
         }
+        return self.shapes.task(data, task.external_task_id)
 
     def _on_change(self, task: Task) -> None:
         url = task.request.callback_url
         if url is not None:
-            self.callbacks.send(url, self.task_json(task))
+            self.callbacks.send(url, self.shapes.callback(self.task_json(task)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
 import time
 from types import TracebackType
@@ -16,25 +18,49 @@ from ._config import SimulatorConfig
 from ._control import apply_control, describe
 from ._core import WATERMARK_SUFFIX, Core
 from ._faults import FaultInjector
+from ._persist import SavedState
 from ._stats import SimulatorStats
 from ._videos import build_video_app
 
-__all__ = ["Simulator"]
+__all__ = ["BindError", "Simulator"]
 
 _SHUTDOWN_TIMEOUT = 1.0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+class BindError(OSError):
+    """An origin could not listen on its address (port in use, not allowed, …); names which."""
+
+    def __init__(self, origin: str, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.origin, self.host, self.port = origin, host, port
+
+    def __str__(self) -> str:
+        where = f"the {self.origin} port {self.port} on {self.host}"
+        if self.errno == errno.EADDRINUSE:
+            return f"{where} is already in use"
+        return f"{where}: {self.strerror}"
+
+
+def _bind(host: str, port: int, origin: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise BindError(origin, host, port, exc) from exc
     sock.setblocking(False)
     return sock
+
+
+def _bind_video(host: str, port: int, saved_port: int | None) -> socket.socket:
+    """The video origin's socket: on the saved port when restarting, so that video links handed
+    out before still work (a free port if that one is taken now: new links work, old ones not)."""
+    if not port and saved_port:
+        with contextlib.suppress(BindError):
+            return _bind(host, saved_port, "video")
+    return _bind(host, port, "video")
 
 
 def _origin(host: str, sock: socket.socket) -> str:
@@ -49,6 +75,8 @@ class Simulator:
         base = config or SimulatorConfig()
         self._config = base.replace(**overrides) if overrides else base
         self._core = Core(self._config)
+        path = self._config.state_path
+        self._saved = SavedState(path) if path is not None else None
         self._runners: list[web.AppRunner] = []
         self._url = ""
         self._stopped = False
@@ -60,15 +88,18 @@ class Simulator:
         if self._runners or self._stopped:
             raise RuntimeError("a Simulator starts once; create a new one instead")
         cfg = self._config
-        api_sock = _bind(cfg.host, cfg.port)
+        saved_port = self._saved.load() if self._saved else None
+        api_sock = _bind(cfg.host, cfg.port, "API")
         try:
-            video_sock = _bind(cfg.host, cfg.video_port)
+            video_sock = _bind_video(cfg.host, cfg.video_port, saved_port)
         except OSError:
             api_sock.close()
             raise
         self._url = _origin(cfg.host, api_sock)
         self._core.video_base = _origin(cfg.host, video_sock)
         try:
+            if self._saved is not None:
+                self._saved.attach(self._core.store, video_sock.getsockname()[1])
             for app, sock in (
                 (build_api_app(self._core), api_sock),
                 (build_video_app(self._core), video_sock),
@@ -95,6 +126,8 @@ class Simulator:
         core = self._core
         core.stopping.set()
         core.store.close()
+        if self._saved is not None:
+            self._saved.close()
         await core.callbacks.close()
         runners, self._runners = self._runners, []
         for runner in runners:

@@ -34,6 +34,8 @@ class Task:
     video_id: str
     will_fail: bool
     fail_message: str
+    start_ms: int  # planned: processing begins (simulator clock)
+    finish_ms: int  # planned: the task ends, succeeded or failed
     units: str = "1"  # the price when created; charged only if it succeeds
     status: str = "submitted"
     status_msg: str = ""
@@ -80,6 +82,8 @@ class TaskStore:
         self._by_video: dict[str, Task] = {}
         self._last_id = 0
         self._closed = False
+        #: Called with each new task before it exists or is answered (saved state appends it).
+        self.on_create: Callable[[Task], None] | None = None
 
     @property
     def held_slots(self) -> int:
@@ -133,27 +137,55 @@ class TaskStore:
             video_id=video_id,
             will_fail=fails,
             fail_message=message,
+            start_ms=now_ms + round(total * self._config.queue_fraction * 1000),
+            finish_ms=now_ms + round(total * 1000),
             units=self.prices[f"{request.mode}-{request.duration}"],
         )
+        if self.on_create is not None:
+            self.on_create(task)
+        self._add(task)
+        self._notify(task)
+        return task
+
+    def adopt(self, task: Task) -> None:
+        """Take over a task from an earlier run (saved state): its status follows its plan and
+        the clock, what is left of its lifecycle runs on from here, and the counters count it
+        as one of the account's tasks, so they cover every run."""
+        now_ms = self._clock.now_ms()
+        if now_ms >= task.finish_ms:
+            task.status = "failed" if task.will_fail else "succeed"
+            task.status_msg = task.fail_message if task.will_fail else ""
+            task.updated_ms = task.finish_ms
+        elif now_ms >= task.start_ms:
+            task.status, task.updated_ms = "processing", task.start_ms
+        self._last_id = max(self._last_id, int(task.task_id))
+        self._add(task)
+
+    def _add(self, task: Task) -> None:
+        """Index a task, count it, and time what is left of its lifecycle."""
         self._tasks.append(task)
         self._by_id[task.task_id] = task
-        self._by_video[video_id] = task
+        self._by_video[task.video_id] = task
+        ext = task.external_task_id
         if ext is not None:
             self._by_external[ext] = task
         stats = self._stats
-        stats.task_started()
-        stats.tasks_by_status["submitted"] += 1
+        stats.tasks_by_status[task.status] += 1
         stats.accepted_creates += 1
-        stats.creates_by_prompt[request.prompt] += 1
+        stats.creates_by_prompt[task.request.prompt] += 1
         if ext is not None:
             stats.creates_by_external_id[ext] += 1
-        loop = asyncio.get_running_loop()
+        if task.status in TERMINAL:
+            return
+        stats.task_started()
+        loop, now_ms = asyncio.get_running_loop(), self._clock.now_ms()
         task.handles = [
-            loop.call_later(total * self._config.queue_fraction, self._start_processing, task),
-            loop.call_later(total, self._finish, task),
+            loop.call_later(max(0, due - now_ms) / 1000, step, task)
+            for due, step in (
+                (task.start_ms, self._start_processing),
+                (task.finish_ms, self._finish),
+            )
         ]
-        self._notify(task)
-        return task
 
     def _set_status(self, task: Task, status: str) -> None:
         self._stats.tasks_by_status[task.status] -= 1

@@ -8,13 +8,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 import kling_async.simulator as simulator_pkg
 from kling_async.simulator import Simulator
@@ -121,26 +119,6 @@ async def test_control_needs_no_auth_but_api_does(api: Api):
 
 
 # -- callbacks --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """A tiny callback receiver on 127.0.0.1: (url, received bodies)."""
-    received: list[dict[str, Any]] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/cb", handle)
-    server_runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await server_runner.setup()
-    site = web.TCPSite(server_runner, "127.0.0.1", 0)
-    await site.start()
-    port = server_runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/cb", received
-    await server_runner.cleanup()
 
 
 async def _until(predicate: Any, timeout: float = 3.0) -> None:

@@ -11,7 +11,7 @@ from ._common import make_png
 from ._download import DownloadRun, run_downloads
 from ._scenarios import Run, Scenario, run_client
 
-__all__ = ["Plan", "Results", "build_plan", "run_plan"]
+__all__ = ["KEYS", "Plan", "Results", "build_plan", "run_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,11 @@ class Plan:
     huge_t: float = 0.25
     m_images: int = 100
     image_bytes: int = 5_000_000
+    #: Create bodies of ~54 MB: 4 images of this size per job (issue 16).
+    body_image_bytes: int = 9_000_000
+    body_t: float = 10.0
+    m_bodies_8: int = 24
+    m_bodies_50: int = 100
     video_bytes: int = 1_000_000_000
     download_repeats: int = 3
     dry_run_lines: int = 10_000  # `run --dry-run` of a job file sharing four images
@@ -41,6 +46,12 @@ class Plan:
             tuple(str(image_dir / f"job-{j}-{k}.png") for k in range(4))
             for j in range(self.m_images)
         )
+        big_same = (tuple(str(image_dir / f"big-{k}.png") for k in range(4)),)
+        big = tuple(
+            tuple(str(image_dir / f"bigjob-{j}-{k}.png") for k in range(4))
+            for j in range(max(self.m_bodies_8, self.m_bodies_50))
+        )
+        bt = self.body_t
         return {
             "known": Scenario("known", m, n, n, t),
             "known_large": Scenario("known_large", self.m_large, n, n, t),
@@ -62,6 +73,11 @@ class Plan:
             "images_distinct": Scenario(
                 "images_distinct", self.m_images, n, n, t, image_paths=distinct
             ),
+            "bodies_8": Scenario("bodies_8", self.m_bodies_8, 8, 8, bt, image_paths=big),
+            "bodies_50": Scenario("bodies_50", self.m_bodies_50, 50, 50, bt, image_paths=big),
+            "bodies_50_shared": Scenario(
+                "bodies_50_shared", self.m_bodies_50, 50, 50, bt, image_paths=big_same
+            ),
         }
 
 
@@ -77,6 +93,10 @@ def build_plan(quick: bool) -> Plan:
         m_huge=400,
         m_images=8,
         image_bytes=1_000_000,
+        body_image_bytes=1_000_000,
+        body_t=0.5,
+        m_bodies_8=8,
+        m_bodies_50=50,
         video_bytes=64_000_000,
         download_repeats=1,
         dry_run_lines=2_000,
@@ -93,19 +113,22 @@ class Results:
 
 
 def _make_images(plan: Plan, image_dir: Path) -> None:
-    """Four image files shared by all jobs, and hard links to them for the distinct variant.
+    """Four image files shared by all jobs, and hard links to them for the distinct variants.
 
     Hard links are distinct paths (the encoding cache keys on the resolved path, so nothing is
     deduplicated: every job's images are read and encoded afresh) without using M × 20 MB of disk.
     """
     image_dir.mkdir(parents=True, exist_ok=True)
-    for k in range(4):
-        make_png(image_dir / f"same-{k}.png", plan.image_bytes)
-    for j in range(plan.m_images):
+    sets = (("same", "job", plan.image_bytes, plan.m_images),)
+    sets += (("big", "bigjob", plan.body_image_bytes, max(plan.m_bodies_8, plan.m_bodies_50)),)
+    for source, linked, size, jobs in sets:
         for k in range(4):
-            link = image_dir / f"job-{j}-{k}.png"
-            if not link.exists():
-                os.link(image_dir / f"same-{k}.png", link)
+            make_png(image_dir / f"{source}-{k}.png", size)
+        for j in range(jobs):
+            for k in range(4):
+                link = image_dir / f"{linked}-{j}-{k}.png"
+                if not link.exists():
+                    os.link(image_dir / f"{source}-{k}.png", link)
 
 
 #: (scenario, clients) in run order. The baseline has no encoding cache: same files and
@@ -119,16 +142,28 @@ ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("images_same", ("kling-async", "baseline")),
     ("images_distinct", ("kling-async",)),
     ("images_small", ("kling-async",)),  # same files, M/4 jobs: is the peak flat in M?
+    ("bodies_8", ("kling-async", "baseline")),
+    ("bodies_50", ("kling-async", "baseline")),
+    ("bodies_50_shared", ("kling-async", "baseline")),
 )
 
 
-def run_plan(plan: Plan, work: Path, log: Callable[[str], None]) -> Results:
-    """Run every scenario and the download comparison; `log` gets one line per step."""
+#: Everything `--only` accepts: the scenario keys, and the download comparison.
+KEYS = (*(key for key, _ in ORDER), "downloads")
+
+
+def run_plan(
+    plan: Plan, work: Path, log: Callable[[str], None], only: frozenset[str] | None = None
+) -> Results:
+    """Run every scenario (or those in `only`) and the download comparison; `log` gets one
+    line per step."""
     results = Results(plan)
     image_dir = work / "images"
     _make_images(plan, image_dir)
     scenarios = plan.scenarios(image_dir)
     for key, clients in ORDER:
+        if only is not None and key not in only:
+            continue
         for client in clients:
             run = run_client(client, scenarios[key], work)
             results.runs[key, client] = run
@@ -136,7 +171,10 @@ def run_plan(plan: Plan, work: Path, log: Callable[[str], None]) -> Results:
                 f"{key:<16} {client:<12} wall {run.result.wall_s:7.2f} s  bound "
                 f"{run.bound_s:7.2f} s  cpu {run.cpu_ms_per_job:6.2f} ms/job  "
                 f"rss {run.result.peak_rss_mb:6.1f} MB  ok {run.result.jobs_ok}/{run.scenario.jobs}"
+                f"  sim rss {run.sim_peak_rss_mb or 0:6.1f} MB"
             )
+    if only is not None and "downloads" not in only:
+        return results
     results.downloads = run_downloads(
         plan.video_bytes, work / "downloads", repeats=plan.download_repeats
     )

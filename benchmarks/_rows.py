@@ -49,6 +49,20 @@ def _row(results: Results, key: str, label: str, metric: Any, **kw: Any) -> Row:
     return Row(label, metric(ours) if ours else None, metric(base) if base else None, **kw)
 
 
+def _rss_row(results: Results, key: str, label: str, sec: str, target: str = "<=") -> Row:
+    """The client's peak RSS in a scenario, held to 150 MB."""
+    return _row(
+        results,
+        key,
+        f"client peak RSS MB, {label}",
+        lambda r: r.result.peak_rss_mb,
+        ref=150.0,
+        target=target,
+        digits=1,
+        section=sec,
+    )
+
+
 def build_rows(results: Results) -> list[Row]:
     """Every row of the table, in order."""
     p = results.plan
@@ -162,18 +176,7 @@ def build_rows(results: Results) -> list[Row]:
                 section=sec,
             )
         )
-        rows.append(
-            _row(
-                results,
-                key,
-                f"client peak RSS MB, {label}",
-                lambda r: r.result.peak_rss_mb,
-                ref=150.0,
-                target="<=" if key == "huge" else "",
-                digits=1,
-                section=sec,
-            )
-        )
+        rows.append(_rss_row(results, key, label, sec, target="<=" if key == "huge" else ""))
     mb = p.image_bytes / 1e6
     for key, label in (("images_same", "same 4 files"), ("images_distinct", "distinct files")):
         ours = results.runs.get((key, KA))
@@ -207,7 +210,37 @@ def build_rows(results: Results) -> list[Row]:
                 section=sec,
             )
         )
+    rows += _body_rows(results)
     rows += _download_rows(results)
+    return rows
+
+
+def _body_rows(results: Results) -> list[Row]:
+    p = results.plan
+    mb = p.body_image_bytes / 1e6
+    sec = f"6 create bodies: 4 × {mb:g} MB images per job, T≈{p.body_t:g} s"
+    rows: list[Row] = []
+    for key, label in (
+        ("bodies_8", f"distinct images, N=8, M={p.m_bodies_8}"),
+        ("bodies_50", f"distinct images, N=50, M={p.m_bodies_50}"),
+        ("bodies_50_shared", f"same 4 files, N=50, M={p.m_bodies_50}"),
+    ):
+        if _runs(results, key) == (None, None):
+            continue
+        rows.append(_rss_row(results, key, label, sec))
+        rows.append(
+            _row(results, key, "  makespan ÷ bound", lambda r: r.makespan_ratio, section=sec)
+        )
+        rows.append(
+            _row(
+                results,
+                key,
+                "  simulator peak RSS MB (info)",
+                lambda r: r.sim_peak_rss_mb,
+                digits=1,
+                section=sec,
+            )
+        )
     return rows
 
 

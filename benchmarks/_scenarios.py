@@ -52,6 +52,7 @@ class Run:
     gen_times: list[float] = field(default_factory=list)
     bound_s: float = 0.0
     greedy_s: float = 0.0
+    sim_peak_rss_mb: float | None = None
 
     def per_job(self, kind: str) -> float:
         """Requests of one kind (create, query, list, video) per job, as the server counted."""
@@ -198,11 +199,13 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
             )
         stats = sim.stats()
         gen_times = sim.generation_times()
+        sim_rss = sim.peak_rss_mb()
     result = ClientResult(**json.loads(Path(spec.result_path).read_text()))
     shutil.rmtree(out_dir, ignore_errors=True)
     segments = capacity_segments(sc)
     bound = fluid_bound(gen_times, segments)
-    return Run(client, sc, result, stats, gen_times, bound, greedy_makespan(gen_times, segments))
+    greedy = greedy_makespan(gen_times, segments)
+    return Run(client, sc, result, stats, gen_times, bound, greedy, sim_rss)
 
 
 def _fields(spec: RunSpec) -> dict[str, Any]:

@@ -110,6 +110,19 @@ class SimProcess:
             self._log.close()
             self._log = None
 
+    def peak_rss_mb(self) -> float | None:
+        """The simulator process's peak RSS so far (VmHWM), in MB; None if unreadable."""
+        if self._proc is None:
+            return None
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024 / 1e6
+        except OSError:
+            pass
+        return None
+
     # -- HTTP helpers -------------------------------------------------------------------------
     def _request(self, path: str, body: Any = None, *, auth: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # everything (~15-20 min on 2 cores)
     python benchmarks/run.py --quick          # every scenario type at small scale (< 60 s)
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
+    python benchmarks/run.py --only bodies_8,bodies_50   # a subset of the scenarios
 
 Prints one table (rows: metric; columns: kling-async, baseline, bound/limit, ratio). Each
 client run is its own process against a fresh simulator process on 127.0.0.1; see
@@ -23,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._plan import build_plan, run_plan
+from benchmarks._plan import KEYS, build_plan, run_plan
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 from benchmarks.dry_run import run_dry_run
@@ -36,20 +37,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the table + notes as Markdown here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(text.split(",")),
+        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run",
+    )
     args = parser.parse_args(argv)
+    if args.only and not args.only <= {*KEYS, "dry_run"}:
+        parser.error(f"--only: unknown {', '.join(sorted(args.only - {*KEYS, 'dry_run'}))}")
 
     plan = build_plan(args.quick)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="kling-bench-"))
     started = time.perf_counter()
     try:
-        results = run_plan(plan, work, lambda line: print(line, file=sys.stderr, flush=True))
-        dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
-        print(dry.describe(), file=sys.stderr, flush=True)
+        results = run_plan(
+            plan, work, lambda line: print(line, file=sys.stderr, flush=True), args.only
+        )
+        dry = None
+        if args.only is None or "dry_run" in args.only:
+            dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
+            print(dry.describe(), file=sys.stderr, flush=True)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
     rows = build_rows(results)
+    if args.only:  # drop the rows of what did not run
+        rows = [row for row in rows if row.ours is not None or row.base is not None]
     table = render(rows)
     notes = footnote(results)
     facts = machine_facts()
@@ -59,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{facts['python']}, {'quick' if plan.quick else 'full'} run in {elapsed:.0f} s\n"
         f"command: {command.strip()}"
     )
-    notes += f"\n{dry.describe()}"
+    if dry is not None:
+        notes += f"\n{dry.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
     if args.json:
         doc = summary(results, rows)
         doc["machine"]["command"] = command.strip()
         doc["machine"]["elapsed_s"] = elapsed
-        doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
+        if dry is not None:
+            doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n{table}\n\n{notes}\n")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 import uuid
 from typing import Any
 from urllib.parse import quote
 
+from ._body import CreateBody
 from ._config import RetryPolicy
 from ._errors import (
     BadRequestError,
@@ -26,8 +25,6 @@ from .models import MultiImageToVideoRequest, Task, TaskInfo, read_task
 __all__ = ["CREATE_PATH", "create_task", "new_external_id", "task_path"]
 
 CREATE_PATH = "/v1/videos/multi-image2video"
-#: A JSON body larger than this is serialised off the event loop (4 × 10 MB images ≈ 53 MB).
-_BIG_BODY = 1 << 20
 
 
 def task_path(ident: str) -> str:
@@ -40,12 +37,9 @@ def new_external_id() -> str:
     return f"ka-{uuid.uuid4().hex}"
 
 
-async def _encode(request: MultiImageToVideoRequest, cache: EncodingCache | None) -> bytes:
-    body = await request.to_wire(cache)
-    size = sum(len(item["image"]) for item in body["image_list"])
-    if size > _BIG_BODY:
-        return await asyncio.to_thread(lambda: json.dumps(body).encode())
-    return json.dumps(body).encode()
+async def _encode(request: MultiImageToVideoRequest, cache: EncodingCache | None) -> CreateBody:
+    # Streamed from the image sources on every send: no create holds its body in memory.
+    return await CreateBody.build(request, cache)
 
 
 async def _lookup(

@@ -16,6 +16,7 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 from ._auth import JwtSigner
+from ._body import CreateBody
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUTS, RetryPolicy, Timeouts
 from ._errors import (
     AuthenticationError,
@@ -154,7 +155,7 @@ class HttpLayer:
         method: str,
         path: str,
         *,
-        body: bytes | None = None,
+        body: bytes | CreateBody | None = None,
         params: Mapping[str, str | int] | None = None,
         retry: bool = True,
     ) -> Any:
@@ -200,18 +201,24 @@ class HttpLayer:
         method: str,
         path: str,
         *,
-        body: bytes | None = None,
+        body: bytes | CreateBody | None = None,
         params: Mapping[str, str | int] | None = None,
     ) -> Any:
-        """One request, no retry: map every failure onto the error tree."""
+        """One request, no retry: map every failure onto the error tree.
+
+        A `CreateBody` is streamed from its sources; if an image changed since it was checked,
+        the body stops short (so the server cannot take it) and its InvalidRequestError is
+        raised rather than the connection error that stopping short causes.
+        """
         if self._limiter is not None:
             await self._limiter.acquire()
         headers = {"Authorization": self._signer.header(), "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         url = self.base_url + path
-        # aiohttp warns (ResourceWarning) on raw bytes over 1 MiB; a BytesIO is sent in chunks.
-        data = io.BytesIO(body) if body is not None and len(body) > 1 << 20 else body
+        data: bytes | io.BytesIO | CreateBody | None = body
+        if isinstance(body, bytes) and len(body) > 1 << 20:
+            data = io.BytesIO(body)  # aiohttp warns on raw bytes over 1 MiB; BytesIO is chunked
         started = time.perf_counter()
         self.requests_sent += 1
         try:
@@ -220,14 +227,10 @@ class HttpLayer:
             ) as resp:
                 raw = await _read_capped(resp, f"{method} {path}")
                 status, resp_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            raise RequestTimeoutError(f"{method} {path}: timed out") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"{method} {path}: cannot connect to {self.base_url}") from exc
-        except aiohttp.ClientConnectionError as exc:  # disconnected, reset, OS error…
-            raise ConnectError(f"{method} {path}: connection lost ({exc})") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(body, CreateBody) and body.failure is not None:
+                raise body.failure from None
+            raise self._transport_error(method, path, exc) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s → HTTP %d, %d bytes in %.1f ms",
@@ -238,3 +241,12 @@ class HttpLayer:
                 (time.perf_counter() - started) * 1000,
             )
         return parse_envelope(status, raw, resp_headers)
+
+    def _transport_error(self, method: str, path: str, exc: BaseException) -> TransportError:
+        if isinstance(exc, TimeoutError):
+            return RequestTimeoutError(f"{method} {path}: timed out")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return ConnectError(f"{method} {path}: cannot connect to {self.base_url}")
+        if isinstance(exc, aiohttp.ClientConnectionError):  # disconnected, reset, OS error…
+            return ConnectError(f"{method} {path}: connection lost ({exc})")
+        return TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")

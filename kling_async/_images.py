@@ -8,16 +8,18 @@ import hashlib
 import os
 import re
 import stat
-import struct
-import zlib
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from ._encoding import EncodingCache, off_loop
+from ._encoding import CHUNK, EncodingCache, b64_size, off_loop
 from ._errors import InvalidRequestError
+from ._imagefile import CheckedFile
+from ._imagefile import image_error as _err
+from ._probe import HEAD_BYTES, ImageFormat, Truncated, probe_image, sniff
 
 __all__ = [
     "MAX_ASPECT",
@@ -35,74 +37,15 @@ MIN_SIDE = 300
 MIN_ASPECT = 1 / 2.5
 MAX_ASPECT = 2.5
 
-ImageFormat: TypeAlias = Literal["jpeg", "png"]
 _At: TypeAlias = tuple[int, str]  # (index, label) of an image, for error messages
 _Value: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | ImageInput"
-_HEAD = 64 * 1024  # holds IHDR and, in nearly every JPEG, all segments before the frame header
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
-# SOF0–SOF15 carry the frame size; DHT (C4), JPG (C8) and DAC (CC) sit in that range but do not.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_MAGIC = ((_PNG_SIG, "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
 _DATA_URI = re.compile(r"data:image/(?:png|jpe?g);base64,(.*)", re.I | re.S)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31})://")  # bounded: no 13 MB scans
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _B64_BAD = re.compile(r"[^A-Za-z0-9+/=]")
 _WS = re.compile(r"\s+")
-
-
-class _Truncated(ValueError): ...  # the data ends inside the header; more bytes may complete it
-
-
-def _sniff(data: bytes) -> str:
-    if data[:4] == b"RIFF" or data[4:8] == b"ftyp":  # both name their type at 8: WEBP, HEIC, AVIF…
-        return data[8:12].decode("ascii", "replace").strip().upper() or "unknown format"
-    found = (name for magic, name in _MAGIC if data.startswith(magic))
-    return next(found, "unknown format" if data else "empty data")
-
-
-def probe_image(data: bytes) -> tuple[ImageFormat, int, int]:
-    """(format, width, height) from the header; ValueError with the reason if not sound JPEG/PNG."""
-    if data.startswith(b"\xff\xd8"):
-        return _probe_jpeg(data)
-    if not data.startswith(_PNG_SIG):
-        raise ValueError(f"format must be JPEG or PNG, got {_sniff(data)}")
-    if len(data) < 33:
-        raise _Truncated("truncated PNG header (IHDR incomplete)")
-    length, tag, width, height = struct.unpack_from(">I4sII", data, 8)
-    if length != 13 or tag != b"IHDR":
-        raise ValueError("corrupt PNG header: first chunk is not IHDR")
-    if zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]:
-        raise ValueError("corrupt PNG header: IHDR checksum mismatch")
-    if not (0 < width < 2**31 and 0 < height < 2**31):
-        raise ValueError(f"corrupt PNG header: impossible size {width}x{height}")
-    return "png", width, height
-
-
-def _probe_jpeg(data: bytes) -> tuple[ImageFormat, int, int]:
-    pos, end = 2, len(data)
-    while True:  # walk marker segments until a frame header (SOFn) gives the size
-        if pos < end and data[pos] != 0xFF:
-            raise ValueError(f"corrupt JPEG header: expected a marker at byte {pos}")
-        while pos < end and data[pos] == 0xFF:  # 0xFF fill bytes may pad before any marker
-            pos += 1
-        if pos + 8 > end:  # too short for a frame header, which must still come
-            raise _Truncated("truncated JPEG header (ends before the frame header)")
-        marker = data[pos]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM / RSTn have no length field
-            pos += 1
-            continue
-        if marker in (0x00, 0xD8, 0xD9, 0xDA):
-            raise ValueError(f"corrupt JPEG header: marker FF{marker:02X} before the frame header")
-        (length,) = struct.unpack_from(">H", data, pos + 1)
-        if length < (8 if marker in _SOF else 2):
-            raise ValueError(f"corrupt JPEG header: bad length {length} of segment FF{marker:02X}")
-        if marker in _SOF:
-            height, width = struct.unpack_from(">HH", data, pos + 4)
-            if not width or not height:  # height 0 means "defined later by DNL": unsupported
-                raise ValueError(f"corrupt JPEG header: frame size {width}x{height}")
-            return "jpeg", width, height
-        pos += 1 + length
+_WIRE_CHUNK = 256 * 1024  # characters per chunk of base64 already in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +58,6 @@ class ImageInfo:
     size: int
 
 
-def _err(index: int, label: str, msg: str, limit: str | None, value: object) -> InvalidRequestError:
-    where = f"images[{index}]"
-    return InvalidRequestError(f"{where} ({label}): {msg}", field=where, limit=limit, value=value)
-
-
 def _examine(at: _At, size: int, head: bytes, whole: Callable[[], bytes], noun: str) -> ImageInfo:
     if size > MAX_IMAGE_BYTES:  # round up, so 10 MB + 1 byte never reads "10.0 MB"
         mb = -(-size * 10 // 2**20) / 10
@@ -127,14 +65,14 @@ def _examine(at: _At, size: int, head: bytes, whole: Callable[[], bytes], noun: 
     try:
         try:
             fmt, w, h = probe_image(head)
-        except _Truncated:
+        except Truncated:
             if size <= len(head):
                 raise
             fmt, w, h = probe_image(whole())  # rare: metadata past 64 KiB; whole is ≤ 10 MB
     except InvalidRequestError:  # from whole() re-reading a file: it already names the image
         raise
     except ValueError as exc:
-        raise _err(*at, str(exc), "JPEG or PNG", _sniff(head)) from None
+        raise _err(*at, str(exc), "JPEG or PNG", sniff(head)) from None
     if w < MIN_SIDE or h < MIN_SIDE:
         raise _err(*at, f"image is {w}x{h} px, both sides must be ≥ 300 px", "≥ 300 px", (w, h))
     if 2 * w > 5 * h or 2 * h > 5 * w:  # exact integer form of MIN_ASPECT ≤ w/h ≤ MAX_ASPECT
@@ -221,7 +159,7 @@ class ImageInput:
             why = f"character {bad.group()!r} at {bad.start()}" if bad else "bad padding or length"
             raise _err(*at, f"invalid base64: {why}", "base64 (RFC 4648)", len(b64))
         size = len(b64) // 4 * 3 - (2 if b64.endswith("==") else 1 if b64.endswith("=") else 0)
-        head = base64.b64decode(b64[: _HEAD // 3 * 4])  # just enough for the header
+        head = base64.b64decode(b64[: HEAD_BYTES // 3 * 4])  # just enough for the header
         info = _examine(at, size, head, lambda: base64.b64decode(b64), "decoded image")
         return cls("base64", info, b64, label, index)
 
@@ -234,7 +172,7 @@ class ImageInput:
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below
             what = "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
             raise _err(*at, f"{what}, not an image file", "regular file", str(path))
-        head, st = _read(at, path, _HEAD)
+        head, st = _read(at, path, HEAD_BYTES)
         info = _examine(at, st.st_size, head, lambda: _read(at, path, st.st_size)[0], "file")
         real = Path(os.path.realpath(path))
         return cls("path", info, real, given, index, (st.st_size, st.st_mtime_ns))
@@ -243,22 +181,77 @@ class ImageInput:
         """Short human label: the path, the URL (≤ 80 chars), "<N bytes>" or "<base64, N chars>"."""
         return self._label
 
-    async def wire_value(self, cache: EncodingCache | None = None) -> str:
-        """The string for image_list[i].image; files are read and encoded now, off the loop."""
+    @property
+    def encoded_size(self) -> int | None:
+        """Characters of image_list[i].image: its base64 length (None for a URL, sent as is)."""
         p = self._payload
-        if isinstance(p, str):  # a URL, or base64 already stripped of whitespace
-            return p
-        if isinstance(p, bytes):  # up to 10 MB: encode off the loop like a file
-            return (await off_loop(lambda: base64.b64encode(p), cache)).decode("ascii")
-        if cache is None or (st := _stat(p)) is None:  # a vanished file: _load says so
-            return await off_loop(lambda: self._load(p), cache)
-        return await cache._get((str(p), st.st_size, st.st_mtime_ns), lambda: self._load(p))
+        if self.kind == "url":
+            return None
+        if isinstance(p, str):
+            return len(p)
+        return b64_size(len(p) if isinstance(p, bytes) else self._file.size)
 
-    def _load(self, path: Path) -> str:
-        data, st = _read(self._at, path, MAX_IMAGE_BYTES + 1)  # bounded even if the file grew
-        if (len(data), st.st_mtime_ns) != self._stamp:  # changed since parse: check it again
-            _examine(self._at, max(len(data), st.st_size), data, lambda: data, "file")
-        return base64.b64encode(data).decode("ascii")
+    async def wire_value(self, cache: EncodingCache | None = None) -> str:
+        """The whole string for image_list[i].image, in memory (`chunks` streams it instead)."""
+        if isinstance(self._payload, str):  # a URL, or base64 already stripped of whitespace
+            return self._payload
+        return b"".join([chunk async for chunk in self.chunks(cache)]).decode("ascii")
+
+    async def chunks(self, cache: EncodingCache | None = None) -> AsyncGenerator[bytes, None]:
+        """The base64 of image_list[i].image, ≤ 256 KiB at a time, encoded off the loop as asked.
+
+        A file is read a chunk at a time (a small one shared by many jobs comes whole from
+        `cache`). If it changed since parse() — size, modification time, header, or bytes
+        streamed against the size declared — InvalidRequestError is raised before its last
+        chunk, so a body with other content than was checked is never completed.
+        """
+        p = self._payload
+        if isinstance(p, str):
+            for i in range(0, len(p), _WIRE_CHUNK):
+                yield p[i : i + _WIRE_CHUNK].encode("ascii")
+        elif isinstance(p, bytes):
+            view = memoryview(p)
+            for i in range(0, len(p), CHUNK):
+                yield await off_loop(partial(base64.b64encode, view[i : i + CHUNK]), cache)
+        elif cache is not None and cache.eligible((file := self._file).size):
+            file.check_unchanged()  # one stat, on the loop: joins a flight in progress at once
+            whole = await cache._get((str(p), file.size, file.mtime_ns), file.encode)
+            for i in range(0, len(whole), _WIRE_CHUNK):
+                yield whole[i : i + _WIRE_CHUNK]
+        else:
+            reader = self._file.chunks()
+            try:
+                while (out := await off_loop(partial(_encode_next, reader), cache)) is not None:
+                    yield out
+            finally:
+                reader.close()
+
+    def check_unchanged(self) -> None:
+        """For a file, raise InvalidRequestError if it changed since parse() (one stat)."""
+        if self.kind == "path":
+            self._file.check_unchanged()
+
+    def encode_now(self) -> bytes:
+        """The base64 of the image, whole, in the calling thread (blocking for a file)."""
+        p = self._payload
+        if self.kind == "url":
+            raise ValueError("a URL is sent as is, not encoded")
+        if isinstance(p, str):
+            return p.encode("ascii")
+        return base64.b64encode(p) if isinstance(p, bytes) else self._file.encode()
+
+    @property
+    def _file(self) -> CheckedFile:
+        assert isinstance(self._payload, Path) and self._stamp is not None and self.info
+        info = self.info
+        return CheckedFile(
+            self._payload, *self._stamp, (info.format, info.width, info.height), self._at
+        )
+
+
+def _encode_next(chunks: Iterator[bytes]) -> bytes | None:
+    data = next(chunks, None)
+    return None if data is None else base64.b64encode(data)
 
 
 # -- content digests (job identity; appended here because they read ImageInput's payload) --

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -29,6 +28,7 @@ from kling_async import (
     TaskStatus,
 )
 from kling_async._auth import JwtSigner
+from kling_async._body import CreateBody
 from kling_async._create import CREATE_PATH, create_task, new_external_id
 from kling_async._http import HttpLayer
 
@@ -39,8 +39,8 @@ MS = 1_722_769_557_708
 
 
 def _raw(data: Any) -> Any:
-    """The body as sent: bytes, or a BytesIO for bodies over 1 MiB."""
-    return data.getvalue() if isinstance(data, io.BytesIO) else data
+    """The body as it would be sent (a create body streams from its sources)."""
+    return data.decode() if isinstance(data, CreateBody) else data
 
 
 def env(code: int = 0, data: Any = None, message: str = "m") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from kling_async import _images
 from kling_async._errors import InvalidRequestError
+from kling_async._imagefile import CheckedFile
 from kling_async._images import (
     MAX_ASPECT,
     MAX_IMAGE_BYTES,
@@ -430,10 +431,11 @@ async def test_bytes_encode_to_base64() -> None:
     assert await ImageInput.parse(GOOD_PNG).wire_value() == b64(GOOD_PNG)
 
 
-async def test_file_is_read_at_send_time_off_the_loop(
+async def test_file_is_read_at_send_time_in_chunks_off_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path, "a.png", png(800, 600, pad=500_000))
+    data = png(800, 600, pad=500_000)
+    path = write(tmp_path, "a.png", data)
     reads: list[tuple[int, bool]] = []
     real_read = _images._read
 
@@ -442,35 +444,76 @@ async def test_file_is_read_at_send_time_off_the_loop(
         return real_read(at, p, limit)
 
     monkeypatch.setattr(_images, "_read", spy)
+    threads: set[bool] = set()
+    real_encode = _images._encode_next
+
+    def spy_encode(chunks: Any) -> Any:
+        threads.add(threading.current_thread() is threading.main_thread())
+        return real_encode(chunks)
+
+    monkeypatch.setattr(_images, "_encode_next", spy_encode)
     image = ImageInput.parse(path)
     assert reads == [(64 * 1024, True)]  # parse: only the header, synchronously
-    new = png(1000, 500)  # changed but still valid: the current content is what is sent
-    path.write_bytes(new)
-    bump_mtime(path)
-    assert await image.wire_value() == b64(new)
-    assert reads[1] == (MAX_IMAGE_BYTES + 1, False)  # send: the whole file, in a worker thread
+    chunks = [c async for c in image.chunks()]
+    assert b"".join(chunks) == b64(data).encode()
+    assert max(map(len, chunks)) == 256 * 1024 and len(chunks) == 3  # 196,608 bytes a read
+    assert threads == {False}  # every read and encoding on a worker thread
+    assert image.encoded_size == len(b64(data))
 
 
 @pytest.mark.parametrize(
-    ("new", "message"),
+    ("new", "what"),
     [
-        (png(100, 100), "image is 100x100 px"),
-        (png(800, 600, pad=MAX_IMAGE_BYTES), "file is 10.1 MB, limit is 10 MB"),
-        (b"not an image any more", "format must be JPEG or PNG"),
+        (png(100, 100), ""),  # same length: only the modification time tells
+        (png(800, 600, pad=MAX_IMAGE_BYTES), "size 65 → 10,485,825 bytes"),
+        (b"not an image any more", "size 65 → 21 bytes"),
     ],
 )
 @pytest.mark.parametrize("cached", [False, True])
-async def test_change_after_parse_is_revalidated(
-    tmp_path: Path, new: bytes, message: str, cached: bool
+async def test_change_after_parse_is_rejected(
+    tmp_path: Path, new: bytes, what: str, cached: bool
 ) -> None:
     path = write(tmp_path, "a.png", GOOD_PNG)
     image = ImageInput.parse(path, index=2)
     path.write_bytes(new)
     bump_mtime(path)
+    if len(new) == len(GOOD_PNG):
+        what = "modified (same size, new modification time)"
     with pytest.raises(InvalidRequestError) as info:
         await image.wire_value(EncodingCache() if cached else None)
     assert info.value.field == "images[2]"
-    assert f"images[2] ({str(path)!r}): {message}" in str(info.value)
+    assert (
+        str(info.value) == f"images[2] ({str(path)!r}): file changed since it was checked: {what}"
+    )
+
+
+async def test_same_size_and_mtime_but_new_header_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.png", GOOD_PNG)
+    image = ImageInput.parse(path)
+    st_ = path.stat()
+    path.write_bytes(png(900, 600))  # same length, other size in the header
+    os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+    with pytest.raises(InvalidRequestError, match=r"header says png 900x600, was png 800x600"):
+        await image.wire_value()
+
+
+@pytest.mark.parametrize(("change", "what"), [("shrink", "shrank"), ("grow", "grew")])
+async def test_change_while_streaming_stops_before_the_last_chunk(
+    tmp_path: Path, change: str, what: str
+) -> None:
+    data = png(800, 600, pad=1_000_000)
+    path = write(tmp_path, "a.png", data)
+    image = ImageInput.parse(path)
+    got: list[bytes] = []
+    with pytest.raises(InvalidRequestError, match=f"it {what} while being sent"):
+        async for chunk in image.chunks():
+            if not got:  # after the first chunk went out, the file changes under us
+                st_ = path.stat()
+                new = data[:300_000] if change == "shrink" else data + b"more"
+                path.write_bytes(new)
+                os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+            got.append(chunk)
+    assert sum(map(len, got)) < len(b64(data))  # the image never went out whole
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -482,23 +525,37 @@ async def test_file_removed_after_parse(tmp_path: Path, cached: bool) -> None:
         await image.wire_value(EncodingCache() if cached else None)
 
 
+async def test_bytes_and_base64_stream_from_memory() -> None:
+    data = png(800, 600, pad=700_000)
+    for image in (ImageInput.parse(data), ImageInput.parse(b64(data))):
+        chunks = [c async for c in image.chunks()]
+        assert len(chunks) == 4 and max(map(len, chunks)) == 256 * 1024
+        assert b"".join(chunks) == b64(data).encode() == image.encode_now()
+        assert image.encoded_size == len(b64(data))
+    assert ImageInput.parse("https://example.com/a.png").encoded_size is None
+
+
 # --------------------------------------------------------------------------- EncodingCache
 
 
-async def test_cache_hits_and_misses(tmp_path: Path) -> None:
+async def test_cache_keeps_an_image_from_its_second_use(tmp_path: Path) -> None:
     cache = EncodingCache()
     a = ImageInput.parse(write(tmp_path, "a.png", GOOD_PNG))
     b = ImageInput.parse(write(tmp_path, "b.jpg", GOOD_JPEG))
-    assert await a.wire_value(cache) == b64(GOOD_PNG)
-    assert await a.wire_value(cache) == b64(GOOD_PNG)
+    assert await a.wire_value(cache) == b64(GOOD_PNG)  # used once: not kept
+    assert len(cache) == 0
+    assert await a.wire_value(cache) == b64(GOOD_PNG)  # used again: kept
     assert await ImageInput.parse(tmp_path / "a.png").wire_value(cache) == b64(GOOD_PNG)
     assert await b.wire_value(cache) == b64(GOOD_JPEG)
-    assert (cache.hits, cache.misses, len(cache)) == (2, 2, 2)
-    assert cache.nbytes == len(b64(GOOD_PNG)) + len(b64(GOOD_JPEG))
+    assert (cache.hits, cache.misses, len(cache)) == (1, 3, 1)
+    assert cache.nbytes == len(b64(GOOD_PNG))
     (tmp_path / "a.png").write_bytes(png(900, 600))
     bump_mtime(tmp_path / "a.png")
-    assert await a.wire_value(cache) == b64(png(900, 600))  # a new key: encoded again
-    assert (cache.hits, cache.misses) == (2, 3)
+    again = ImageInput.parse(tmp_path / "a.png")  # checked anew: a new key, encoded again
+    assert await again.wire_value(cache) == b64(png(900, 600))
+    assert (cache.hits, cache.misses) == (1, 4)
+    with pytest.raises(InvalidRequestError, match="changed since it was checked"):
+        await a.wire_value(cache)  # the cached old content is not sent for a changed file
 
 
 async def test_symlink_shares_the_cache_entry(tmp_path: Path) -> None:
@@ -506,8 +563,9 @@ async def test_symlink_shares_the_cache_entry(tmp_path: Path) -> None:
     target = write(tmp_path, "a.png", GOOD_PNG)
     (tmp_path / "link.png").symlink_to(target)
     await ImageInput.parse(target).wire_value(cache)
-    await ImageInput.parse(tmp_path / "link.png").wire_value(cache)
-    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
+    await ImageInput.parse(tmp_path / "link.png").wire_value(cache)  # the same file, again
+    await ImageInput.parse(target).wire_value(cache)
+    assert (cache.hits, cache.misses, len(cache)) == (1, 2, 1)
 
 
 async def test_cache_evicts_least_recently_used_by_bytes(tmp_path: Path) -> None:
@@ -516,58 +574,77 @@ async def test_cache_evicts_least_recently_used_by_bytes(tmp_path: Path) -> None
     }
     size = len(b64(png(800, 600, pad=3000)))
     cache = EncodingCache(max_bytes=2 * size + 10)  # room for two
-    for name in "aba":
+    for name in "aabba":
         await images[name].wire_value(cache)
-    assert (cache.hits, cache.misses, len(cache)) == (1, 2, 2)
-    await images["c"].wire_value(cache)  # evicts b, the least recently used
+    assert (cache.hits, cache.misses, len(cache)) == (1, 4, 2)
+    for name in "cc":  # kept at its second use: evicts b, the least recently used
+        await images[name].wire_value(cache)
     assert (len(cache), cache.nbytes) == (2, 2 * size)
     await images["a"].wire_value(cache)
-    assert (cache.hits, cache.misses) == (2, 3)
-    await images["b"].wire_value(cache)
-    assert (cache.hits, cache.misses, len(cache)) == (2, 4, 2)
-    assert cache.nbytes <= cache.max_bytes
+    assert (cache.hits, cache.misses) == (2, 6)
+    await images["b"].wire_value(cache)  # seen before: kept again at once, evicting c
+    assert (cache.hits, cache.misses, len(cache)) == (2, 7, 2)
+    await images["a"].wire_value(cache)
+    assert cache.hits == 3 and cache.nbytes <= cache.max_bytes
 
 
-async def test_entry_larger_than_cache_is_not_kept(tmp_path: Path) -> None:
+async def test_only_small_files_go_through_the_cache(tmp_path: Path) -> None:
     cache = EncodingCache(max_bytes=100)
     image = ImageInput.parse(write(tmp_path, "a.png", GOOD_PNG + bytes(200)))
-    assert await image.wire_value(cache) == b64(GOOD_PNG + bytes(200))
-    assert (len(cache), cache.nbytes, cache.misses) == (0, 0, 1)
+    for _ in range(2):
+        assert await image.wire_value(cache) == b64(GOOD_PNG + bytes(200))
+    assert (len(cache), cache.nbytes, cache.misses) == (0, 0, 2)  # larger than the whole cache
+    big = ImageInput.parse(write(tmp_path, "big.png", png(800, 600, pad=2_000_000)))
+    cache = EncodingCache()
+    for _ in range(3):
+        assert await big.wire_value(cache) == b64(png(800, 600, pad=2_000_000))
+    assert (len(cache), cache.hits, cache.misses) == (0, 0, 0)  # > 1 MiB: streamed each time
+
+
+def _count_encodings(
+    monkeypatch: pytest.MonkeyPatch, gate: threading.Event | None = None
+) -> list[int]:
+    calls: list[int] = []
+    real = CheckedFile.encode
+
+    def spy(self: CheckedFile) -> bytes:
+        calls.append(1)
+        if gate is not None:
+            gate.wait(5)
+        return real(self)
+
+    monkeypatch.setattr(CheckedFile, "encode", spy)
+    return calls
 
 
 async def test_single_flight_under_gather(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "a.png", png(800, 600, pad=100_000))
     images = [ImageInput.parse(path, index=i % 4) for i in range(50)]
-    loads: list[int] = []
-    real_read = _images._read
-
-    def spy(at: Any, p: Path, limit: int) -> Any:
-        loads.append(limit)
-        return real_read(at, p, limit)
-
-    monkeypatch.setattr(_images, "_read", spy)
+    calls = _count_encodings(monkeypatch)
     cache = EncodingCache()
     results = await asyncio.gather(*(image.wire_value(cache) for image in images))
     assert set(results) == {b64(path.read_bytes())}
-    assert loads == [MAX_IMAGE_BYTES + 1]  # one read + encoding for all fifty
-    assert (cache.misses, cache.hits, len(cache)) == (1, 49, 1)
+    assert len(calls) == 1  # one read + encoding for all fifty
+    assert (cache.misses, cache.hits, len(cache)) == (1, 49, 1)  # shared: worth keeping
 
 
 async def test_single_flight_failure_reaches_every_waiter_and_is_not_cached(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path, "a.png", GOOD_PNG)
-    image = ImageInput.parse(path)
-    path.write_bytes(png(10, 10))
-    bump_mtime(path)
+    image = ImageInput.parse(write(tmp_path, "a.png", GOOD_PNG))
+    failing = InvalidRequestError("images[0]: cannot read file", field="images[0]")
+
+    def fail(self: CheckedFile) -> bytes:
+        raise failing
+
+    monkeypatch.setattr(CheckedFile, "encode", fail)
     cache = EncodingCache()
     results = await asyncio.gather(
         *(image.wire_value(cache) for _ in range(10)), return_exceptions=True
     )
-    assert all(isinstance(r, InvalidRequestError) for r in results)
+    assert results == [failing] * 10
     assert (cache.misses, cache.hits, len(cache)) == (1, 9, 0)
-    path.write_bytes(GOOD_PNG)
-    bump_mtime(path)
+    monkeypatch.undo()
     assert await image.wire_value(cache) == b64(GOOD_PNG)
     assert (cache.misses, len(cache)) == (2, 1)
 
@@ -575,16 +652,9 @@ async def test_single_flight_failure_reaches_every_waiter_and_is_not_cached(
 async def test_cancelled_waiter_does_not_cancel_shared_encoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path, "a.png", GOOD_PNG)
-    image = ImageInput.parse(path)
+    image = ImageInput.parse(write(tmp_path, "a.png", GOOD_PNG))
     gate = threading.Event()
-    real_read = _images._read
-
-    def slow(at: Any, p: Path, limit: int) -> Any:
-        gate.wait(5)
-        return real_read(at, p, limit)
-
-    monkeypatch.setattr(_images, "_read", slow)
+    calls = _count_encodings(monkeypatch, gate)
     cache = EncodingCache()
     first = asyncio.create_task(image.wire_value(cache))
     second = asyncio.create_task(image.wire_value(cache))
@@ -594,7 +664,7 @@ async def test_cancelled_waiter_does_not_cancel_shared_encoding(
     assert await second == b64(GOOD_PNG)
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert (cache.misses, len(cache)) == (1, 1)
+    assert (cache.misses, len(cache), len(calls)) == (1, 1, 1)
 
 
 # --------------------------------------------------------------------------- properties

@@ -18,10 +18,11 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors"},
-    {"_config", "_events", "_encoding", "_names", "_prices", "_folder"},
+    {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder"},
+    {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
-    {"_auth", "_retry", "_limits", "_identity", "_journal_schema"},
+    {"_auth", "_retry", "_limits", "_body", "_identity", "_journal_schema"},
     {"_http", "_download", "_followed"},
     {"_create", "_poll", "_fetch"},
     {"_client"},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -239,9 +239,13 @@ class MultiImageToVideoRequest(BaseModel):
 
     async def to_wire(self, cache: EncodingCache | None = None) -> dict[str, Any]:
         """The JSON body for the create call; images are encoded now, not at construction."""
+        return self.wire_body([await img.wire_value(cache) for img in self.images])
+
+    def wire_body(self, images: Sequence[str]) -> dict[str, Any]:
+        """The create body's fields in wire order, `images[i]` as image_list[i].image."""
         body: dict[str, Any] = {
             "model_name": self.model_name,
-            "image_list": [{"image": await img.wire_value(cache)} for img in self.images],
+            "image_list": [{"image": image} for image in images],
             "prompt": self.prompt,
             "mode": self.mode,
             "duration": self.duration,

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ._body import BodyReader
 from ._control import add_control_routes
 from ._core import Core
 from ._faults import Fault
@@ -17,7 +18,8 @@ from ._validate import parse_create, parse_page
 __all__ = ["API_PATH", "build_api_app"]
 
 API_PATH = "/v1/videos/multi-image2video"
-# Bodies above this size are validated in a worker thread (base64 decoding of big images).
+# Documents above this size are validated in a worker thread (base64 decoding of images that
+# were not streamed: URLs and short strings stay in the document).
 _THREAD_THRESHOLD = 256 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,15 +53,24 @@ class _Api:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/videos/multi-image2video."""
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.core.config.max_body_bytes
-            raise SimError(1201, f"request body exceeds {limit} bytes") from None
-        if len(raw) > _THREAD_THRESHOLD:
-            req = await asyncio.to_thread(parse_create, raw)
+        cfg = self.core.config
+        reader = BodyReader(cfg.max_body_bytes, digest=cfg.record_bodies)
+        async for chunk in request.content.iter_any():  # Content-Length or chunked alike
+            reader.feed(chunk)
+        if reader.sha256 is not None:
+            self.core.stats.create_bodies.append(
+                {
+                    "content_length": request.content_length,
+                    "chunked": "chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+                    "size": reader.size,
+                    "sha256": reader.sha256.hexdigest(),
+                }
+            )
+        doc, streamed = reader.finish()
+        if len(doc) > _THREAD_THRESHOLD:
+            req = await asyncio.to_thread(parse_create, doc, streamed)
         else:
-            req = parse_create(raw)
+            req = parse_create(doc, streamed)
         task = self.core.store.create(req)
         data = {
             "task_id": task.task_id,

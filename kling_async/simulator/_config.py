@@ -89,6 +89,9 @@ class SimulatorConfig:
     duplicate_callbacks: bool = False
     callback_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024 * 1024
+    # Keep (Content-Length, bytes received, sha256) of every create body in the stats, so tests
+    # can check what arrived byte for byte; off by default: hashing costs CPU in benchmarks.
+    record_bodies: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Units per task by "mode-duration" (overrides merge over Kling's defaults).
     prices: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_PRICES)

@@ -9,6 +9,12 @@ from typing import Any
 __all__ = ["SimulatorStats"]
 
 
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    return [dict(v) for v in value] if isinstance(value, list) else value
+
+
 @dataclass
 class SimulatorStats:
     """Live counters; ``as_dict()`` gives a JSON-ready snapshot.
@@ -38,6 +44,9 @@ class SimulatorStats:
     video_auth_headers: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    #: With ``record_bodies``: one dict per create body received (content_length, chunked,
+    #: size, sha256), in arrival order.
+    create_bodies: list[dict[str, Any]] = field(default_factory=list)
 
     def record_error(self, code: int) -> None:
         """Count one error answer by business code."""
@@ -65,7 +74,4 @@ class SimulatorStats:
     def as_dict(self) -> dict[str, Any]:
         """A deep-copied plain-dict snapshot (Counters become dicts)."""
         # dataclasses.asdict would rebuild Counters from (key, value) pairs: copy by hand.
-        return {
-            f.name: dict(value) if isinstance(value := getattr(self, f.name), dict) else value
-            for f in fields(self)
-        }
+        return {f.name: _copy(getattr(self, f.name)) for f in fields(self)}

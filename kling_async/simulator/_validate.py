@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._images import sniff_image
+from ._body import MAX_IMAGE_BYTES, StreamedImage
+from ._images import ImageInfo, sniff_image
 from ._protocol import SimError
 
 __all__ = [
     "MAX_IMAGE_BYTES",
     "CreateRequest",
+    "check_image",
+    "check_streamed",
     "parse_create",
     "parse_page",
 ]
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_PROMPT_CHARS = 2500
 MIN_SIDE = 300
 MAX_IMAGES = 4
@@ -112,34 +114,26 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def check_image(value: str, where: str) -> None:
-    """Accept an http(s) URL as is; decode and check raw base64 (format, size, dimensions)."""
-    if value.lower().startswith(("http://", "https://")):
-        if not _is_http_url(value):
-            raise SimError(1201, f"field '{where}' is not a valid http(s) URL")
-        return
-    if value[:5].lower() == "data:":
-        raise SimError(
-            1201, f"field '{where}' must be raw base64 without a 'data:...;base64,' prefix"
-        )
-    # Reject oversize input before decoding it.
-    estimated = len(value) * 3 // 4 - value[-2:].count("=")
+def _oversize(estimated: int, where: str) -> None:
     if estimated > MAX_IMAGE_BYTES:
         raise SimError(
             1201,
             f"field '{where}' must be at most 10 MB ({MAX_IMAGE_BYTES} bytes) decoded "
             f"(got {estimated} bytes)",
         )
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise SimError(
-            1201, f"field '{where}' is neither an http(s) URL nor valid base64"
-        ) from None
-    try:
-        info = sniff_image(data)
-    except ValueError as exc:
-        raise SimError(1201, f"field '{where}' must be a JPEG or PNG image ({exc})") from None
+
+
+def _not_base64(where: str) -> SimError:
+    return SimError(1201, f"field '{where}' is neither an http(s) URL nor valid base64")
+
+
+def _check_pixels(data: bytes, info: ImageInfo | None, where: str) -> None:
+    """Format (sniffed from `data` unless `info` is known), both sides, aspect ratio."""
+    if info is None:
+        try:
+            info = sniff_image(data)
+        except ValueError as exc:
+            raise SimError(1201, f"field '{where}' must be a JPEG or PNG image ({exc})") from None
     if info.width < MIN_SIDE or info.height < MIN_SIDE:
         raise SimError(
             1201,
@@ -155,7 +149,37 @@ def check_image(value: str, where: str) -> None:
         )
 
 
-def _image_list(body: Mapping[str, Any]) -> int:
+def check_image(value: str, where: str) -> None:
+    """Accept an http(s) URL as is; decode and check raw base64 (format, size, dimensions)."""
+    if value.lower().startswith(("http://", "https://")):
+        if not _is_http_url(value):
+            raise SimError(1201, f"field '{where}' is not a valid http(s) URL")
+        return
+    if value[:5].lower() == "data:":
+        raise SimError(
+            1201, f"field '{where}' must be raw base64 without a 'data:...;base64,' prefix"
+        )
+    # Reject oversize input before decoding it.
+    _oversize(len(value) * 3 // 4 - value[-2:].count("="), where)
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _not_base64(where) from None
+    _check_pixels(data, None, where)
+
+
+def check_streamed(image: StreamedImage, where: str) -> None:
+    """The checks of `check_image`, in its order, on a string that was checked as it streamed.
+
+    A streamed string starts with 64 KiB of base64 alphabet, so it is never a URL or data: URI.
+    """
+    _oversize(image.estimated, where)
+    if not image.valid:
+        raise _not_base64(where)
+    _check_pixels(bytes(image.head), image.info, where)
+
+
+def _image_list(body: Mapping[str, Any], streamed: Mapping[str, StreamedImage]) -> int:
     items = body.get("image_list")
     if items is None:
         raise SimError(1200, "missing required field 'image_list'")
@@ -179,7 +203,10 @@ def _image_list(body: Mapping[str, Any]) -> int:
             raise _type_error(f"{where}.image", "a string", image)
         if not image:
             raise SimError(1201, f"field '{where}.image' must not be empty")
-        check_image(image, f"{where}.image")
+        if (stream := streamed.get(image)) is not None:
+            check_streamed(stream, f"{where}.image")
+        else:
+            check_image(image, f"{where}.image")
     return len(items)
 
 
@@ -200,8 +227,12 @@ def _watermark(body: Mapping[str, Any]) -> bool:
     return enabled
 
 
-def parse_create(raw: bytes) -> CreateRequest:
-    """Parse and validate a create body; raise SimError 1200/1201 naming the field."""
+def parse_create(raw: bytes, streamed: Mapping[str, StreamedImage] | None = None) -> CreateRequest:
+    """Parse and validate a create body; raise SimError 1200/1201 naming the field.
+
+    `streamed`: the images `BodyReader` checked as they arrived, by the placeholder standing
+    for each in `raw`.
+    """
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -227,7 +258,7 @@ def parse_create(raw: bytes) -> CreateRequest:
         raise SimError(1201, f"field 'callback_url' must be an http(s) URL (got {callback_url!r})")
     return CreateRequest(
         prompt=prompt,
-        image_count=_image_list(body),
+        image_count=_image_list(body, streamed or {}),
         model_name=_enum(body, "model_name", MODELS),
         negative_prompt=negative,
         mode=_enum(body, "mode", MODES),

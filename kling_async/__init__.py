@@ -2,7 +2,8 @@
 
 from ._auth import Credentials
 from ._batch import Batch, run_batch
-from ._batch_io import BatchResult, BatchStatus, batch_status
+from ._batch_io import BatchResult
+from ._batch_status import BatchStatus, FileProblem, batch_status
 from ._callbacks import CallbackReceiver
 from ._client import Client
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
@@ -29,7 +30,9 @@ from ._errors import (
     VideoExpiredError,
 )
 from ._events import Event, EventHook
+from ._folder import FolderBusyError, OutputFolderError
 from ._images import EncodingCache, ImageInput
+from ._journal_schema import JournalError
 from ._preflight import PreflightReport, preflight
 from ._prices import PriceTable
 from .models import MultiImageToVideoRequest, Task, TaskPage, TaskStatus, Video
@@ -55,11 +58,15 @@ __all__ = [
     "EncodingCache",
     "Event",
     "EventHook",
+    "FileProblem",
+    "FolderBusyError",
     "ImageInput",
     "InvalidRequestError",
+    "JournalError",
     "KlingError",
     "Limits",
     "MultiImageToVideoRequest",
+    "OutputFolderError",
     "PollPolicy",
     "PreflightReport",
     "PriceTable",

@@ -1,10 +1,11 @@
-"""Batch records: per-job results, error records, file hashes and the results.jsonl manifest."""
+"""Batch records: per-job results, error records, file checks and the results.jsonl manifest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +18,7 @@ __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_NAME",
     "BatchResult",
-    "BatchStatus",
-    "batch_status",
+    "check_file",
     "file_record",
     "job_error",
     "result_from_row",
@@ -31,20 +31,37 @@ MANIFEST_NAME = "results.jsonl"
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What became of one job: its final state, files (path, bytes, sha256) or error."""
+    """What became of one job: its final state, files (path, bytes, sha256) or error.
 
-    line: int
+    `line` is the job's line in the jobs file (None once the job is no longer in it: its task,
+    already paid for, is still followed and downloaded); `job_id` is the job's identity.
+    """
+
+    line: int | None
     external_task_id: str
     state: str
     task_id: str | None = None
     files: tuple[dict[str, Any], ...] = ()
     error: dict[str, Any] | None = None
     expires_at: datetime | None = None
+    job_id: str = ""
+    in_jobs_file: bool = True
 
     @property
     def ok(self) -> bool:
         """True when the job's video(s) are on disk."""
         return self.state == JobState.DOWNLOADED
+
+    @property
+    def counts_against_exit(self) -> bool:
+        """Whether this result makes a run "not everything on disk" (exit code 1).
+
+        A job still in the jobs file must be downloaded. A removed one counts only while its
+        paid-for video could still reach the disk: removing a failed line ends the matter.
+        """
+        if self.ok:
+            return False
+        return self.in_jobs_file or self.state not in JobState.TERMINAL
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest line for this job."""
@@ -56,6 +73,8 @@ class BatchResult:
             "files": list(self.files),
             "error": self.error,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "job_id": self.job_id,
+            "in_jobs_file": self.in_jobs_file,
         }
 
 
@@ -80,17 +99,47 @@ def file_record(path: Path, root: Path) -> dict[str, Any]:
     return {"path": str(path.relative_to(root)), "bytes": size, "sha256": digest.hexdigest()}
 
 
-def result_from_row(row: JobRow) -> BatchResult:
-    """The result a journal row stands for."""
+def check_file(root: Path, record: dict[str, Any], *, rehash: bool = False) -> str | None:
+    """Why a recorded file is no longer as recorded (missing, resized, other hash), or None.
+
+    Without `rehash` this is one `stat`; with it the file is read and hashed again.
+    """
+    path = root / str(record.get("path", ""))
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size != record.get("bytes"):
+        return f"damaged ({st.st_size:,} bytes on disk, {record.get('bytes')} recorded)"
+    if rehash:
+        try:
+            if file_record(path, root)["sha256"] != record.get("sha256"):
+                return "damaged (its sha256 is not the recorded one)"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or exc})"
+    return None
+
+
+def result_from_row(
+    row: JobRow, *, line: int | None = None, in_file: bool | None = None
+) -> BatchResult:
+    """The result a journal row stands for (seen at `line`, or in the file or not, if given)."""
     expires = datetime.fromtimestamp(row.expires_at, UTC) if row.expires_at else None
+    in_file = row.in_jobs_file if in_file is None else in_file
     return BatchResult(
-        row.line,
+        (row.line if line is None else line) if in_file else None,
         row.external_id,
         row.state,
         row.task_id,
         tuple(row.files or ()),
         row.error,
         expires,
+        row.key,
+        in_file,
     )
 
 
@@ -106,37 +155,3 @@ def write_manifest(journal: Journal, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         journal.close_sync()
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStatus:
-    """What a batch's journal says: counts by state, problems, and the soonest video expiry."""
-
-    counts: dict[str, int]
-    problems: list[BatchResult]
-    pending_downloads: int
-    soonest_expiry: datetime | None
-    #: Of the pending downloads, how many have an unknown expiry (Kling sent no created_at).
-    unknown_expiry: int = 0
-
-    @property
-    def total(self) -> int:
-        """Jobs the journal knows."""
-        return sum(self.counts.values())
-
-
-def batch_status(out_dir: Path) -> BatchStatus:
-    """Read `out_dir`'s journal (read-only use; safe while no batch writes to it)."""
-    path = Path(out_dir) / JOURNAL_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no batch journal at {path}")
-    journal = Journal(path)
-    try:
-        counts = journal.counts()
-        problems = [result_from_row(r) for r in journal.rows() if r.error]
-        pending = [r.expires_at for r in journal.rows(JobState.SUCCEEDED)]
-    finally:
-        journal.close_sync()
-    waiting = [at for at in pending if at]
-    soonest = datetime.fromtimestamp(min(waiting), UTC) if waiting else None
-    return BatchStatus(counts, problems, len(pending), soonest, len(pending) - len(waiting))

@@ -23,7 +23,7 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
-from ._create import CREATE_PATH, create_task, task_path
+from ._create import CREATE_PATH, create_task, new_external_id, task_path
 from ._errors import (
     ConcurrencyLimitError,
     InvalidRequestError,
@@ -144,6 +144,12 @@ class Client:
         """
         if external_task_id is not None:
             request = request.with_external_id(external_task_id)
+        # A key we make up ourselves can name no one else's task: after a refused (1303)
+        # attempt, a task found under it is our own earlier attempt's, safe to adopt. A
+        # caller's key may name a task made elsewhere: adopted only when asked.
+        own_key = request.external_task_id is None
+        if own_key:
+            request = request.with_external_id(new_external_id())
         if self.callback_url and request.callback_url is None:
             # Re-built so the URL is validated; it is not part of a batch job's fingerprint.
             request = type(request)(**{**dict(request), "callback_url": self.callback_url})
@@ -161,7 +167,7 @@ class Client:
                     monotonic=self._monotonic,
                     cache=self.encodings,
                     retry_concurrency=False,
-                    adopt_existing=adopt_existing or attempt > 0,
+                    adopt_existing=adopt_existing or (own_key and attempt > 0),
                     event_hook=self.event_hook,
                     rng=self._rng,
                 )

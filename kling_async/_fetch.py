@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,11 +18,11 @@ from ._download import (
     ProgressCallback,
     VideoUnavailableError,
     redact_url,
-    safe_filename,
     stream_to_file,
 )
 from ._errors import DownloadError, KlingError, VideoExpiredError
 from ._events import EventHook, emit
+from ._names import safe_filename, video_name
 from ._retry import backoff
 from ._types import Clock, Sleep
 from .models import Task, Video
@@ -38,17 +37,18 @@ PROGRESS_INTERVAL = 0.5
 def video_filename(
     task: Task, index: int, *, name: str | None = None, watermarked: bool = False
 ) -> str:
-    """`<name, external id or task id>[-N][-wm].mp4`, sanitised: server data never picks a path."""
-    stem = name or task.external_task_id or task.task_id
-    if not name and safe_filename(stem, suffix="") != stem:
-        # Ids differing only in unsafe characters ("视频", "动画" → "video") must not share a file.
-        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        stem = f"{safe_filename(stem, suffix='', max_len=100)}-{digest}"
-    if len(task.videos) > 1:
-        stem = f"{stem}-{index + 1}"
-    if watermarked:
-        stem = f"{stem}-wm"
-    return safe_filename(stem)
+    """The file for video `index` of `task`: named from its external id or task id, or `name`.
+
+    From an id, collision-free by construction (`video_name`): different ids, videos or
+    plain/watermarked copies never share a name, even on a case-insensitive file system.
+    A caller's `name` is used as given (sanitised, `-N`, `-wm`). Server data never picks a path.
+    """
+    several = len(task.videos) > 1
+    if name:
+        stem = name + (f"-{index + 1}" if several else "") + ("-wm" if watermarked else "")
+        return safe_filename(stem)
+    stem = task.external_task_id or task.task_id
+    return video_name(stem, index if several else None, watermarked=watermarked)
 
 
 def progress_events(

@@ -1,18 +1,28 @@
-"""Job sources: a JSONL file read lazily, or any iterable of requests; each job keeps its line."""
+"""Job sources: a JSONL file read lazily, or any iterable of requests; each job gets its identity.
+
+`jobs_from_jsonl` / `jobs_from_requests` yield jobs with their line (display only) and the
+parsed request or why it is invalid. `Identifier.identify` then gives each job its identity
+(`_identity`): content first — local images hashed off the event loop, each file once — then
+the occurrence number among identical jobs, counted in file order.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidRequestError
+from ._identity import content_id, invalid_content_id, job_key
+from ._images import ContentDigests
 from .models import ImageParser, MultiImageToVideoRequest
 
-__all__ = ["Job", "external_id_for", "jobs_from_jsonl", "jobs_from_requests"]
+__all__ = ["Identifier", "Job", "jobs_from_jsonl", "jobs_from_requests", "legacy_fingerprint"]
 
 #: JSONL keys that are ours, not the API's: "watermark" is the friendly form of watermark_info.
 _JOB_KEYS = frozenset(
@@ -35,37 +45,29 @@ _JOB_KEYS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One unit of a batch: its line (1-based), its request or why it is invalid."""
+    """One unit of a batch: its line (1-based), its request or why it is invalid, its identity.
+
+    `source` is the line's text ("" for a Python request); `key` is set by `Identifier`.
+    """
 
     line: int
-    fingerprint: str
     request: MultiImageToVideoRequest | None = None
     error: InvalidRequestError | None = None
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def external_id_for(batch_id: str, job: Job) -> str:
-    """The job's idempotency key: its own, or one derived from batch, line and content."""
-    if job.request is not None and job.request.external_task_id:
-        return job.request.external_task_id
-    return f"ka-{batch_id[:10]}-{job.line}-{job.fingerprint[:12]}"
+    source: str = ""
+    key: str = ""
 
 
 def _parse_line(line_no: int, text: str, base_dir: Path, images: ImageParser | None) -> Job:
-    fingerprint = _digest(text.strip())
     try:
         obj: Any = json.loads(text)
     except ValueError as exc:
         error = InvalidRequestError(f"not valid JSON: {exc}", field="line", value=text[:80])
-        return Job(line_no, fingerprint, error=error)
+        return Job(line_no, error=error, source=text)
     if not isinstance(obj, dict):
         error = InvalidRequestError(
             f"expected a JSON object, got {type(obj).__name__}", field="line", value=obj
         )
-        return Job(line_no, fingerprint, error=error)
+        return Job(line_no, error=error, source=text)
     unknown = sorted(set(obj) - _JOB_KEYS)
     if unknown:
         error = InvalidRequestError(
@@ -73,13 +75,12 @@ def _parse_line(line_no: int, text: str, base_dir: Path, images: ImageParser | N
             field=unknown[0],
             value=unknown,
         )
-        return Job(line_no, fingerprint, error=error)
-    fingerprint = _digest(json.dumps(obj, sort_keys=True))
+        return Job(line_no, error=error, source=text)
     try:
         request = MultiImageToVideoRequest.from_job(obj, base_dir=base_dir, images=images)
     except InvalidRequestError as exc:
-        return Job(line_no, fingerprint, error=exc)
-    return Job(line_no, fingerprint, request=request)
+        return Job(line_no, error=exc, source=text)
+    return Job(line_no, request=request, source=text)
 
 
 def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Job]:
@@ -97,7 +98,65 @@ def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterato
 
 
 def jobs_from_requests(requests: Iterable[MultiImageToVideoRequest]) -> Iterator[Job]:
-    """Number Python requests 1, 2, … like lines; content decides the fingerprint."""
+    """Number Python requests 1, 2, … like lines (display only: content decides identity)."""
     for line_no, request in enumerate(requests, start=1):
-        content = json.dumps(request.fingerprint_fields(), sort_keys=True, default=str)
-        yield Job(line_no, _digest(content), request=request)
+        yield Job(line_no, request=request)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def legacy_fingerprint(job: Job) -> str:
+    """The fingerprint release 0.1 (journal schema 1) stored for this job, to match old rows."""
+    if job.request is not None and not job.source:
+        fields = job.request.fingerprint_fields()
+        return _digest(json.dumps(fields, sort_keys=True, default=str))
+    try:
+        obj = json.loads(job.source)
+    except ValueError:
+        return _digest(job.source.strip())
+    if not isinstance(obj, dict) or set(obj) - _JOB_KEYS:
+        return _digest(job.source.strip())
+    return _digest(json.dumps(obj, sort_keys=True))
+
+
+def _text(job: Job) -> str:
+    """What identifies a job that cannot be sent: its line's text, or its request's fields."""
+    if job.source or job.request is None:
+        return job.source
+    return json.dumps(job.request.fingerprint_fields(), sort_keys=True, default=str)
+
+
+class Identifier:
+    """Gives jobs their identity, in the order they are read (one caller at a time)."""
+
+    def __init__(self) -> None:
+        self.digests = ContentDigests()
+        self._copies: Counter[str] = Counter()
+
+    async def identify(self, job: Job) -> Job:
+        """The job with its identity set; an image that cannot be read makes it invalid."""
+        found = await self._content(job)
+        if isinstance(found, InvalidRequestError):
+            content = invalid_content_id(_text(job))
+            job = replace(job, request=None, error=found)
+        else:
+            content = found
+        occurrence = self._copies[content]
+        self._copies[content] += 1
+        return replace(job, key=job_key(content, occurrence))
+
+    async def _content(self, job: Job) -> str | InvalidRequestError:
+        request = job.request
+        if request is None:
+            return invalid_content_id(_text(job))
+        images: list[str | None] = [self.digests.cached(image) for image in request.images]
+        if None in images:  # a file not hashed yet, bytes or base64: read / decode off the loop
+            try:
+                images = await asyncio.to_thread(
+                    lambda: [self.digests.digest(image) for image in request.images]
+                )
+            except InvalidRequestError as exc:  # vanished or unreadable since it was parsed
+                return exc
+        return content_id(request, [i for i in images if i is not None])

@@ -1,9 +1,11 @@
 """Journal: durable per-job state in SQLite (WAL, synchronous=FULL), written by one thread.
 
-Every state change is committed before the step it guards goes on (the intent before a create,
-the task id after it), so a batch killed at any instant restarts knowing what exists. Writes from
-many coroutines are grouped into one transaction per round trip of the writer thread (group
-commit): durable, yet a few thousand changes a second cost little.
+Jobs are keyed by identity (`_identity`), never by line: a line number is only where the job
+was last seen. Every state change is committed before the step it guards goes on (the intent
+before a create, the task id after it), so a batch killed at any instant restarts knowing
+what exists. Writes from many coroutines are grouped into one transaction per round trip of
+the writer thread (group commit): durable, yet a few thousand changes a second cost little.
+The file format (versioned, migrated from release 0.1) lives in `_journal_schema`.
 """
 
 from __future__ import annotations
@@ -15,40 +17,24 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._journal_schema import JournalError, connect
 from .models import Task
 
-__all__ = ["JobRow", "JobState", "Journal"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    line INTEGER PRIMARY KEY,
-    external_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    task TEXT,
-    expires_at REAL,
-    error TEXT,
-    files TEXT,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_external_id ON jobs(external_id);
-"""
+__all__ = ["JobRow", "JobState", "Journal", "JournalError"]
 
 
 class JobState:
     """The states a job moves through (strings, as stored)."""
 
+    PENDING = "pending"  # never sent, retried by the next run (its external id was unchecked)
     SUBMITTING = "submitting"  # intent recorded; the create's outcome may be unknown
     SUBMITTED = "submitted"  # Kling has the task; not finished yet
-    SUCCEEDED = "succeeded"  # finished; video not yet on disk
+    SUCCEEDED = "succeeded"  # finished; video not yet (or no longer) on disk
     DOWNLOADED = "downloaded"  # verified video(s) on disk
     FAILED = "failed"  # Kling's task failed
     REJECTED = "rejected"  # invalid job or refused create: never billed
@@ -59,11 +45,19 @@ class JobState:
 
 @dataclass(frozen=True, slots=True)
 class JobRow:
-    """One job as the journal holds it."""
+    """One job as the journal holds it.
 
-    line: int
+    `key` is the job's identity; `line` its line at the last run that read the jobs file (None:
+    no longer in it); `watermark` whether its create asked for a watermarked copy (None: not
+    known, a release-0.1 row); `legacy` the release-0.1 fingerprint of a migrated row that no
+    run has matched to its job yet.
+    """
+
+    key: str
+    line: int | None
     external_id: str
-    fingerprint: str
+    watermark: bool | None
+    legacy: str | None
     state: str
     task_id: str | None
     task: dict[str, Any] | None
@@ -73,12 +67,14 @@ class JobRow:
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> JobRow:
-        """Decode a `SELECT *` row."""
-        line, ext, fp, state, task_id, task, expires, error, files, _updated = row
+        """Decode a `SELECT <COLUMNS>` row."""
+        key, line, ext, watermark, legacy, state, task_id, task, expires, error, files = row
         return cls(
+            key,
             line,
             ext,
-            fp,
+            None if watermark is None else bool(watermark),
+            legacy,
             state,
             task_id,
             json.loads(task) if task else None,
@@ -87,20 +83,29 @@ class JobRow:
             json.loads(files) if files else None,
         )
 
+    @property
+    def in_jobs_file(self) -> bool:
+        """Whether the job was in the jobs file when a run last read it."""
+        return self.line is not None
+
 
 _Op = tuple[str, tuple[Any, ...]]
 
 
 class Journal:
-    """Async facade over a SQLite file; `await` on a write returns once it is durable."""
+    """Async facade over a SQLite file; `await` on a write returns once it is durable.
 
-    def __init__(self, path: Path) -> None:
+    Opening checks the file (`JournalError`: corrupt, another program's, or newer) and
+    migrates a release-0.1 journal; `readonly=True` (for `status`) changes nothing, reads
+    either schema, and may run beside a writer.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self.readonly = readonly
+        self._db, self._columns = connect(path, readonly=readonly)
+        #: Set when this open migrated a release-0.1 journal.
+        self.migrated = not readonly and self.meta("migrated_from") == "1"
         self._queue: queue.SimpleQueue[tuple[list[_Op], asyncio.Future[None]] | None] = (
             queue.SimpleQueue()
         )
@@ -120,14 +125,16 @@ class Journal:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def rows(self, state: str | None = None) -> Iterator[JobRow]:
-        """Every job (or those in `state`), by line."""
-        sql = "SELECT * FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY line"
+        """Every job (or those in `state`): by line, then the jobs no longer in the file."""
+        sql = f"SELECT {self._columns} FROM jobs" + (" WHERE state = ?" if state else "")
+        sql += " ORDER BY line IS NULL, line, 1"
         for row in self._db.execute(sql, (state,) if state else ()):
             yield JobRow.from_sql(row)
 
-    def get(self, line: int) -> JobRow | None:
-        """The job on `line`, if the journal knows it."""
-        row = self._db.execute("SELECT * FROM jobs WHERE line = ?", (line,)).fetchone()
+    def get(self, key: str) -> JobRow | None:
+        """The job with this identity, if the journal knows it."""
+        sql = f"SELECT {self._columns} FROM jobs WHERE {self._columns.split(',')[0]} = ?"
+        row = self._db.execute(sql, (key,)).fetchone()
         return None if row is None else JobRow.from_sql(row)
 
     def counts(self) -> dict[str, int]:
@@ -174,24 +181,27 @@ class Journal:
             if stop:
                 return
 
-    async def intent(self, line: int, external_id: str, fingerprint: str) -> None:
+    async def intent(
+        self, key: str, *, line: int | None, external_id: str, watermark: bool
+    ) -> None:
         """Record "about to create" before the POST leaves."""
         await self._write(
             (
-                "INSERT INTO jobs (line, external_id, fingerprint, state, updated)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET"
-                " external_id = excluded.external_id, fingerprint = excluded.fingerprint,"
-                " state = excluded.state, error = NULL, updated = excluded.updated",
-                (line, external_id, fingerprint, JobState.SUBMITTING, time.time()),
+                "INSERT INTO jobs (key, line, external_id, watermark, state, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " line = excluded.line, external_id = excluded.external_id,"
+                " watermark = excluded.watermark, state = excluded.state, error = NULL,"
+                " updated = excluded.updated",
+                (key, line, external_id, int(watermark), JobState.SUBMITTING, time.time()),
             )
         )
 
     async def update_task(
-        self, line: int, state: str, task: Task, *, error: dict[str, Any] | None = None
+        self, key: str, state: str, task: Task, *, error: dict[str, Any] | None = None
     ) -> None:
         """Move a job to `state` with Kling's latest view of its task (and its expiry)."""
         await self.update(
-            line,
+            key,
             state,
             task=task.model_dump(mode="json"),
             expires_at=task.expires_at.timestamp() if task.expires_at else None,
@@ -200,7 +210,7 @@ class Journal:
 
     async def update(
         self,
-        line: int,
+        key: str,
         state: str,
         *,
         task: dict[str, Any] | None = None,
@@ -213,7 +223,7 @@ class Journal:
             (
                 "UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),"
                 " task = COALESCE(?, task), expires_at = COALESCE(?, expires_at),"
-                " error = ?, files = COALESCE(?, files), updated = ? WHERE line = ?",
+                " error = ?, files = COALESCE(?, files), updated = ? WHERE key = ?",
                 (
                     state,
                     task.get("task_id") if task else None,
@@ -222,27 +232,48 @@ class Journal:
                     json.dumps(error) if error else None,
                     json.dumps(files) if files is not None else None,
                     time.time(),
-                    line,
+                    key,
                 ),
             )
         )
 
     async def record(
-        self, line: int, external_id: str, fingerprint: str, state: str, error: dict[str, Any]
+        self, key: str, *, line: int | None, external_id: str, state: str, error: dict[str, Any]
     ) -> None:
-        """Insert or replace a job that never reached Kling (rejected before any create)."""
-        # Upsert on `line` only: INSERT OR REPLACE would also delete any other row that
+        """Insert or replace a job that never reached Kling (rejected, or pending a retry)."""
+        # Upsert on `key` only: INSERT OR REPLACE would also delete any other row that
         # conflicts on another unique column.
         await self._write(
             (
-                "INSERT INTO jobs (line, external_id, fingerprint, state, error, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET"
-                " external_id = excluded.external_id, fingerprint = excluded.fingerprint,"
+                "INSERT INTO jobs (key, line, external_id, state, error, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " line = excluded.line, external_id = excluded.external_id,"
                 " state = excluded.state, task_id = NULL, task = NULL, expires_at = NULL,"
                 " error = excluded.error, files = NULL, updated = excluded.updated",
-                (line, external_id, fingerprint, state, json.dumps(error), time.time()),
+                (key, line, external_id, state, json.dumps(error), time.time()),
             )
         )
+
+    async def finish_run(
+        self,
+        lines: Mapping[str, int],
+        *,
+        renames: Mapping[str, str] = {},
+        whole_file: bool = False,
+        drop: tuple[str, ...] = (),
+    ) -> None:
+        """After a run, in one transaction: matched release-0.1 rows take their job's key,
+        every job seen gets its line, and (if the whole jobs file was read) the others are
+        marked as no longer in it; `drop` removes rows of removed jobs never sent to Kling."""
+        ops: list[_Op] = [
+            ("UPDATE jobs SET key = ?, legacy = NULL WHERE key = ?", (new, old))
+            for old, new in renames.items()
+        ]
+        if whole_file:
+            ops.append(("UPDATE jobs SET line = NULL WHERE line IS NOT NULL", ()))
+        ops += [("UPDATE jobs SET line = ? WHERE key = ?", (n, key)) for key, n in lines.items()]
+        ops += [("DELETE FROM jobs WHERE key = ?", (key,)) for key in drop]
+        await self._write(*ops)
 
     def close_sync(self) -> None:
         """Close a journal that was only read (no writer thread running)."""

@@ -91,6 +91,8 @@ class Reporter:
         if result.ok and self.fancy:
             return
         where = f"line {result.line} ({result.external_task_id})"
+        if result.line is None:  # its task (already paid for) is still followed and fetched
+            where = f"{result.external_task_id} (no longer in the jobs file)"
         if result.ok:
             files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in result.files)
             text = f"{where}: downloaded {files}"

@@ -13,16 +13,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import (
+    BatchResult,
     Client,
     ConfigurationError,
     Credentials,
     Limits,
+    OutputFolderError,
     PollPolicy,
     __version__,
     batch_status,
     run_batch,
 )
+from ._batch_io import JOURNAL_NAME
 from ._dry_run import dry_run, price_arg
+from ._folder import FolderLock
+from ._journal import Journal
 from ._progress import Reporter
 
 __all__ = ["main"]
@@ -47,7 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rps", type=float, default=10.0, help="API requests per second")
     run.add_argument("--poll-interval", type=float, default=1.0, help="seconds (starting)")
     run.add_argument("--download-concurrency", type=int, default=4, help="parallel downloads")
-    run.add_argument("--watermark", action="store_true", help="also request watermarked copies")
+    run.add_argument(
+        "--watermark",
+        action="store_true",
+        help="also request watermarked copies (for jobs created from now on)",
+    )
+    run.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        help="take over tasks that already exist under a job's own external_task_id "
+        "(made elsewhere); without it such a job is rejected",
+    )
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
     run.add_argument(
         "--dry-run",
@@ -65,11 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="what the journal of an output folder says")
     status.add_argument("out", type=Path)
+    status.add_argument("--verify", action="store_true", help="re-hash every downloaded file")
 
     download = sub.add_parser("download", help="fetch finished videos not yet on disk")
     download.add_argument("out", type=Path)
     _add_connection(download)
     download.add_argument("--download-concurrency", type=int, default=4)
+    download.add_argument("--verify", action="store_true", help="re-hash downloaded files")
     download.add_argument("--no-progress", action="store_true")
 
     simulate = sub.add_parser("simulate", help="serve a local Kling simulator")
@@ -136,10 +153,12 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
     async with _client(args) as client:
         batch = run_batch(
             client,
-            jobs if jobs is not None else [],
+            jobs,
             args.out,
             download_concurrency=args.download_concurrency,
             watermark=getattr(args, "watermark", False),
+            adopt_existing=getattr(args, "adopt_existing", False),
+            verify=getattr(args, "verify", False),
         )
         fancy = not args.no_progress and sys.stderr.isatty()
         bad = 0
@@ -164,7 +183,7 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
             async with Reporter(batch, total, fancy=fancy) as reporter:
                 async for result in batch:
                     reporter.result(result)
-                    bad += not result.ok
+                    bad += result.counts_against_exit
         except asyncio.CancelledError:
             if interrupts == 0:
                 raise
@@ -182,12 +201,16 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
 def _summary(out: Path) -> None:
     status = batch_status(out)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(status.counts.items()))
-    print(f"{status.total} jobs: {counts}; manifest: {out / 'results.jsonl'}", file=sys.stderr)
+    gone = f" ({status.removed} no longer in the jobs file)" if status.removed else ""
+    print(
+        f"{status.total} jobs{gone}: {counts}; manifest: {out / 'results.jsonl'}", file=sys.stderr
+    )
 
 
-def _status(out: Path) -> int:
-    status = batch_status(out)
-    print(f"{out}: {status.total} jobs")
+def _status(out: Path, *, verify: bool) -> int:
+    status = batch_status(out, verify=verify)
+    gone = f" ({status.removed} no longer in the jobs file)" if status.removed else ""
+    print(f"{out}: {status.total} jobs{gone}")
     for state, n in sorted(status.counts.items()):
         print(f"  {state:<11} {n}")
     if status.soonest_expiry is not None:
@@ -202,10 +225,43 @@ def _status(out: Path) -> int:
             f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
             f"(Kling sent no created_at; fetched first) — run `kling-async download {out}`"
         )
+    if status.files_bad:
+        how = "re-hashed" if verify else "checked by size"
+        print(
+            f"  {len(status.files_bad)} of {status.files_checked} downloaded file(s) ({how}) "
+            f"missing or damaged — run `kling-async download {out}` to fetch them again"
+        )
+        for bad in status.files_bad:
+            print(f"  {_where(bad.result)}: {bad.path} {bad.reason}")
     for problem in status.problems:
         error = problem.error or {}
-        print(f"  line {problem.line}: {problem.state}: {error.get('message')}")
-    return EXIT_OK
+        print(f"  {_where(problem)}: {problem.state}: {error.get('message')}")
+    return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK
+
+
+def _where(result: BatchResult) -> str:
+    if result.line is None:
+        return f"{result.external_task_id} (no longer in the jobs file)"
+    return f"line {result.line}"
+
+
+def _take_folder(args: argparse.Namespace) -> FolderLock:
+    """Check and lock the output folder before anything else (fail fast, exit 2)."""
+    out: Path = args.out
+    journal = out / JOURNAL_NAME
+    if args.command == "download":
+        if out.exists() and not out.is_dir():
+            raise OutputFolderError(f"output folder {out} is a file, not a folder")
+        if not journal.exists():
+            raise FileNotFoundError(f"no batch journal at {journal}")
+    lock = FolderLock.acquire(out)
+    try:
+        if journal.exists():  # corrupt, foreign or newer: say so now, not mid-run
+            Journal(journal).close_sync()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "status":
-            return _status(args.out)
+            return _status(args.out, verify=args.verify)
         if args.command == "simulate":
             from .simulator import serve
 
@@ -225,13 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigurationError(f"job file not found: {jobs}")
         if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
             return dry_run(jobs, args.price)
-        if jobs is None:
-            batch_status(args.out)  # FileNotFoundError: no journal, nothing to download
         total = _count_jobs(jobs) if jobs is not None else None
         if total == 0:
             print(f"kling-async: no jobs in {jobs} (one JSON object per line)", file=sys.stderr)
             return EXIT_JOBS_FAILED
-        return asyncio.run(_run(args, jobs, total))
+        with _take_folder(args):  # before anything that could touch the folder
+            return asyncio.run(_run(args, jobs, total))
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"kling-async: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,6 +13,7 @@ does nothing once aioresponses passes the argument itself.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -41,6 +42,17 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect `exhaustive` tests unless asked for (`-m exhaustive` or KLING_EXHAUSTIVE=1)."""
+    if "exhaustive" in (config.getoption("markexpr") or "") or os.environ.get("KLING_EXHAUSTIVE"):
+        return
+    dropped = [item for item in items if item.get_closest_marker("exhaustive")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("exhaustive")]
+
 
 # No example database: property tests leave no `.hypothesis/` behind in the working tree.
 settings.register_profile("kling_async", database=None, deadline=None)

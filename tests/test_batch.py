@@ -224,7 +224,7 @@ async def test_signed_urls_past_ttl_refreshed(start_sim: StartSim, tmp_path: Pat
     sim.advance(10)  # every stored link is past its exp now
     sim.reset_stats()
     async with make_client(sim, concurrency=3) as client:
-        second = await run(client, [], tmp_path)  # what `kling-async download` does
+        second = await run(client, None, tmp_path)  # what `kling-async download` does
     stats = sim.stats.as_dict()
     assert all(r.ok for r in second.values()) and len(second) == 3
     assert stats["requests"]["video"] == 6  # 3 refused (403), 3 fetched after a re-query
@@ -249,7 +249,7 @@ async def test_video_past_retention_is_expired(start_sim: StartSim, tmp_path: Pa
     sim.faults.clear()
     sim.advance(31 * DAY)
     async with make_client(sim) as client:
-        second = await run(client, [], tmp_path)
+        second = await run(client, None, tmp_path)
     assert {r.state for r in second.values()} == {"expired"}
     for result in second.values():
         assert result.error is not None and "video" in result.error["message"]
@@ -269,7 +269,7 @@ async def test_expired_by_our_clock_without_any_fetch(start_sim: StartSim, tmp_p
     sim.reset_stats()
     later = lambda: time.time() + 31 * DAY  # noqa: E731
     async with make_client(sim, clock=later) as client:
-        second = await run(client, [], tmp_path)
+        second = await run(client, None, tmp_path)
     assert {r.state for r in second.values()} == {"expired"}
     assert all("30 days" in r.error["message"] for r in second.values())  # type: ignore[index]
     assert sim.stats.as_dict()["requests"].get("video", 0) == 0
@@ -337,12 +337,16 @@ async def test_results_and_manifest_fields(start_sim: StartSim, tmp_path: Path) 
             "files",
             "error",
             "expires_at",
+            "job_id",
+            "in_jobs_file",
         }
         result = results[row["line"]]
+        assert row["in_jobs_file"] is True and len(row["job_id"]) == 64
         assert row == result.as_dict()
         assert row["state"] == "downloaded" and row["error"] is None
         assert row["task_id"] == sim.task(row["external_task_id"])["task_id"]  # type: ignore[index]
         (record,) = row["files"]
+        assert set(record) == {"path", "bytes", "sha256", "video", "watermarked"}
         assert record["bytes"] == VIDEO_BYTES and len(record["sha256"]) == 64
         assert (tmp_path / record["path"]).stat().st_size == VIDEO_BYTES
         expires = datetime.fromisoformat(row["expires_at"])
@@ -418,7 +422,7 @@ async def test_watermarked_copies(start_sim: StartSim, tmp_path: Path) -> None:
         plain, marked = row.files  # type: ignore[misc]
         assert plain["sha256"] == sim.video_sha256(video["id"])
         assert marked["sha256"] == sim.video_sha256(video["id"], watermark=True)
-        assert marked["path"].endswith("-wm.mp4")
+        assert marked["path"].endswith(".wm.mp4") and marked["watermarked"]
     assert all(len(r.files) == 2 for r in results.values())
 
 

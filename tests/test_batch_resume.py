@@ -27,7 +27,8 @@ from batch_helpers import (
 
 from kling_async import MultiImageToVideoRequest, RetryPolicy, run_batch
 from kling_async._batch_io import JOURNAL_NAME
-from kling_async._jobs import external_id_for, jobs_from_requests
+from kling_async._identity import generated_external_id
+from kling_async._jobs import Identifier, jobs_from_requests
 from kling_async._journal import Journal
 from kling_async.simulator import FaultConfig, Simulator, VideoContent
 
@@ -41,26 +42,30 @@ async def start_sim() -> AsyncIterator[StartSim]:
         yield start
 
 
-def batch_ext(out: Path, requests: list[MultiImageToVideoRequest], line: int) -> tuple[str, str]:
-    """(external id, fingerprint) the batch in `out` gives the job on `line`."""
+async def batch_ext(
+    out: Path, requests: list[MultiImageToVideoRequest], line: int
+) -> tuple[str, str]:
+    """(external id, identity) the batch in `out` gives the job on `line`."""
     journal = Journal(out / JOURNAL_NAME)
     try:
         batch_id = journal.meta("batch_id")
     finally:
         journal.close_sync()
     assert batch_id
-    job = list(jobs_from_requests(requests))[line - 1]
-    return external_id_for(batch_id, job), job.fingerprint
+    identifier = Identifier()
+    jobs = [await identifier.identify(job) for job in jobs_from_requests(requests)]
+    key = jobs[line - 1].key
+    return generated_external_id(batch_id, key), key
 
 
-def insert_row(out: Path, line: int, ext: str, fp: str, state: str, task: Any = None) -> None:
+def insert_row(out: Path, line: int, ext: str, key: str, state: str, task: Any = None) -> None:
     sql(
         out,
-        "INSERT INTO jobs (line, external_id, fingerprint, state, task_id, task, expires_at,"
-        " updated) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+        "INSERT INTO jobs (key, line, external_id, watermark, state, task_id, task, expires_at,"
+        " updated) VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0)",
+        key,
         line,
         ext,
-        fp,
         state,
         task.task_id if task else None,
         json.dumps(task.model_dump(mode="json")) if task else None,
@@ -76,7 +81,7 @@ async def test_crash_between_intent_and_create_answer_adopts(
     requests = make_requests(4)
     async with make_client(sim) as client:
         await collect(run_batch(client, requests[:3], tmp_path))
-        ext, fp = batch_ext(tmp_path, requests, 4)
+        ext, fp = await batch_ext(tmp_path, requests, 4)
         insert_row(tmp_path, 4, ext, fp, "submitting")  # intent committed …
         await client.submit(requests[3].with_external_id(ext))  # … and the create happened
     async with make_client(sim) as client:
@@ -96,7 +101,7 @@ async def test_crash_before_the_create_left_creates_once(
     requests = make_requests(4)
     async with make_client(sim) as client:
         await collect(run_batch(client, requests[:3], tmp_path))
-    ext, fp = batch_ext(tmp_path, requests, 4)
+    ext, fp = await batch_ext(tmp_path, requests, 4)
     insert_row(tmp_path, 4, ext, fp, "submitting")
     async with make_client(sim) as client:
         results = by_line(await collect(run_batch(client, requests, tmp_path)))
@@ -113,7 +118,7 @@ async def test_running_task_in_journal_is_followed_and_holds_a_slot(
     requests = make_requests(6)
     async with make_client(sim, concurrency=2) as client:
         await collect(run_batch(client, requests[:1], tmp_path))
-        ext, fp = batch_ext(tmp_path, requests, 2)
+        ext, fp = await batch_ext(tmp_path, requests, 2)
         task = await client.submit(requests[1].with_external_id(ext))
     insert_row(tmp_path, 2, ext, fp, "submitted", task)
     sim.reset_stats()
@@ -161,7 +166,7 @@ async def test_leftover_part_is_resumed_with_range(start_sim: StartSim, tmp_path
     sim.faults.clear()
     sim.reset_stats()
     async with make_client(sim) as client:
-        second = by_line(await collect(run_batch(client, [], tmp_path)))
+        second = by_line(await collect(run_batch(client, None, tmp_path)))
     assert all(r.ok for r in second.values()) and len(second) == 2
     assert sim.stats.as_dict()["video_bytes_served"] == 2 * (VIDEO_BYTES - 10_000)
     assert_videos_complete(tmp_path, sim.video_sha256, expect=2)
@@ -202,7 +207,7 @@ async def test_task_found_finished_past_retention_is_expired(
     requests = make_requests(2)
     async with make_client(sim) as client:
         await collect(run_batch(client, requests[:1], tmp_path))
-        ext, fp = batch_ext(tmp_path, requests, 2)
+        ext, fp = await batch_ext(tmp_path, requests, 2)
         task = await client.submit(requests[1].with_external_id(ext))
     insert_row(tmp_path, 2, ext, fp, "submitted", task)
     await asyncio.sleep(0.3)  # it finishes while nobody watches
@@ -220,7 +225,7 @@ async def test_resume_lookup_failure_does_not_crash(start_sim: StartSim, tmp_pat
     requests = make_requests(3)
     async with make_client(sim) as client:
         await collect(run_batch(client, requests[:2], tmp_path))
-    ext, fp = batch_ext(tmp_path, requests, 3)
+    ext, fp = await batch_ext(tmp_path, requests, 3)
     insert_row(tmp_path, 3, ext, fp, "submitting")
     sim.faults.script("query", "1102")
     async with make_client(sim) as client:

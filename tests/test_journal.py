@@ -27,38 +27,38 @@ async def test_lifecycle_of_a_row(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     journal = Journal(path)
     journal.set_meta("batch_id", "abc")
-    await journal.intent(1, "ext-1", "fp1")
-    row = journal.get(1)
+    await journal.intent("k1", line=1, external_id="ext-1", watermark=False)
+    row = journal.get("k1")
     assert row is not None and row.state == JobState.SUBMITTING and row.task is None
     task = {"task_id": "T1", "task_status": "submitted"}
-    await journal.update(1, JobState.SUBMITTED, task=task, expires_at=123.0)
-    await journal.update(1, JobState.SUCCEEDED, error={"message": "download failed"})
-    row = journal.get(1)
+    await journal.update("k1", JobState.SUBMITTED, task=task, expires_at=123.0)
+    await journal.update("k1", JobState.SUCCEEDED, error={"message": "download failed"})
+    row = journal.get("k1")
     assert row is not None
     assert (row.state, row.task_id, row.task, row.expires_at) == ("succeeded", "T1", task, 123.0)
     assert row.error == {"message": "download failed"}
     files = [{"path": "videos/a.mp4", "bytes": 3, "sha256": "00"}]
-    await journal.update(1, JobState.DOWNLOADED, files=files)
+    await journal.update("k1", JobState.DOWNLOADED, files=files)
     await journal.aclose()
     again = reopen(path)
     try:
-        row = again.get(1)
+        row = again.get("k1")
         assert row is not None and row.state == "downloaded" and row.files == files
         assert row.error is None  # a later update without error clears it
         assert row.task == task  # None leaves a column as it was
         assert again.meta("batch_id") == "abc" and again.meta("nope") is None
         assert again.counts() == {"downloaded": 1}
-        assert again.get(2) is None
+        assert again.get("k2") is None
     finally:
         again.close_sync()
 
 
 async def test_intent_again_keeps_what_is_known(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
-    await journal.intent(1, "ext-1", "fp")
-    await journal.update(1, JobState.SUBMITTING, error={"message": "lost"})
-    await journal.intent(1, "ext-1", "fp")
-    row = journal.get(1)
+    await journal.intent("k1", line=1, external_id="ext-1", watermark=False)
+    await journal.update("k1", JobState.SUBMITTING, error={"message": "lost"})
+    await journal.intent("k1", line=1, external_id="ext-1", watermark=False)
+    row = journal.get("k1")
     assert row is not None and row.state == "submitting"
     await journal.aclose()
 
@@ -66,8 +66,13 @@ async def test_intent_again_keeps_what_is_known(tmp_path: Path) -> None:
 async def test_group_commit_many_writers(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     journal = Journal(path)
-    await asyncio.gather(*(journal.intent(i, f"ext-{i}", "fp") for i in range(1, 401)))
-    await asyncio.gather(*(journal.update(i, JobState.SUBMITTED) for i in range(1, 401)))
+    await asyncio.gather(
+        *(
+            journal.intent(f"k{i}", line=i, external_id=f"ext-{i}", watermark=False)
+            for i in range(1, 401)
+        )
+    )
+    await asyncio.gather(*(journal.update(f"k{i}", JobState.SUBMITTED) for i in range(1, 401)))
     assert journal.commits < 800  # writes waiting together share one transaction
     await journal.aclose()
     again = reopen(path)
@@ -82,20 +87,26 @@ async def test_group_commit_many_writers(tmp_path: Path) -> None:
 async def test_failed_write_reaches_its_waiter_and_the_writer_survives(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     with pytest.raises(sqlite3.IntegrityError):
-        await journal.record(1, "ext", None, "rejected", {})  # type: ignore[arg-type]
-    await journal.intent(2, "ext-2", "fp")  # the writer thread is still alive
-    assert journal.get(1) is None and journal.get(2) is not None
+        await journal.record("k1", line=1, external_id=None, state="rejected", error={})  # type: ignore[arg-type]
+    await journal.intent(
+        "k2", line=2, external_id="ext-2", watermark=False
+    )  # the writer thread is still alive
+    assert journal.get("k1") is None and journal.get("k2") is not None
     await journal.aclose()
 
 
 async def test_record_does_not_delete_another_row(tmp_path: Path) -> None:
     """A rejected job reusing another job's external id must not erase that job's row."""
     journal = Journal(tmp_path / "j.sqlite3")
-    await journal.intent(1, "same", "fp1")
-    await journal.update(1, JobState.SUBMITTED, task={"task_id": "T"})
-    await journal.record(2, "same", "fp2", JobState.REJECTED, {"message": "dup"})
-    await journal.record(2, "same", "fp2", JobState.REJECTED, {"message": "dup again"})
-    one, two = journal.get(1), journal.get(2)
+    await journal.intent("k1", line=1, external_id="same", watermark=False)
+    await journal.update("k1", JobState.SUBMITTED, task={"task_id": "T"})
+    await journal.record(
+        "k2", line=2, external_id="same", state=JobState.REJECTED, error={"message": "dup"}
+    )
+    await journal.record(
+        "k2", line=2, external_id="same", state=JobState.REJECTED, error={"message": "dup again"}
+    )
+    one, two = journal.get("k1"), journal.get("k2")
     assert one is not None and one.state == "submitted" and one.task_id == "T"
     assert two is not None and two.state == "rejected" and two.error == {"message": "dup again"}
     await journal.aclose()
@@ -104,7 +115,7 @@ async def test_record_does_not_delete_another_row(tmp_path: Path) -> None:
 async def test_cancelled_writer_still_commits(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     journal = Journal(path)
-    write = asyncio.ensure_future(journal.intent(1, "ext", "fp"))
+    write = asyncio.ensure_future(journal.intent("k1", line=1, external_id="ext", watermark=False))
     await asyncio.sleep(0)
     write.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -112,18 +123,18 @@ async def test_cancelled_writer_still_commits(tmp_path: Path) -> None:
     await journal.aclose()  # queued writes finish before the file closes
     again = reopen(path)
     try:
-        assert again.get(1) is not None
+        assert again.get("k1") is not None
     finally:
         again.close_sync()
 
 
 async def test_closed_journal_refuses_writes(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
-    await journal.intent(1, "ext", "fp")
+    await journal.intent("k1", line=1, external_id="ext", watermark=False)
     await journal.aclose()
     threads = threading.active_count()
     with pytest.raises(RuntimeError, match="closed"):
-        await journal.update(1, JobState.SUBMITTED)
+        await journal.update("k1", JobState.SUBMITTED)
     assert threading.active_count() == threads  # no writer thread started on a closed file
 
 
@@ -140,7 +151,7 @@ def test_awaited_write_survives_kill_9(tmp_path: Path) -> None:
         async def main():
             journal = Journal(Path({str(path)!r}))
             for i in range(1, 51):
-                await journal.intent(i, f"ext-{{i}}", "fp")
+                await journal.intent(f"k{{i}}", line=i, external_id=f"ext-{{i}}", watermark=False)
             os.kill(os.getpid(), signal.SIGKILL)
 
         asyncio.run(main())
@@ -161,33 +172,39 @@ def test_awaited_write_survives_kill_9(tmp_path: Path) -> None:
 async def test_batch_status_and_manifest(tmp_path: Path) -> None:
     journal = Journal(tmp_path / JOURNAL_NAME)
     soon, later = time.time() + 86_400, time.time() + 5 * 86_400
-    await journal.intent(1, "e1", "f")
+    await journal.intent("k1", line=1, external_id="e1", watermark=False)
     await journal.update(
-        1,
+        "k1",
         JobState.DOWNLOADED,
         task={"task_id": "T1"},
         expires_at=later,
         files=[{"path": "videos/e1.mp4", "bytes": 1, "sha256": "ab"}],
     )
-    await journal.intent(2, "e2", "f")
-    await journal.update(2, JobState.SUCCEEDED, task={"task_id": "T2"}, expires_at=later)
-    await journal.intent(3, "e3", "f")
+    await journal.intent("k2", line=2, external_id="e2", watermark=False)
+    await journal.update("k2", JobState.SUCCEEDED, task={"task_id": "T2"}, expires_at=later)
+    await journal.intent("k3", line=3, external_id="e3", watermark=False)
     await journal.update(
-        3,
+        "k3",
         JobState.SUCCEEDED,
         task={"task_id": "T3"},
         expires_at=soon,
         error={"message": "download failed", "type": "DownloadError"},
     )
-    await journal.intent(4, "e4", "f")
+    await journal.intent("k4", line=4, external_id="e4", watermark=False)
     await journal.update(
-        4,
+        "k4",
         JobState.FAILED,
         task={"task_id": "T4"},
         expires_at=later,
         error={"message": "Image pixel is invalid", "type": "TaskFailedError"},
     )
-    await journal.record(5, "e5", "f", JobState.REJECTED, {"message": "bad", "field": "line"})
+    await journal.record(
+        "k5",
+        line=5,
+        external_id="e5",
+        state=JobState.REJECTED,
+        error={"message": "bad", "field": "line"},
+    )
     await journal.aclose()
     status = batch_status(tmp_path)
     assert status.total == 5

@@ -1,0 +1,197 @@
+"""Creating a batch's jobs: read the jobs file in order, and create each new job exactly once,
+only under an id this folder owns.
+
+`Creator` (between `Resumer` and `Batch`) reads jobs one at a time (so identical lines get the
+same occurrence numbers every run), hands known jobs back to the journal side, and for a new
+job records the intent, then creates. An id is ours when it is derived from the folder's random
+batch id, or — the user's own id — once Kling confirmed that no task has it yet; a task found
+under it later (a lost answer, a crash) is then our own and is adopted. A task made elsewhere
+is adopted only with `adopt_existing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._batch_io import BatchResult, job_error
+from ._batch_resume import Resumer
+from ._batch_submit import Outcome, create_for_batch, lookup_external
+from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
+from ._events import emit
+from ._identity import generated_external_id
+from ._jobs import Identifier, Job
+from ._journal import JobState, Journal
+from .models import MultiImageToVideoRequest
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["Creator"]
+
+
+class Creator(Resumer):
+    """The create side of a batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Client,
+        jobs: Iterator[Job] | None,
+        out_dir: Path,
+        *,
+        verify: bool,
+        watermark: bool,
+        adopt_existing: bool,
+    ) -> None:
+        super().__init__(client, out_dir, verify=verify, watermark=watermark)
+        self._jobs = jobs
+        self._adopt = adopt_existing
+        self._identifier = Identifier()
+        self._read_lock = asyncio.Lock()
+
+    @property
+    def journal(self) -> Journal:
+        """The open journal (only while the batch runs)."""
+        assert self._journal is not None, "the batch is not running"
+        return self._journal
+
+    # -- reading the jobs file ----------------------------------------------------------------
+    async def _next_job(self) -> Job | None:
+        """The next job that needs a create; jobs the journal knows are handled on the way."""
+        if self._jobs is None:
+            return None
+        async with self._read_lock:  # in file order: identical jobs numbered alike every run
+            handled = 0
+            while True:
+                job = next(self._jobs, None)
+                if job is None:
+                    self._whole_file = True
+                    return None
+                job = self._match_legacy(await self._identifier.identify(job))
+                self._lines[job.key] = job.line
+                if self._needs_create(job):
+                    if self.stop_reason is None:
+                        return job
+                    # Stopped: nothing new is sent, but the file is still read to its end,
+                    # so known jobs are reported and removed ones are told apart.
+                else:
+                    self._seen_known(job.key)
+                handled += 1
+                if handled % 64 == 0:  # a long finished file must not starve the event loop
+                    await asyncio.sleep(0)
+
+    async def _submitter(self) -> None:
+        while (job := await self._next_job()) is not None:
+            await self._send(job)
+
+    async def _send(self, job: Job) -> None:
+        key, row = job.key, self._rows.get(job.key)
+        self.counts.seen += 1
+        resumed = row is not None and row.state == JobState.SUBMITTING  # our intent is on record
+        if job.request is None:
+            assert job.error is not None
+            ext = row.external_id if row else generated_external_id(self._batch_id, key)
+            await self._reject(key, job.line, ext, job.error)
+            return
+        own = job.request.external_task_id
+        if resumed:
+            assert row is not None
+            ext = row.external_id
+        else:
+            ext = own or generated_external_id(self._batch_id, key)
+        owner = self._claims.setdefault(ext, key)
+        if owner != key:  # two jobs, one idempotency key: they would share a task
+            error = InvalidRequestError(
+                f"external_task_id {ext!r} is already used by {self._describe(owner)} of this "
+                "batch: give each job its own id",
+                field="external_task_id",
+                value=ext,
+            )
+            await self._reject(key, job.line, ext, error)
+            return
+        request = job.request.with_external_id(ext)
+        if self._watermark and not request.watermark:
+            request = request.model_copy(update={"watermark": True})
+        if own and not resumed and not await self._own_id_is_free(job, ext, request):
+            return
+        await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
+        self._watermarks[key] = request.watermark
+        self._uncreated.discard(key)
+        result = await create_for_batch(self.client, request, ext, self._stopped)
+        if result.outcome is Outcome.CREATED:
+            assert result.task is not None
+            task = result.task
+            await self.journal.update_task(key, JobState.SUBMITTED, task)
+            self._follow(key, ext, task, hold_slot=result.adopted and not task.is_terminal)
+            return
+        if result.outcome is Outcome.ABANDONED:
+            self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
+            # row (kept: the create may yet land) must say why it is unfinished.
+            why = {"type": "NotSubmitted", "message": f"not sent: {self.stop_reason}"}
+            await self.journal.update(key, JobState.SUBMITTING, error=why)
+            return
+        assert result.error is not None
+        if result.outcome is Outcome.REJECTED:
+            await self._reject(key, job.line, ext, result.error)
+            return
+        if result.outcome is Outcome.FATAL:  # stop first: other submitters check it
+            self.stop_submitting(f"{type(result.error).__name__}: {result.error}")
+        await self._unsubmitted(key, ext, result.error)
+
+    async def _own_id_is_free(self, job: Job, ext: str, request: MultiImageToVideoRequest) -> bool:
+        """A user's own id on a job this folder never sent: ask Kling first, so a task made
+        elsewhere is never taken for ours (adopted only with `adopt_existing`)."""
+        key = job.key
+        try:
+            found = await lookup_external(self.client, ext)
+        except KlingError as exc:
+            if isinstance(exc, AccountError | AuthenticationError):
+                self.stop_submitting(f"{type(exc).__name__}: {exc}")
+            error = job_error(exc)
+            error["message"] = (
+                f"not sent: could not check that external_task_id {ext!r} is free "
+                f"({error['message']}); the next run checks again"
+            )
+            await self.journal.record(
+                key, line=job.line, external_id=ext, state=JobState.PENDING, error=error
+            )
+            self._emit(key, BatchResult(job.line, ext, JobState.PENDING, error=error))
+            return False
+        if found is None:
+            return True
+        if self._adopt:  # the user said so: record it as ours, then follow it like our own
+            await self.journal.intent(
+                key, line=job.line, external_id=ext, watermark=request.watermark
+            )
+            self._watermarks[key] = request.watermark
+            await self.journal.update_task(key, JobState.SUBMITTED, found)
+            self._follow(key, ext, found, hold_slot=not found.is_terminal)
+            return False
+        taken = InvalidRequestError(
+            f"line {job.line}: external_task_id {ext!r} already names task {found.task_id} on "
+            'this account (creating it again gets Kling\'s 1201 "already exists"), and this '
+            "folder never created it, so it is not taken for this job: give the job a new "
+            "external_task_id, or pass --adopt-existing (run_batch(..., adopt_existing=True)) "
+            "to take that task over",
+            field="external_task_id",
+            value=ext,
+        )
+        await self._reject(key, job.line, ext, taken)
+        return False
+
+    async def _unsubmitted(self, key: str, ext: str, exc: KlingError) -> None:
+        """The create failed or its outcome is unknown: keep the error on record (manifest,
+        `status`); the row stays `submitting`, so a rerun asks Kling before creating again."""
+        error = job_error(exc)
+        await self.journal.update(key, JobState.SUBMITTING, error=error)
+        self._emit(key, BatchResult(None, ext, JobState.SUBMITTING, error=error))
+
+    async def _reject(self, key: str, line: int, ext: str, exc: KlingError) -> None:
+        error = job_error(exc)
+        await self.journal.record(
+            key, line=line, external_id=ext, state=JobState.REJECTED, error=error
+        )
+        emit(self.client.event_hook, "job_rejected", line=line, error=error["message"])
+        self._emit(key, BatchResult(line, ext, JobState.REJECTED, error=error))

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 
 from ._config import (
     DEFAULT_ACCESS_KEY,
@@ -19,6 +20,7 @@ from ._config import (
     SimulatorConfig,
 )
 from ._faults import FaultInjector, parse_fault
+from ._flags import number
 from ._prices import check_prices
 from ._server import BindError, Simulator
 from ._shapes import FLAGS
@@ -67,24 +69,109 @@ def _price(text: str) -> tuple[str, str]:
     return key, units
 
 
+def _port(flag: str) -> Callable[[str], int]:
+    return number(flag, int, minimum=0, maximum=65535)
+
+
+def _share(flag: str) -> Callable[[str], float]:
+    return number(flag, float, minimum=0.0, maximum=1.0)
+
+
+_PORT = "%s port (default %%(default)s; 0 = a free one)"
+_KEY = "accepted %s (default %%(default)s)"
+
+
+def _secret(text: str) -> str:
+    if len(text.encode()) < 32:
+        raise argparse.ArgumentError(
+            None, f"--secret-key must be at least 32 bytes (got {len(text.encode())})"
+        )
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options (every one has a default) to ``parser``."""
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8080, help="API port (default 8080; 0 = ephemeral)")
-    add("--video-port", type=int, default=8081, help="video origin port (default 8081)")
-    add("--concurrency", type=int, default=5, help="account concurrent-task cap (default 5)")
-    add("--gen-seconds", type=float, default=3.0, help="mean generation time (default 3)")
-    add("--gen-spread", type=float, default=0.2, help="relative spread of it (default 0.2)")
-    add("--fail-rate", type=float, default=0.0, help="share of tasks that fail (default 0)")
-    add("--seed", type=int, default=0, help="seed of per-task randomness (default 0)")
-    add("--access-key", default=DEFAULT_ACCESS_KEY, help="accepted access key (JWT iss)")
-    add("--secret-key", default=DEFAULT_SECRET_KEY, help="HS256 secret (>= 32 bytes)")
-    add("--api-key", default=DEFAULT_API_KEY, help="accepted plain API key ('' = none)")
-    add("--rate-limit", type=float, default=None, help="max API requests/s (default: off)")
-    add("--video-bytes", type=int, default=None, help="serve generated videos of N bytes")
-    add("--retention-days", type=float, default=30.0, help="video retention (default 30)")
-    add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
+    add("--port", type=_port("--port"), default=8080, metavar="PORT", help=_PORT % "API")
+    add(
+        "--video-port",
+        type=_port("--video-port"),
+        default=8081,
+        metavar="PORT",
+        help=_PORT % "video origin",
+    )
+    add(
+        "--concurrency",
+        type=number("--concurrency", int, minimum=0),
+        default=5,
+        metavar="N",
+        help="account concurrent-task cap (default %(default)s; 0: every create gets 1303)",
+    )
+    add(
+        "--gen-seconds",
+        type=number("--gen-seconds", float, minimum=0.0),
+        default=3.0,
+        metavar="SECONDS",
+        help="mean generation time (default %(default)s)",
+    )
+    add(
+        "--gen-spread",
+        type=_share("--gen-spread"),
+        default=0.2,
+        metavar="SHARE",
+        help="relative spread of it, 0 to 1 (default %(default)s)",
+    )
+    add(
+        "--fail-rate",
+        type=_share("--fail-rate"),
+        default=0.0,
+        metavar="SHARE",
+        help="share of tasks that fail, 0 to 1 (default %(default)s)",
+    )
+    add(
+        "--seed",
+        type=number("--seed", int),
+        default=0,
+        metavar="N",
+        help="seed of per-task randomness (default %(default)s)",
+    )
+    add("--access-key", default=DEFAULT_ACCESS_KEY, help=_KEY % "access key (JWT iss)")
+    add(
+        "--secret-key",
+        type=_secret,
+        default=DEFAULT_SECRET_KEY,
+        help=_KEY % "HS256 secret, at least 32 bytes",
+    )
+    add("--api-key", default=DEFAULT_API_KEY, help=_KEY % "plain API key ('' = none)")
+    add(
+        "--rate-limit",
+        type=number("--rate-limit", float, minimum=0.0),
+        default=None,
+        metavar="RPS",
+        help="max API requests/s, answered 1302 above it (default: no limit; 0 = no limit)",
+    )
+    add(
+        "--video-bytes",
+        type=number("--video-bytes", int, minimum=0),
+        default=None,
+        metavar="N",
+        help="serve generated videos of N bytes (default: the bundled sample video)",
+    )
+    add(
+        "--retention-days",
+        type=number("--retention-days", float, above=0.0),
+        default=30.0,
+        metavar="DAYS",
+        help="how long finished videos are kept (default %(default)s)",
+    )
+    add(
+        "--url-ttl",
+        type=number("--url-ttl", float, minimum=0.0),
+        default=None,
+        metavar="SECONDS",
+        help="signed video URLs valid this long (default: forever; 0 = forever)",
+    )
     add("--state", metavar="FILE", help="keep the account's tasks in FILE across restarts")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")

@@ -36,11 +36,11 @@ def number(
         if not math.isfinite(value):
             raise _error(f"{flag} must be a finite number (got {text!r})")
         if minimum is not None and value < minimum:
-            raise _error(f"{flag} must be ≥ {minimum} (got {text})")
+            raise _error(f"{flag} must be ≥ {minimum:g} (got {text})")
         if above is not None and value <= above:
-            raise _error(f"{flag} must be > {above} (got {text})")
+            raise _error(f"{flag} must be > {above:g} (got {text})")
         if maximum is not None and value > maximum:
-            raise _error(f"{flag} must be ≤ {maximum} (got {text})")
+            raise _error(f"{flag} must be ≤ {maximum:g} (got {text})")
         return value
 
     convert.__name__ = kind.__name__  # argparse names the type in its own messages

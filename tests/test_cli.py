@@ -27,6 +27,7 @@ from batch_helpers import (
     make_requests,
     manifest,
     run_cli,
+    summary_counts,
     wait_for,
     write_jobs,
 )
@@ -158,7 +159,7 @@ def test_account_error_exit_1_then_rerun(
     summary = printed.out.splitlines()[-1]  # every job counted, never "submitting"
     assert summary.startswith("8 jobs: 3 downloaded, ") and "submitting" not in summary
     assert "not submitted (AccountError" in summary
-    assert sum(int(part.split()[0]) for part in summary.split(": ", 1)[1].split(", ")) == 8
+    assert sum(summary_counts(summary).values()) == 8
     cli.main(["status", str(out)])
     assert "not submitted: resource pack depleted" in capsys.readouterr().out
     st.call(st.sim.faults.clear)

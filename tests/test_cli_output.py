@@ -20,6 +20,7 @@ from batch_helpers import (
     job_line,
     journal_rows,
     run_cli,
+    summary_counts,
     write_jobs,
 )
 
@@ -34,16 +35,6 @@ FAST = ["--concurrency", "3", "--poll-interval", "0.05"]
 
 def jobs_file(tmp_path: Path, n: int, *extra: str) -> Path:
     return write_jobs(tmp_path / "jobs.jsonl", [job_line(i) for i in range(n)] + list(extra))
-
-
-def summary_counts(summary: str) -> dict[str, int]:
-    """`30 jobs: 5 downloaded, 25 not reached; manifest: …` → {"downloaded": 5, …}."""
-    counts = summary.split(": ", 1)[1].split("; manifest:")[0]
-    found = {}
-    for part in counts.split(", "):
-        n, _, word = part.partition(" ")
-        found[word.split(" (")[0]] = int(n)
-    return found
 
 
 def status_counts(text: str) -> dict[str, int]:

@@ -49,28 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", type=Path, metavar="JOBS", help="JSONL file, one job per line")
     run.add_argument("--out", type=Path, required=True, metavar="DIR", help=_OUT)
     _add_connection(run)
-    run.add_argument(
+    _number(
+        run,
         "--concurrency",
-        type=number("--concurrency", int, minimum=1),
-        default=DEFAULT_LIMITS.concurrency,
-        metavar="N",
-        help="the account's concurrent tasks to start from; lowered if Kling refuses "
-        "(default: %(default)s)",
+        int,
+        DEFAULT_LIMITS.concurrency,
+        "N",
+        "the account's concurrent tasks to start from; lowered if Kling refuses",
+        minimum=1,
     )
-    run.add_argument(
-        "--rps",
-        type=number("--rps", float, above=0.0),
-        default=DEFAULT_LIMITS.rps,
-        metavar="R",
-        help="API requests per second at most (default: %(default)s)",
+    _number(
+        run, "--rps", float, DEFAULT_LIMITS.rps, "R", "API requests per second at most", above=0
     )
-    run.add_argument(
+    _number(
+        run,
         "--poll-interval",
-        type=number("--poll-interval", float, above=0.0),
-        default=DEFAULT_POLL.interval,
-        metavar="SECONDS",
-        help="first pause between status checks; grows while nothing changes "
-        "(default: %(default)s)",
+        float,
+        DEFAULT_POLL.interval,
+        "SECONDS",
+        "first pause between status checks; grows while nothing changes",
+        above=0,
     )
     _add_download_flags(run)
     run.add_argument(
@@ -153,15 +151,36 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_download_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    _number(
+        parser,
         "--download-concurrency",
-        type=number("--download-concurrency", int, minimum=1),
-        default=DEFAULT_LIMITS.download_concurrency,
-        metavar="K",
-        help="videos downloaded at once (default: %(default)s)",
+        int,
+        DEFAULT_LIMITS.download_concurrency,
+        "K",
+        "videos downloaded at once",
+        minimum=1,
     )
     parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bars, also on a terminal (results are printed either way)",
+    )
+
+
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: type[int] | type[float],
+    default: float,
+    metavar: str,
+    text: str,
+    **bounds: float,
+) -> None:
+    """A numeric flag, checked by argparse (errors name the flag) and showing its default."""
+    parser.add_argument(
+        flag,
+        type=number(flag, kind, **bounds),
+        default=default,
+        metavar=metavar,
+        help=f"{text} (default: %(default)s)",
     )

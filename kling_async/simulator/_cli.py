@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
 from ._config import (
     DEFAULT_ACCESS_KEY,
@@ -69,16 +69,9 @@ def _price(text: str) -> tuple[str, str]:
     return key, units
 
 
-def _port(flag: str) -> Callable[[str], int]:
-    return number(flag, int, minimum=0, maximum=65535)
-
-
-def _share(flag: str) -> Callable[[str], float]:
-    return number(flag, float, minimum=0.0, maximum=1.0)
-
-
 _PORT = "%s port (default %%(default)s; 0 = a free one)"
 _KEY = "accepted %s (default %%(default)s)"
+_DEFAULT = " (default %(default)s)"
 
 
 def _secret(text: str) -> str:
@@ -89,53 +82,66 @@ def _secret(text: str) -> str:
     return text
 
 
+_PORT_RANGE = {"minimum": 0, "maximum": 65535}
+_SHARE = {"minimum": 0.0, "maximum": 1.0}
+#: The numeric options: flag, type, bounds (argparse refuses other values, naming the flag),
+#: default, metavar and help.
+_NUMBERS: tuple[tuple[str, type[int] | type[float], dict[str, Any], Any, str, str], ...] = (
+    ("--port", int, _PORT_RANGE, 8080, "PORT", _PORT % "API"),
+    ("--video-port", int, _PORT_RANGE, 8081, "PORT", _PORT % "video origin"),
+    (
+        "--concurrency",
+        int,
+        {"minimum": 0},
+        5,
+        "N",
+        "account concurrent-task cap (default %(default)s; 0: every create gets 1303)",
+    ),
+    ("--gen-seconds", float, {"minimum": 0.0}, 3.0, "SECONDS", "mean generation time" + _DEFAULT),
+    ("--gen-spread", float, _SHARE, 0.2, "SHARE", "relative spread of it, 0 to 1" + _DEFAULT),
+    ("--fail-rate", float, _SHARE, 0.0, "SHARE", "share of tasks that fail, 0 to 1" + _DEFAULT),
+    ("--seed", int, {}, 0, "N", "seed of per-task randomness" + _DEFAULT),
+    (
+        "--rate-limit",
+        float,
+        {"minimum": 0.0},
+        None,
+        "RPS",
+        "max API requests/s, answered 1302 above it (default: no limit; 0 = no limit)",
+    ),
+    (
+        "--video-bytes",
+        int,
+        {"minimum": 0},
+        None,
+        "N",
+        "serve generated videos of N bytes (default: the bundled sample video)",
+    ),
+    (
+        "--retention-days",
+        float,
+        {"above": 0.0},
+        30.0,
+        "DAYS",
+        "how long finished videos are kept" + _DEFAULT,
+    ),
+    (
+        "--url-ttl",
+        float,
+        {"minimum": 0.0},
+        None,
+        "SECONDS",
+        "signed video URLs valid this long (default: forever; 0 = forever)",
+    ),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options (every one has a default) to ``parser``."""
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    add("--port", type=_port("--port"), default=8080, metavar="PORT", help=_PORT % "API")
-    add(
-        "--video-port",
-        type=_port("--video-port"),
-        default=8081,
-        metavar="PORT",
-        help=_PORT % "video origin",
-    )
-    add(
-        "--concurrency",
-        type=number("--concurrency", int, minimum=0),
-        default=5,
-        metavar="N",
-        help="account concurrent-task cap (default %(default)s; 0: every create gets 1303)",
-    )
-    add(
-        "--gen-seconds",
-        type=number("--gen-seconds", float, minimum=0.0),
-        default=3.0,
-        metavar="SECONDS",
-        help="mean generation time (default %(default)s)",
-    )
-    add(
-        "--gen-spread",
-        type=_share("--gen-spread"),
-        default=0.2,
-        metavar="SHARE",
-        help="relative spread of it, 0 to 1 (default %(default)s)",
-    )
-    add(
-        "--fail-rate",
-        type=_share("--fail-rate"),
-        default=0.0,
-        metavar="SHARE",
-        help="share of tasks that fail, 0 to 1 (default %(default)s)",
-    )
-    add(
-        "--seed",
-        type=number("--seed", int),
-        default=0,
-        metavar="N",
-        help="seed of per-task randomness (default %(default)s)",
-    )
+    for flag, kind, bounds, default, metavar, text in _NUMBERS:
+        add(flag, type=number(flag, kind, **bounds), default=default, metavar=metavar, help=text)
     add("--access-key", default=DEFAULT_ACCESS_KEY, help=_KEY % "access key (JWT iss)")
     add(
         "--secret-key",
@@ -144,34 +150,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=_KEY % "HS256 secret, at least 32 bytes",
     )
     add("--api-key", default=DEFAULT_API_KEY, help=_KEY % "plain API key ('' = none)")
-    add(
-        "--rate-limit",
-        type=number("--rate-limit", float, minimum=0.0),
-        default=None,
-        metavar="RPS",
-        help="max API requests/s, answered 1302 above it (default: no limit; 0 = no limit)",
-    )
-    add(
-        "--video-bytes",
-        type=number("--video-bytes", int, minimum=0),
-        default=None,
-        metavar="N",
-        help="serve generated videos of N bytes (default: the bundled sample video)",
-    )
-    add(
-        "--retention-days",
-        type=number("--retention-days", float, above=0.0),
-        default=30.0,
-        metavar="DAYS",
-        help="how long finished videos are kept (default %(default)s)",
-    )
-    add(
-        "--url-ttl",
-        type=number("--url-ttl", float, minimum=0.0),
-        default=None,
-        metavar="SECONDS",
-        help="signed video URLs valid this long (default: forever; 0 = forever)",
-    )
     add("--state", metavar="FILE", help="keep the account's tasks in FILE across restarts")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")

@@ -8,6 +8,7 @@ problems: the bars count the rest).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from contextlib import suppress
@@ -26,7 +27,7 @@ from rich.progress import (
 from ._batch import Batch, BatchResult
 from ._labels import ALREADY_DONE
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "write_result"]
 
 
 class Reporter:
@@ -130,7 +131,20 @@ class Reporter:
         if self._progress is not None and self._above_bars:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            write_result(text, self.out)
+
+
+def write_result(text: str, out: TextIO | None = None) -> None:
+    """Print one result line (stdout by default). If the reader has gone (`run … | head`),
+    the batch still finishes: later results are dropped instead of ending it with a trace."""
+    out = out or sys.stdout
+    try:
+        print(text, file=out, flush=True)
+    except BrokenPipeError:
+        with suppress(OSError, ValueError):  # point the stream at /dev/null: flushes succeed
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -27,7 +27,7 @@ from ._config import DEFAULT_LIMITS, DEFAULT_POLL
 from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
-from ._progress import Reporter
+from ._progress import Reporter, write_result
 from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
 
 __all__ = ["main"]
@@ -138,14 +138,14 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
 
 def _summary(out: Path, already_done: int) -> None:
     """The run's last result line (stdout): every job of the file, by outcome."""
-    print(summary_line(out, overview(out, limit=0), already_done=already_done), flush=True)
+    write_result(summary_line(out, overview(out, limit=0), already_done=already_done))
 
 
 def _status(out: Path, *, verify: bool, show_all: bool) -> int:
     status = batch_status(out, verify=verify)
     view = overview(out, limit=None if show_all else SHOWN)
     for line in status_lines(out, view, status, verify=verify, show_all=show_all):
-        print(line)
+        write_result(line)
     return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK
 
 

@@ -90,6 +90,25 @@ def test_bars_on_the_terminal_results_in_the_file(tmp_path: Path) -> None:
     assert results.splitlines()[-1].startswith("4 jobs: 4 downloaded;")
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_batch(tmp_path: Path) -> None:
+    """`kling-async run … | head -1`: the batch still finishes, without a traceback."""
+    jobs, out = jobs_file(tmp_path, 6), tmp_path / "out"
+    with SimProcess(*SIM) as sim:
+        args = [*CLI, "run", str(jobs), "--out", str(out), *FAST, "--no-progress"]
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sim.env()
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("line ")
+        proc.stdout.close()  # what `head -1` does after its line
+        with proc.stderr:
+            err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert len(list((out / "videos").glob("*.mp4"))) == 6
+    assert run_cli(["status", str(out)], clean_env()).stdout.startswith(f"{out}: 6 jobs\n")
+
+
 def _read(fd: int) -> bytes:
     try:
         return os.read(fd, 65536)

@@ -186,6 +186,9 @@ class RedisLink:
         while True:
             await asyncio.sleep(wait)
             try:
+                # Pooled connections to the old server are dead: start afresh, or the first
+                # calls after the recovery would fail on them and mark the link lost again.
+                await self.client.connection_pool.disconnect()
                 await self.client.ping()
             except _LOST:
                 wait = min(self._reconnect_max, wait * 2)
@@ -223,8 +226,10 @@ class RedisLink:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._handlers[message["channel"]](message["data"])
-            except _LOST as exc:
-                self.lost(exc)
+            except _LOST:
+                # Our own connection broke (Redis gone, or the pool renewed after a recovery):
+                # the calls of the primitives decide availability; we only subscribe again.
+                await asyncio.sleep(self._reconnect_initial)
             finally:
                 with contextlib.suppress(*_LOST):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped

@@ -192,14 +192,18 @@ class SharedSlots:
             waiter.future.set_result(Lease(waiter.id, probe=flag == 2))
         return granted
 
-    def _fail_waiters(self) -> None:
+    def _fail_waiters(self, unavailable: bool = True) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             self._give_back(waiter.id)  # its queue entry, once Redis is back
-            if not waiter.future.done():
+            if waiter.future.done():
+                continue
+            if unavailable:
                 waiter.future.set_exception(
                     CoordinatorUnavailableError(f"coordinator {self.link.url} is unavailable")
                 )
+            else:
+                waiter.future.cancel()
 
     def _availability(self, available: bool) -> None:
         if available:
@@ -282,7 +286,7 @@ class SharedSlots:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
-        self._fail_waiters()
+        self._fail_waiters(unavailable=False)
         if self._releasing and self.link.available:
             with contextlib.suppress(CoordinatorUnavailableError):
                 await self._keep(renew_held=False)

@@ -124,8 +124,9 @@ MODES = {"churn": churn, "hold": hold, "wait": wait, "reject": reject, "lead": l
 
 
 async def main(url: str, account: str, mode: str, options: str) -> None:
-    link = await RedisLink.connect(url, account)
-    await MODES[mode](link, json.loads(options))
+    opts = json.loads(options)
+    link = await RedisLink.connect(url, account, reconnect_max=opts.get("reconnect_max", 1.0))
+    await MODES[mode](link, opts)
     await link.aclose()
 
 

@@ -101,7 +101,7 @@ class RedisLink:
         self._reconnect_initial, self._reconnect_max = reconnect_initial, reconnect_max
         self._recovering: asyncio.Task[None] | None = None
         self._on_change: list[Callable[[bool], None]] = []
-        self._handlers: dict[str, Callable[[str], None]] = {}
+        self._handlers: dict[str, list[Callable[[str], None]]] = {}
         self._listener: asyncio.Task[None] | None = None
 
     @classmethod
@@ -208,7 +208,7 @@ class RedisLink:
 
     def listen(self, name: str, handler: Callable[[str], None]) -> None:
         """Call `handler(message)` for each message on this account's channel `name`."""
-        self._handlers[self.key(name)] = handler
+        self._handlers.setdefault(self.key(name), []).append(handler)
         if self._listener is not None:
             self._listener.cancel()  # re-subscribes with the new channel in the set
         self._listener = asyncio.ensure_future(self._listen())
@@ -220,12 +220,12 @@ class RedisLink:
             try:
                 await pubsub.subscribe(*self._handlers)
                 # Messages sent while we were away are lost: wake every listener once.
-                for handler in self._handlers.values():
-                    handler("subscribed")
+                for channel in self._handlers:
+                    self._dispatch(channel, "subscribed")
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
-                        self._handlers[message["channel"]](message["data"])
+                        self._dispatch(message["channel"], message["data"])
             except _LOST:
                 # Our own connection broke (Redis gone, or the pool renewed after a recovery):
                 # the calls of the primitives decide availability; we only subscribe again.
@@ -233,6 +233,13 @@ class RedisLink:
             finally:
                 with contextlib.suppress(*_LOST):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
+
+    def _dispatch(self, channel: str, message: str) -> None:
+        for handler in self._handlers.get(channel, []):
+            try:
+                handler(message)
+            except Exception:  # one bad handler must not stop the others or the listener
+                log.exception("coordinator message handler failed")
 
     async def aclose(self) -> None:
         """Stop the listener and the reconnect loop; close the connection pool."""

@@ -231,3 +231,20 @@ async def test_a_dead_waiter_does_not_block_the_queue(redis_server: Any, gates: 
     gate.release(held[0])
     await asyncio.wait_for(behind, 10)  # its heartbeat lapses within the TTL
     assert (await gate.snapshot())["waiting"] == 0
+
+
+async def test_slots_held_on_resume_count_at_once_and_are_proven(gates: Gates) -> None:
+    gate, other = await gates(3, slow_start=True), await gates(3, slow_start=True)
+    found = [gate.hold(), gate.hold()]  # tasks found running after a restart
+    for _ in range(100):
+        state = await gate.snapshot()
+        if state["in_use"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert (state["in_use"], state["confirmed"], gate.in_use) == (2, 2, 2)
+    lease = await asyncio.wait_for(other.acquire(), 10)  # the third and last slot
+    assert lease.probe  # above the proven level of two
+    waiter = asyncio.ensure_future(other.acquire())
+    assert await blocked(waiter)
+    gate.release(found[0])  # from a done-callback: synchronous
+    await asyncio.wait_for(waiter, 10)

@@ -103,6 +103,7 @@ class RedisLink:
         self._on_change: list[Callable[[bool], None]] = []
         self._handlers: dict[str, list[Callable[[str], None]]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._closed = False  # loops check it: a cancel inside a redis-py call can be lost
 
     @classmethod
     async def connect(
@@ -183,7 +184,7 @@ class RedisLink:
 
     async def _recover(self) -> None:
         wait = self._reconnect_initial
-        while True:
+        while not self._closed:
             await asyncio.sleep(wait)
             try:
                 # Pooled connections to the old server are dead: start afresh, or the first
@@ -214,7 +215,7 @@ class RedisLink:
         self._listener = asyncio.ensure_future(self._listen())
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closed:
             await self.wait_available()
             pubsub = self.client.pubsub()
             try:
@@ -222,7 +223,7 @@ class RedisLink:
                 # Messages sent while we were away are lost: wake every listener once.
                 for channel in self._handlers:
                     self._dispatch(channel, "subscribed")
-                while True:
+                while not self._closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._dispatch(message["channel"], message["data"])
@@ -243,6 +244,7 @@ class RedisLink:
 
     async def aclose(self) -> None:
         """Stop the listener and the reconnect loop; close the connection pool."""
+        self._closed = True
         for task in (self._listener, self._recovering):
             if task is not None:
                 task.cancel()
@@ -263,6 +265,7 @@ class KeepAlive:
     ) -> None:
         self.link, self.interval, self._flush = link, interval, flush
         self._poked = asyncio.Event()
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
         link.on_change(self._changed)
 
@@ -280,9 +283,12 @@ class KeepAlive:
         self._poked.set()
 
     async def _run(self) -> None:
-        while True:
+        # A flag, not only cancel(): redis-py may finish a call it was cancelled in and return
+        # normally, so a cancel that lands during a flush is lost.
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._poked.wait()
             self._poked.clear()
             await self.link.wait_available()
             try:
@@ -294,6 +300,7 @@ class KeepAlive:
 
     async def aclose(self) -> None:
         """Stop the loop (pending work is left to the TTLs)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

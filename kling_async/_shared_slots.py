@@ -98,6 +98,7 @@ class SharedSlots:
         self._epoch = ""
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self._closing = False  # the pump checks it: a cancel inside a redis-py call can be lost
         self._keys = [link.key(f"slots:{name}") for name in _KEYS]
         self._channel = link.key("slots:wake")
         self._scripts = {s: link.script(s) for s in (ACQUIRE, KEEP, ACCEPTED, REJECTED)}
@@ -131,6 +132,8 @@ class SharedSlots:
 
     async def acquire(self) -> Lease:
         """Wait for a slot (in the account-wide queue) and take it."""
+        if self._closing:
+            raise RuntimeError("this SharedSlots is closed")
         if self.fail_fast and not self.link.available:
             raise CoordinatorUnavailableError(f"coordinator {self.link.url} is unavailable")
         waiter = _Waiter(_new_id(), asyncio.get_running_loop().create_future())
@@ -151,7 +154,7 @@ class SharedSlots:
     async def _serve(self) -> None:
         """One loop per process: a single script call serves all our waiters, in order."""
         try:
-            while self._waiters:
+            while self._waiters and not self._closing:
                 if not self.link.available:
                     if self.fail_fast:
                         self._fail_waiters()
@@ -169,8 +172,9 @@ class SharedSlots:
                     continue
                 self._seen(epoch, limit, in_use)
                 if not self._grant(batch, flags) and self._waiters:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=wait_ms / 1000)
+                    with contextlib.suppress(TimeoutError):  # not wait_for: see KeepAlive
+                        async with asyncio.timeout(wait_ms / 1000):
+                            await self._wake.wait()
         except Exception as exc:  # a script or protocol error: fail loudly, never hang
             for waiter in self._waiters:
                 if not waiter.future.done():
@@ -282,6 +286,7 @@ class SharedSlots:
 
     async def aclose(self) -> None:
         """Leave the queue and stop; held leases expire by their TTL (their tasks may run on)."""
+        self._closing = True
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -248,3 +248,17 @@ async def test_slots_held_on_resume_count_at_once_and_are_proven(gates: Gates) -
     assert await blocked(waiter)
     gate.release(found[0])  # from a done-callback: synchronous
     await asyncio.wait_for(waiter, 10)
+
+
+async def test_closing_right_after_a_release_never_hangs(redis_server: Any) -> None:
+    link = await RedisLink.connect(redis_server.url, "acct-a")
+    try:
+        for _ in range(30):
+            gate = SharedSlots(link, 2, ttl=1.0, slow_start=False)
+            gate.start()
+            gate.release(await gate.acquire())  # pokes the keeper as aclose() cancels it
+            closing = asyncio.ensure_future(gate.aclose())
+            done, _ = await asyncio.wait([closing], timeout=5)  # fails, never hangs, if it does
+            assert done, "aclose() hung: a background loop ignored its cancellation"
+    finally:
+        await link.aclose()

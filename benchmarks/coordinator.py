@@ -2,7 +2,7 @@
 
     python benchmarks/coordinator.py [--cycles 2000] [--procs 3] [--seconds 5]
 
-Starts a throwaway redis-server (127.0.0.1, persistence off; needs the `redis-server` binary
+Starts a throwaway redis-server (the test suite's: 127.0.0.1, persistence off; needs the binary
 and `pip install -e ".[redis]"`), then prints:
 - one process: acquire + accepted + release of one slot, per cycle (µs) — the overhead a create
   pays on top of Kling's own answer;
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,12 +79,6 @@ async def worker(url: str, seconds: float) -> None:
     await link.aclose()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=2000)
@@ -97,30 +89,16 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker(args.worker, args.seconds))
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from redis_helpers import REDIS_SERVER, RedisServer  # the test suite's throwaway server
+
+    if REDIS_SERVER is None:
         sys.exit("redis-server is not installed (apt-get install -y redis-server)")
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
+        server = RedisServer(Path(tmp))
+        server.start()
+        url = server.url
         try:
-            time.sleep(0.3)
             per_cycle = asyncio.run(one_process(url, args.cycles))
             print(f"one process: {per_cycle:,.0f} µs per acquire + accepted + release")
             me = [sys.executable, __file__, "--worker", url, "--seconds", str(args.seconds)]
@@ -136,8 +114,7 @@ def main() -> None:
                 f"shares {', '.join(f'{s / total:.0%}' for s in shares)}"
             )
         finally:
-            server.kill()
-            server.wait()
+            server.stop()
 
 
 async def read_peak(url: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,21 @@ class RedisServer:
             self.proc = None
 
 
+async def until(check: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll `check()` (plain or async) until it is true; False if `timeout` passed first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
 WORKER = Path(__file__).with_name("shared_worker.py")
 
 
@@ -135,27 +151,31 @@ class Worker:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-async def spawn(url: str, account: str, mode: str, **options: object) -> Worker:
-    """Start a worker process in `mode` on this Redis and account."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        url,
-        account,
-        mode,
-        json.dumps(options),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    return Worker(proc)
+Start = Callable[..., Awaitable[Worker]]
 
 
 @contextlib.asynccontextmanager
-async def workers() -> AsyncIterator[list[Worker]]:
-    """A list to put workers in; every one still running is killed on the way out."""
+async def workers(url: str, account: str = "acct-a") -> AsyncIterator[Start]:
+    """`await start(mode, **options)` runs a worker on this Redis and account; every one still
+    running is killed on the way out."""
     started: list[Worker] = []
+
+    async def start(mode: str, **options: object) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            url,
+            account,
+            mode,
+            json.dumps(options),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(Worker(proc))
+        return started[-1]
+
     try:
-        yield started
+        yield start
     finally:
         for worker in started:
             worker.kill()

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from redis_helpers import free_port, spawn, workers
+from redis_helpers import free_port, until, workers
 
 from kling_async import ConfigurationError, Credentials
 from kling_async._shared_link import (
@@ -47,17 +47,6 @@ def test_the_account_is_named_by_a_hash_never_the_key(access_key: str, secret_ke
     assert shown_url("redis://user:pw@h:1/2") == "redis://user:***@h:1/2"
 
 
-async def wait_for(check: Any, timeout: float = 15.0) -> Any:
-    """Poll `check()` (async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value or loop.time() > deadline:
-            return value
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.slow
 async def test_redis_restarted_mid_run(redis_server: Any) -> None:
     link = await RedisLink.connect(redis_server.url, "acct-a", reconnect_max=0.2)
@@ -68,12 +57,9 @@ async def test_redis_restarted_mid_run(redis_server: Any) -> None:
     gate.start()
     strict.start()
     try:
-        async with workers() as started:
+        async with workers(redis_server.url) as start:
             for _ in range(2):
-                worker = await spawn(
-                    redis_server.url, "acct-a", "hold", maximum=4, ttl=1.0, reconnect_max=0.2
-                )
-                started.append(worker)
+                worker = await start("hold", maximum=4, ttl=1.0, reconnect_max=0.2)
                 await worker.expect("held")
             ours = await gate.acquire()
             await gate.accepted(ours)
@@ -91,7 +77,7 @@ async def test_redis_restarted_mid_run(redis_server: Any) -> None:
             assert not waiting.done()
 
             redis_server.start()  # same port, empty
-            await wait_for(lambda: asyncio.sleep(0, link.available))
+            assert await until(lambda: link.available, timeout=15)
             assert changes == [False, True]
             # Each live holder re-adds its own lease: 2, never 4 (counted twice) nor 0.
             lease = await asyncio.wait_for(waiting, 15)

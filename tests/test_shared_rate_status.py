@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis_helpers import spawn, workers
+from redis_helpers import until, workers
 
 from kling_async._shared_link import RedisLink
 from kling_async._shared_rate import SharedRate
@@ -38,20 +38,17 @@ async def test_the_rate_holds_across_processes(redis_server: Any, connect: Conne
     rate, tokens, procs = 20.0, 8, 3
     link = await connect()
     sec, usec = await link.client.time()
-    start = sec * 1000 + usec // 1000
-    async with workers() as started:
-        for _ in range(procs):
-            started.append(
-                await spawn(redis_server.url, "acct-a", "rate", rate=rate, tokens=tokens)
-            )
+    begun = sec * 1000 + usec // 1000
+    async with workers(redis_server.url) as start:
+        started = [await start("rate", rate=rate, tokens=tokens) for _ in range(procs)]
         for worker in started:
             await worker.expect("done", timeout=60)
     takes = [int(t) for t in await link.client.lrange("test:takes", 0, -1)]
-    assert len(takes) == procs * tokens and min(takes) >= start
+    assert len(takes) == procs * tokens and min(takes) >= begun
     # By Redis' clock: one token of burst, then 20 per second for all three processes
     # together (each on its own bucket would be done in a third of the time). A loaded
     # machine only makes it slower.
-    assert max(takes) - start >= (procs * tokens - 1) / rate * 1000 - 2
+    assert max(takes) - begun >= (procs * tokens - 1) / rate * 1000 - 2
 
 
 async def test_set_rate_and_cut_are_shared(connect: Connect) -> None:
@@ -101,15 +98,12 @@ async def test_one_leader_and_a_clean_hand_over(connect: Connect) -> None:
     a = LeaderLease(await connect(), ttl=1.0, on_change=lambda on: changes.append(("a", on)))
     b = LeaderLease(await connect(), ttl=1.0, on_change=lambda on: changes.append(("b", on)))
     a.start()
-    await asyncio.sleep(0.2)
+    assert await until(lambda: a.is_leader)
     b.start()
     await asyncio.sleep(0.5)
     assert (a.is_leader, b.is_leader) == (True, False)
     await a.aclose()  # resigns: b takes over at its next attempt, well within the TTL
-    for _ in range(100):
-        if b.is_leader:
-            break
-        await asyncio.sleep(0.02)
+    assert await until(lambda: b.is_leader)
     assert changes == [("a", True), ("a", False), ("b", True)]
     await b.aclose()
 
@@ -118,9 +112,8 @@ async def test_one_leader_and_a_clean_hand_over(connect: Connect) -> None:
 async def test_a_killed_leader_is_replaced_within_the_ttl(
     redis_server: Any, connect: Connect
 ) -> None:
-    async with workers() as started:
-        leader = await spawn(redis_server.url, "acct-a", "lead", ttl=1.0)
-        started.append(leader)
+    async with workers(redis_server.url) as start:
+        leader = await start("lead", ttl=1.0)
         await leader.expect("leader")
         link = await connect()
         ours = LeaderLease(link, ttl=1.0)
@@ -130,11 +123,7 @@ async def test_a_killed_leader_is_replaced_within_the_ttl(
         assert not ours.is_leader
         assert not await status.publish(ours, {"t1": "{}"})  # fenced: not the leader
         leader.kill()
-        for _ in range(150):  # the dead leader's key lapses within its TTL (1 s)
-            if ours.is_leader:
-                break
-            await asyncio.sleep(0.02)
-        assert ours.is_leader
+        assert await until(lambda: ours.is_leader)  # its key lapses within the TTL (1 s)
         await ours.aclose()
 
 
@@ -142,10 +131,7 @@ async def test_the_leader_publishes_and_every_process_reads(connect: Connect) ->
     leader_link, reader_link = await connect(), await connect()
     leader = LeaderLease(leader_link, ttl=1.0)
     leader.start()
-    for _ in range(100):
-        if leader.is_leader:
-            break
-        await asyncio.sleep(0.02)
+    assert await until(lambda: leader.is_leader)
     heard: list[list[str]] = []
     updated = asyncio.Event()
 

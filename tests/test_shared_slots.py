@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis_helpers import spawn, workers
+from redis_helpers import until, workers
 
 from kling_async._shared_link import RedisLink
 from kling_async._shared_lua import ACQUIRE
@@ -71,12 +71,13 @@ async def test_a_cancelled_waiter_leaves_the_queue(gates: Gates) -> None:
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
     gate.release(held[0])
-    for _ in range(100):
+
+    async def empty() -> bool:
         state = await gate.snapshot()
-        if state["in_use"] == 0 and state["waiting"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert (state["in_use"], state["waiting"], gate.in_use) == (0, 0, 0)
+        return state["in_use"] == state["waiting"] == 0
+
+    assert await until(empty)
+    assert gate.in_use == 0
 
 
 async def test_a_lost_answer_grants_the_same_lease_not_a_second(gates: Gates) -> None:
@@ -116,9 +117,8 @@ async def test_slow_start_lets_two_unconfirmed_creates_out(gates: Gates) -> None
 async def test_a_1303_in_one_process_lowers_the_limit_for_all(
     redis_server: Any, gates: Gates
 ) -> None:
-    async with workers() as started:
-        worker = await spawn(redis_server.url, "acct-a", "reject", maximum=5, count=2)
-        started.append(worker)
+    async with workers(redis_server.url) as start:
+        worker = await start("reject", maximum=5, count=2)
         assert await worker.expect("rejected") == "rejected 2"  # limit := the 2 still held
         gate = await gates(5)
         waiter = asyncio.ensure_future(gate.acquire())
@@ -161,11 +161,8 @@ async def test_probes_go_one_at_a_time_account_wide(gates: Gates) -> None:
 
 @pytest.mark.slow
 async def test_several_processes_never_exceed_the_limit(redis_server: Any) -> None:
-    async with workers() as started:
-        for _ in range(4):
-            started.append(
-                await spawn(redis_server.url, "acct-a", "churn", maximum=3, tasks=4, rounds=6)
-            )
+    async with workers(redis_server.url) as start:
+        started = [await start("churn", maximum=3, tasks=4, rounds=6) for _ in range(4)]
         for worker in started:
             await worker.expect("done", timeout=120)
     link = await RedisLink.connect(redis_server.url, "acct-a")
@@ -182,9 +179,8 @@ async def test_several_processes_never_exceed_the_limit(redis_server: Any) -> No
 async def test_a_killed_holders_slots_come_back_within_the_ttl(
     redis_server: Any, gates: Gates
 ) -> None:
-    async with workers() as started:
-        holder = await spawn(redis_server.url, "acct-a", "hold", maximum=3, count=3, ttl=1.0)
-        started.append(holder)
+    async with workers(redis_server.url) as start:
+        holder = await start("hold", maximum=3, count=3, ttl=1.0)
         await holder.expect("held")
         gate = await gates(3)
         waiter = asyncio.ensure_future(gate.acquire())
@@ -221,9 +217,8 @@ async def test_a_later_process_is_not_starved(gates: Gates) -> None:
 async def test_a_dead_waiter_does_not_block_the_queue(redis_server: Any, gates: Gates) -> None:
     gate = await gates(1)
     held = await take(gate, 1)
-    async with workers() as started:
-        dead = await spawn(redis_server.url, "acct-a", "wait", maximum=1, ttl=1.0)
-        started.append(dead)
+    async with workers(redis_server.url) as start:
+        dead = await start("wait", maximum=1, ttl=1.0)
         await dead.expect("waiting")
         dead.kill()
         await dead.wait()
@@ -236,11 +231,12 @@ async def test_a_dead_waiter_does_not_block_the_queue(redis_server: Any, gates: 
 async def test_slots_held_on_resume_count_at_once_and_are_proven(gates: Gates) -> None:
     gate, other = await gates(3, slow_start=True), await gates(3, slow_start=True)
     found = [gate.hold(), gate.hold()]  # tasks found running after a restart
-    for _ in range(100):
-        state = await gate.snapshot()
-        if state["in_use"] == 2:
-            break
-        await asyncio.sleep(0.02)
+
+    async def written() -> bool:
+        return (await gate.snapshot())["in_use"] == 2
+
+    assert await until(written)
+    state = await gate.snapshot()
     assert (state["in_use"], state["confirmed"], gate.in_use) == (2, 2, 2)
     lease = await asyncio.wait_for(other.acquire(), 10)  # the third and last slot
     assert lease.probe  # above the proven level of two

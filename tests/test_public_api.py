@@ -17,14 +17,14 @@ PACKAGE = Path(kling_async.__file__).parent
 #: `simulator` are subpackages counted as one unit each; a module missing here fails the test
 #: until it is given its place.
 LAYERS: list[set[str]] = [
-    {"_types", "_errors"},
+    {"_types", "_errors", "_shared_lua"},
     {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder"},
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
     {"_auth", "_retry", "_limits", "_body", "_identity", "_journal_schema"},
-    {"_http", "_download", "_followed"},
-    {"_create", "_poll", "_fetch"},
+    {"_http", "_download", "_followed", "_shared_link"},
+    {"_create", "_poll", "_fetch", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_labels"},

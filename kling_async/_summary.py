@@ -3,7 +3,8 @@
 Both count every job of the jobs file, not only those the journal has rows for: a run records
 how many jobs the file held (`record_jobs_in_file`, a journal meta value), and the jobs no run
 has reached yet are counted as such. Jobs are counted by label (`_labels`), so a create Kling
-refused reads "not submitted", never "submitting".
+refused reads "not submitted", never "submitting". The counts, problems and file checks are
+`batch_status`'s; only the rows whose stored state needs a second look are read here.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, result_from_row
+from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult
 from ._batch_status import BatchStatus
-from ._journal import Journal
-from ._labels import ALREADY_DONE, LABELS, NOT_REACHED, PROBLEM_CAUSES, cause
+from ._journal import JobState, Journal
+from ._labels import ALREADY_DONE, LABELS, NOT_REACHED, PROBLEM_CAUSES, cause, label
 
 __all__ = [
     "JOBS_IN_FILE",
@@ -46,14 +47,12 @@ def record_jobs_in_file(out_dir: Path, count: int) -> None:
 
 @dataclass(slots=True)
 class Overview:
-    """A folder's jobs by label, with the first problems (jobs with an error) and the causes
-    of the labels whose jobs usually share one."""
+    """A folder's jobs by label (every job of the jobs file, plus those no longer in it), the
+    causes of the labels whose jobs usually share one, and the journal's `BatchStatus`."""
 
+    status: BatchStatus
     counts: Counter[str] = field(default_factory=Counter)
     causes: dict[str, Counter[str]] = field(default_factory=dict)
-    problems: list[BatchResult] = field(default_factory=list)
-    problem_count: int = 0
-    removed: int = 0  # jobs no longer in the jobs file (their tasks are still followed)
 
     @property
     def total(self) -> int:
@@ -61,28 +60,24 @@ class Overview:
         return self.counts.total()
 
 
-def overview(out_dir: Path, *, limit: int | None = SHOWN) -> Overview:
-    """Read the journal once (read-only: safe beside a running batch); keep at most `limit`
-    problems (None: all)."""
+def overview(out_dir: Path, status: BatchStatus) -> Overview:
+    """Label the jobs `status` counts by state. Only the rows whose state alone does not say
+    what they are (`submitting`, `succeeded`: few, in a batch that ran) are read again, plus
+    the journal's record of how many jobs the file held (read-only: safe beside a batch)."""
+    view = Overview(status, Counter(status.counts))
     journal = Journal(out_dir / JOURNAL_NAME, readonly=True)
-    view = Overview()
-    in_file = 0
     try:
         recorded = journal.meta(JOBS_IN_FILE)
-        for row in journal.rows():
-            result = result_from_row(row)
-            word = result.outcome
-            view.counts[word] += 1
-            in_file += row.in_jobs_file
-            view.removed += not row.in_jobs_file
-            if word in PROBLEM_CAUSES:
-                view.causes.setdefault(word, Counter())[cause(result.error)] += 1
-            if row.error:
-                view.problem_count += 1
-                if limit is None or len(view.problems) < limit:
-                    view.problems.append(result)
+        for state in (JobState.SUBMITTING, JobState.SUCCEEDED):
+            for row in journal.rows(state):
+                word = label(row.state, row.error, row.task_id)
+                view.counts[state] -= 1
+                view.counts[word] += 1
+                if word in PROBLEM_CAUSES:
+                    view.causes.setdefault(word, Counter())[cause(row.error)] += 1
     finally:
         journal.close_sync()
+    in_file = status.total - status.removed
     if recorded is not None and int(recorded) > in_file:
         view.counts[NOT_REACHED] = int(recorded) - in_file
     return view
@@ -97,7 +92,8 @@ def _counts(view: Overview, already_done: int) -> list[tuple[str, int]]:
 
 
 def _gone(view: Overview) -> str:
-    return f" ({view.removed} no longer in the jobs file)" if view.removed else ""
+    removed = view.status.removed
+    return f" ({removed} no longer in the jobs file)" if removed else ""
 
 
 def summary_line(out_dir: Path, view: Overview, *, already_done: int = 0) -> str:
@@ -121,10 +117,10 @@ def summary_line(out_dir: Path, view: Overview, *, already_done: int = 0) -> str
     )
 
 
-def status_lines(
-    out_dir: Path, view: Overview, status: BatchStatus, *, verify: bool, show_all: bool
-) -> list[str]:
-    """`kling-async status DIR`: counts by label, videos to fetch, damaged files, problems."""
+def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool) -> list[str]:
+    """`kling-async status DIR`: counts by label, videos to fetch, damaged files, problems
+    (the first `SHOWN` of each list, unless `show_all`)."""
+    status = view.status
     lines = [f"{out_dir}: {view.total} jobs{_gone(view)}"]
     width = max(len(word) for word in LABELS)
     lines += [f"  {word:<{width}} {n}" for word, n in _counts(view, 0)]
@@ -140,19 +136,21 @@ def status_lines(
             f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
             f"(Kling sent no created_at; fetched first) — {fetch}"
         )
+    shown = None if show_all else SHOWN
     if status.files_bad:
         how = "re-hashed" if verify else "checked by size"
         lines.append(
             f"  {len(status.files_bad)} of {status.files_checked} downloaded file(s) ({how}) "
             f"missing or damaged — {fetch} to fetch them again"
         )
-        bad = status.files_bad if show_all else status.files_bad[:SHOWN]
+        bad = status.files_bad[:shown]
         lines += [f"  {where(b.result)}: {b.path} {b.reason}" for b in bad]
         lines += _more(len(status.files_bad) - len(bad))
-    for problem in view.problems:
+    problems = status.problems[:shown]
+    for problem in problems:
         message = (problem.error or {}).get("message")
         lines.append(f"  {where(problem)}: {problem.outcome}: {message}")
-    lines += _more(view.problem_count - len(view.problems))
+    lines += _more(len(status.problems) - len(problems))
     return lines
 
 

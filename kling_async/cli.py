@@ -28,7 +28,7 @@ from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
 from ._progress import Reporter, write_result
-from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
+from ._summary import overview, record_jobs_in_file, status_lines, summary_line
 
 __all__ = ["main"]
 
@@ -138,13 +138,13 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
 
 def _summary(out: Path, already_done: int) -> None:
     """The run's last result line (stdout): every job of the file, by outcome."""
-    write_result(summary_line(out, overview(out, limit=0), already_done=already_done))
+    view = overview(out, batch_status(out))
+    write_result(summary_line(out, view, already_done=already_done))
 
 
 def _status(out: Path, *, verify: bool, show_all: bool) -> int:
     status = batch_status(out, verify=verify)
-    view = overview(out, limit=None if show_all else SHOWN)
-    for line in status_lines(out, view, status, verify=verify, show_all=show_all):
+    for line in status_lines(out, overview(out, status), verify=verify, show_all=show_all):
         write_result(line)
     return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK
 

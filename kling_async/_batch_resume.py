@@ -237,7 +237,7 @@ class Resumer:
         row = self._rows[key]
         if row.state in JobState.TERMINAL and key not in self._reported:
             self.counts.seen += 1
-            self._emit(key, result_from_row(row))
+            self._emit(key, result_from_row(row, earlier=True))
 
     def _describe(self, key: str) -> str:
         """Where a job is, for messages: its line now, or as the last run saw it."""
@@ -262,10 +262,10 @@ class Resumer:
                     error = {"type": "NotSubmitted", "message": "not created yet: `run` sends it"}
                     self._emit(key, _result(row, JobState.SUBMITTING, error))
                 elif row.state in JobState.TERMINAL or row.state == JobState.PENDING:
-                    self._emit(key, result_from_row(row))
+                    self._emit(key, result_from_row(row, earlier=True))
             elif row.state in JobState.TERMINAL and row.state != JobState.REJECTED:
                 self.counts.seen += 1
-                self._emit(key, result_from_row(row, in_file=False))
+                self._emit(key, result_from_row(row, in_file=False, earlier=True))
 
     def _droppable(self) -> tuple[str, ...]:
         """Rows of jobs gone from the file that Kling never had: nothing left to follow."""

@@ -278,7 +278,7 @@ def test_the_cli_runs_a_batch_against_odd_answers(tmp_path: Path) -> None:
         done = run_cli(["run", str(jobs), "--out", str(out), "--no-progress"], sp.env(), 60)
         assert done.returncode == 0, done.stderr
         status = run_cli(["status", str(out)], sp.env())
-    assert "downloaded  4" in status.stdout
+    assert "downloaded      4" in status.stdout
     assert len(list((out / "videos").glob("*.mp4"))) == 4
 
 

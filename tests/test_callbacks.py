@@ -29,9 +29,11 @@ class FakeClient:
     def __init__(self) -> None:
         self.event_hook = None
         self.notified: list[str | None] = []
+        self.claimed: list[str | None] = []
 
-    def notify(self, task_id: str | None = None) -> None:
+    def notify(self, task_id: str | None = None, status: str | None = None) -> None:
         self.notified.append(task_id)
+        self.claimed.append(status)
 
 
 def body(**fields: Any) -> bytes:

@@ -355,7 +355,7 @@ async def test_observe_from_outside() -> None:
     tr.observe(mk("unknown", "succeed"))  # not tracked: ignored
     tr.observe(mk("a", "succeed", took=42))
     assert fut.result().status is TaskStatus.SUCCEED
-    assert list(tr._durations) == [42.0]
+    assert list(tr.pacer.durations) == [42.0]
     await tr.aclose()
 
 
@@ -368,36 +368,29 @@ async def test_aclose_cancels_waiters() -> None:
     assert len(tr) == 0
 
 
-async def test_next_delay_uses_learnt_durations() -> None:
+async def test_next_delay_follows_the_pacer() -> None:
+    """Backs off while nothing is learnt; then the lost-time rule over the unclaimed tasks."""
     api = FakeApi()
     pace = Pace()
     policy = PollPolicy(interval=1.0, interval_max=30.0, min_interval=0.05, due_fraction=0.02)
     tr = tracker(api, pace, policy=policy)
-    tr._interval = 4.0
     pace.now = 1000.0
-    # no history: the current back-off interval
+    tr.pacer.begin(1000.0)
+    tr.pacer.interval = 4.0
+    # no history: the current back-off interval, counted from the sweeper's start
     tr._tracked["x"] = _entry(mk("x"), since=1000.0)
     assert tr._next_delay() == 4.0
-    # learnt: tasks take 100–200 s (10th percentile 100, median 150)
-    tr._durations.extend([100.0] * 2 + [150.0] * 5 + [200.0] * 3)
-    # just submitted: nothing can finish for ~100 s, so wait long (capped by interval_max)
-    assert tr._next_delay() == 30.0
-    pace.now = 1090.0  # 10 s before the earliest finish: sleep until then
-    assert tr._next_delay() == pytest.approx(10.0)
-    pace.now = 1099.99  # about due: sweep at the due cadence, median × due_fraction = 3 s
-    assert tr._next_delay() == pytest.approx(3.0)
-    pace.now = 5000.0  # long overdue: still the due cadence
-    assert tr._next_delay() == pytest.approx(3.0)
-    # the oldest tracked task decides
-    tr._tracked["y"] = _entry(mk("y"), since=4950.0)
-    assert tr._next_delay() == pytest.approx(3.0)
-    tr._tracked.clear()
-    tr._tracked["z"] = _entry(mk("z"), since=4950.0)
-    assert tr._next_delay() == pytest.approx(30.0)
-    # never below min_interval
-    tr.policy = PollPolicy(interval=1.0, min_interval=5.0, due_fraction=0.001)
-    pace.now = 9000.0
-    assert tr._next_delay() == pytest.approx(5.0)
+    pace.now = 1003.0
+    assert tr._next_delay() == pytest.approx(1.0)
+    # learnt: tasks take 100–200 s; seen running by a sweep at 1000
+    tr.pacer.durations.extend([100.0, 125.0, 150.0, 175.0, 200.0])
+    tr.pacer.swept(1000.0, changed=0)
+    assert tr._next_delay() == 30.0  # nothing can end for ~100 s: capped by interval_max
+    pace.now = 1099.0  # the window opens at 1100: a few seconds into it, the budget (3 s) is met
+    assert 1.0 < tr._next_delay() < 30.0
+    # a task that callbacks announced finished is not waited for; alone, it is confirmed now
+    tr._tracked["x"].claimed = True
+    assert tr._next_delay() == 0.05
     tr._tracked.clear()
 
 

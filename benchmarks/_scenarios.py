@@ -39,6 +39,7 @@ class Scenario:
     schedule: tuple[tuple[float, dict[str, int]], ...] = ()
     image_paths: tuple[tuple[str, ...], ...] = ()
     rps: float = 10.0
+    callbacks: bool = False  # the simulator POSTs status callbacks to each task's callback_url
 
 
 @dataclass(slots=True)
@@ -156,12 +157,14 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
         result_path=str(work / f"result-{tag}.json"),
         image_paths=[list(p) for p in sc.image_paths],
         rps=sc.rps,
+        callbacks=sc.callbacks,
     )
     sim = SimProcess(
         concurrency=sc.account_cap,
         gen_seconds=sc.gen_seconds,
         gen_spread=sc.gen_spread,
         log_path=work / "simulator.log",
+        callbacks=sc.callbacks,
     )
     log = work / f"child-{tag}.log"
     with sim:

@@ -48,6 +48,7 @@ class SimProcess:
         video_bytes: int | None = None,
         seed: int = 7,
         log_path: Path | None = None,
+        callbacks: bool = False,
     ) -> None:
         self.args = [
             sys.executable,
@@ -65,8 +66,9 @@ class SimProcess:
             str(gen_spread),
             "--seed",
             str(seed),
-            "--no-callbacks",
         ]
+        if not callbacks:
+            self.args.append("--no-callbacks")
         if video_bytes is not None:
             self.args += ["--video-bytes", str(video_bytes)]
         self.log_path = log_path

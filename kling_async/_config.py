@@ -70,8 +70,11 @@ class PollPolicy:
     timeout: float = 3600.0
     #: Never sweep more often than this.
     min_interval: float = 0.05
-    #: While some task is due (by learnt durations), sweep every `typical duration × due_fraction`.
-    due_fraction: float = 0.02
+    #: What a sweep is worth, as a fraction of the median generation time: sweep once the
+    #: slot-time that completions not yet seen are expected to have cost reaches it (smaller:
+    #: more requests, completions noticed sooner). While callbacks announce every completion,
+    #: the sweep is a safety net instead: once per median generation time (past interval_max).
+    due_fraction: float = 0.0065
     #: After this many answers in a row about one task that cannot be read, `wait()` raises
     #: ResponseValidationError (its slot stays held while the task is still followed).
     unreadable_limit: int = 3

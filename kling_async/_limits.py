@@ -13,8 +13,8 @@ the account is fresh, so that its answer means what it seems to:
 - right after an accepted probe: the next slot is tried at once, so a cap raised by several slots
   is climbed in a few round trips.
 
-Probes are due `probe_interval` after a refusal while we hold slots (a refused probe doubles
-that, up to `MAX_BACKOFF` times). While we hold nothing the account is full of someone else's
+Probes are due `probe_interval` after a refusal while we hold slots, and after `PROBE_EVERY` of
+our tasks have ended since (a refused probe doubles both, up to `MAX_BACKOFF` times). While we hold nothing the account is full of someone else's
 tasks and a caller may be waiting on one create: the first probe is due after `first_wait`
 (Kling's documented ≥ 1 s) and the wait doubles, jittered, up to `probe_interval`. Either way one
 probe at a time: never a loop of creates.
@@ -39,6 +39,10 @@ __all__ = ["SlotGate"]
 RAMP = 2
 #: A refused probe (while we hold slots) doubles the wait before the next, up to this factor.
 MAX_BACKOFF = 2
+#: While we hold slots, a probe also waits for this many of our tasks to end since the last
+#: refusal (× the back-off): with a small cap, probes every interval would be refused more often
+#: per job than the few slots can run jobs, so this bounds the refused creates per job.
+PROBE_EVERY = 10
 
 
 class SlotGate:
@@ -71,6 +75,7 @@ class SlotGate:
         self._backoff = 1  # while we hold slots: × probe_interval
         self._empty_wait = 0.0  # while we hold nothing: the current wait, jitter applied
         self._refused_at: float | None = None  # our clock, at the last 1303
+        self._ended = 0  # our tasks seen ending since the last 1303
         self._climb = False  # a probe was just accepted: the next may go at once
         self._raised = False  # the limit was raised by a probe not yet answered
         self._monotonic = monotonic
@@ -88,6 +93,8 @@ class SlotGate:
             return float("-inf")
         if self._empty_wait:
             return self._refused_at + self._empty_wait
+        if self._ended < PROBE_EVERY * self._backoff and self.in_use:
+            return float("inf")  # a later release decides
         # Read now, not at the refusal: the client updates probe_interval as it learns.
         return self._refused_at + self.probe_interval * self._backoff
 
@@ -98,7 +105,7 @@ class SlotGate:
             return None  # stale view, at the ceiling, or a probe still out: one at a time
         wait = self._due() - self._monotonic()
         if wait > 0:
-            return wait
+            return None if wait == float("inf") else wait
         self.limit += 1
         self._climb, self._raised = False, True
         return None
@@ -175,6 +182,7 @@ class SlotGate:
         it). With creates waiting below the ceiling, this is when a due probe goes out."""
         self._answered(probe)
         self.in_use = max(0, self.in_use - 1)
+        self._ended += 1
         wake = 1
         if self._waiters and self.limit < self.maximum:
             before = self.limit
@@ -195,7 +203,7 @@ class SlotGate:
         self.limit = min(self.limit, self.in_use)
         self.confirmed = min(self.confirmed, self.in_use)
         raised, self._raised, self._climb = self._raised and probe, False, False
-        self._refused_at = self._monotonic()
+        self._refused_at, self._ended = self._monotonic(), 0
         self._wake(len(self._waiters))  # to wait for the new due time
         if self.in_use == 0:
             # Nothing of ours runs: a caller may be waiting on this very create. Start short

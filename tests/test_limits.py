@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
+from kling_async import _limits
 from kling_async._limits import SlotGate
+
+
+@pytest.fixture
+def every_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes need no count of ended tasks (tests of the timing alone)."""
+    monkeypatch.setattr(_limits, "PROBE_EVERY", 1)
 
 
 class Clock:
@@ -168,6 +175,7 @@ def test_empty_gate_backoff_doubles_up_to_the_probe_interval() -> None:
         assert 1.0 <= jittered._due() - clock.now <= 6.0  # never under the documented 1 s
 
 
+@pytest.mark.usefixtures("every_end")
 async def test_a_probe_goes_out_when_one_of_our_tasks_ends() -> None:
     clock = Clock()
     gate = SlotGate(3, probe_interval=10, monotonic=clock)
@@ -187,6 +195,7 @@ async def test_a_probe_goes_out_when_one_of_our_tasks_ends() -> None:
     assert [w.result() for w in waiters] == [False, True]  # the second is above the proven 2
 
 
+@pytest.mark.usefixtures("every_end")
 async def test_a_release_before_the_probe_is_due_only_refills() -> None:
     clock = Clock()
     gate = SlotGate(3, probe_interval=10, monotonic=clock)
@@ -207,12 +216,14 @@ async def test_a_release_before_the_probe_is_due_only_refills() -> None:
     waiters[0].result()
 
 
+@pytest.mark.usefixtures("every_end")
 async def test_a_refused_probe_doubles_the_wait_once() -> None:
     clock = Clock()
     gate = SlotGate(4, probe_interval=10, monotonic=clock)
     for _ in range(3):
         gate.accepted(await gate.acquire())
     gate.rejected(await gate.acquire())  # limit 3
+    gate._ended = 10**6  # enough of our tasks ended: only the time counts here
     assert gate._due() == clock.now + 10
     clock.now += 10
     extra = asyncio.create_task(gate.acquire())
@@ -223,8 +234,10 @@ async def test_a_refused_probe_doubles_the_wait_once() -> None:
     probe = extra.result() or other.result()
     assert probe
     gate.rejected(True)  # refused: twice the interval before the next
+    gate._ended = 10**6
     assert gate._due() == clock.now + 20
     gate.rejected()  # the cap fell: a plain create refused keeps the wait
+    gate._ended = 10**6
     assert gate._due() == clock.now + 20
     for task in (extra, other):
         if not task.done():
@@ -232,6 +245,7 @@ async def test_a_refused_probe_doubles_the_wait_once() -> None:
     await asyncio.gather(extra, other, return_exceptions=True)
 
 
+@pytest.mark.usefixtures("every_end")
 async def test_an_accepted_probe_climbs_at_once() -> None:
     clock = Clock()
     gate = SlotGate(5, probe_interval=10, monotonic=clock)
@@ -248,6 +262,26 @@ async def test_an_accepted_probe_climbs_at_once() -> None:
     gate.accepted(True)  # the cap rose: the next slot is tried at once, without a release
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
     assert (gate.limit, gate.in_use) == (5, 5)
+
+
+async def test_a_probe_also_waits_for_enough_of_our_tasks_to_end() -> None:
+    # With a small cap, probing every interval would cost more refusals per job than jobs run:
+    # a probe waits for PROBE_EVERY of our tasks to end too (× the back-off).
+    clock = Clock()
+    gate = SlotGate(4, probe_interval=1, monotonic=clock)
+    for _ in range(2):
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # limit 2
+    clock.now += 100
+    for _ in range(_limits.PROBE_EVERY - 1):
+        gate.release()
+        gate.accepted(await gate.acquire())  # the refill, no probe
+        assert gate.limit == 2
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
+    await settle()
+    gate.release()  # the PROBE_EVERY-th end: a probe goes out with the refill
+    await settle()
+    assert gate.limit == 3 and all(w.done() for w in waiters)
 
 
 async def test_only_answered_creates_prove_a_level() -> None:

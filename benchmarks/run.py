@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._plan import build_plan, run_plan
+from benchmarks._plot import draw_charts
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 from benchmarks.dry_run import run_dry_run
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the table + notes as Markdown here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--charts",
+        type=Path,
+        help="where the SVG charts go (default: benchmarks/ for a full run, the scratch dir "
+        "for --quick); drawn only if matplotlib is installed (pip install -e '.[bench]')",
+    )
     args = parser.parse_args(argv)
 
     plan = build_plan(args.quick)
@@ -45,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run_plan(plan, work, lambda line: print(line, file=sys.stderr, flush=True))
         dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
         print(dry.describe(), file=sys.stderr, flush=True)
+        charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
+        drawn = draw_charts(results.runs, charts)
+        print(f"charts: {', '.join(map(str, drawn)) or 'none (no matplotlib)'}", file=sys.stderr)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -139,10 +139,10 @@ class CallbackReceiver:
             return 200
         self.accepted += 1
         claimed = _field(payload, "task_status", "status")
-        status = None if claimed is None else as_status(claimed)
-        emit(self.client.event_hook, "callback_received", task_id=task_id, claimed_status=status)
+        claim = None if claimed is None else as_status(claimed)
+        emit(self.client.event_hook, "callback_received", task_id=task_id, claimed_status=claim)
         # A claimed end frees the task's slot now; a confirming query decides the rest.
-        self.client.notify(task_id, status)
+        self.client.notify(task_id, claim)
         return 200
 
     def _check(

@@ -13,11 +13,12 @@ the account is fresh, so that its answer means what it seems to:
 - right after an accepted probe: the next slot is tried at once, so a cap raised by several slots
   is climbed in a few round trips.
 
-Probes are due `probe_interval` after a refusal while we hold slots, and after `PROBE_EVERY` of
-our tasks have ended since (a refused probe doubles both, up to `MAX_BACKOFF` times). While we hold nothing the account is full of someone else's
-tasks and a caller may be waiting on one create: the first probe is due after `first_wait`
-(Kling's documented ≥ 1 s) and the wait doubles, jittered, up to `probe_interval`. Either way one
-probe at a time: never a loop of creates.
+Probes are due `probe_interval` after a refusal while we hold slots, and once `PROBE_EVERY` of
+our tasks have ended since (a refused probe doubles both, up to `MAX_BACKOFF` times). While we
+hold nothing, the account is full of someone else's tasks and a caller may be waiting on one
+create: the first probe is due after `first_wait` (Kling's documented ≥ 1 s) and the wait
+doubles, jittered, up to `probe_interval`. Either way one probe at a time: never a loop of
+creates.
 
 Slow start (opt-in; the Client turns it on): creates above the highest level Kling has accepted
 so far (`confirmed`, counting only creates already answered) go out at most `RAMP` at a time, so

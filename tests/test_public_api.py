@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"_config", "_events", "_encoding", "_names", "_prices"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
-    {"_auth", "_retry", "_limits"},
+    {"_auth", "_retry", "_limits", "_pacing"},
     {"_http", "_download", "_followed"},
     {"_create", "_poll", "_fetch"},
     {"_client"},

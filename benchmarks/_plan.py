@@ -94,7 +94,7 @@ def build_plan(quick: bool) -> Plan:
         m_large=60,
         m_huge=400,
         m_images=8,
-        m_fall=40,
+        m_fall=24,
         image_bytes=1_000_000,
         video_bytes=64_000_000,
         download_repeats=1,

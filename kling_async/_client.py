@@ -256,7 +256,7 @@ class Client:
         """
         if isinstance(task, str):
             task = await self.get_task(task)
-        done = self.tracker.track(task)
+        done = self.tracker.track(task, urgent=True)  # a callback's claim is confirmed at once
         limit = self.poll.timeout if timeout is None else timeout
         try:
             final = await asyncio.wait_for(asyncio.shield(done), timeout=limit)

@@ -98,7 +98,8 @@ class Limits:
     rps: float = 10.0
     download_concurrency: int = 4
     page_size: int = 500
-    #: After a 1303 shrank the limit, try one more slot this often; None: 1.5 × the generation
+    #: After a 1303 shrank the limit, try one more slot this often (and once ten of our tasks
+    #: have ended since), at the moment one of ours is seen ending; None: 1.5 × the generation
     #: time observed so far (30 s until one is known); a refused probe doubles it (once).
     probe_interval: float | None = None
 

@@ -41,7 +41,7 @@ def _result() -> asyncio.Future[Task]:
 class Followed:
     """A tracked task: its latest view, since when we follow it, and its two futures."""
 
-    __slots__ = ("claimed", "done", "ended", "error", "since", "task", "unreadable")
+    __slots__ = ("claimed", "done", "ended", "error", "since", "task", "unreadable", "urgent")
 
     def __init__(self, task: Task, since: float) -> None:
         self.task = task
@@ -51,6 +51,7 @@ class Followed:
         self.unreadable = 0  # answers in a row that could not be read
         self.error: ResponseValidationError | None = None  # once the caller was told so
         self.claimed = False  # a callback said it ended; a query has not confirmed it yet
+        self.urgent = False  # a caller (`wait()`) blocks on the result: confirm claims at once
 
     def claim(self) -> bool:
         """A callback says the task ended: its slot is free now. True if that is news."""

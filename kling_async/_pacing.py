@@ -21,6 +21,7 @@ task: cheap enough to run before every sweep.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import statistics
@@ -28,8 +29,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
 from ._config import PollPolicy
+from ._types import Sleep
 
-__all__ = ["BINS", "Durations", "Pacer", "lost_time_due"]
+__all__ = ["BINS", "Alarm", "Durations", "Pacer", "lost_time_due"]
 
 #: Equal-mass bins the learnt distribution is kept in.
 BINS = 16
@@ -232,3 +234,37 @@ class Pacer:
         )
         wait = policy.interval_max if due is None else due - now
         return min(policy.interval_max, max(policy.min_interval, wait))
+
+
+class Alarm:
+    """The sweeper's pause: it ends when due, when told to sweep now, or to re-plan."""
+
+    def __init__(self, sleep: Sleep) -> None:
+        self._sleep = sleep
+        self._wake = asyncio.Event()  # sweep now
+        self._replan = asyncio.Event()  # what to wait for changed: compute the pause again
+
+    def wake(self) -> None:
+        """End the pause: sweep now."""
+        self._wake.set()
+
+    def replan(self) -> None:
+        """End the pause without a sweep: the sweeper computes its pause again."""
+        self._replan.set()
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`; True when it is time to sweep, False when woken to re-plan."""
+        if not (self._wake.is_set() or self._replan.is_set()):
+            sleeper = asyncio.ensure_future(self._sleep(seconds))
+            waker = asyncio.ensure_future(self._wake.wait())
+            replan = asyncio.ensure_future(self._replan.wait())
+            try:
+                await asyncio.wait({sleeper, waker, replan}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (sleeper, waker, replan):
+                    waiter.cancel()
+                await asyncio.gather(sleeper, waker, replan, return_exceptions=True)
+        sweep = self._wake.is_set() or not self._replan.is_set()
+        self._wake.clear()
+        self._replan.clear()
+        return sweep

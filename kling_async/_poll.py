@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._events import EventHook, emit
 from ._followed import Followed
-from ._pacing import Pacer
+from ._pacing import Alarm, Pacer
 from ._types import Clock, Sleep
 from .models import Task, TaskStatus, epoch_seconds, read_task, report_unreadable
 from .models._tolerant import as_status
@@ -80,8 +80,7 @@ class TaskTracker:
         self._monotonic = monotonic
         self._hook = event_hook
         self._tracked: dict[str, Followed] = {}
-        self._wake = asyncio.Event()  # sweep now
-        self._replan = asyncio.Event()  # what to wait for changed: recompute the pause
+        self._alarm = Alarm(sleep)
         self._runner: asyncio.Task[None] | None = None
         self.sweeps = 0
         self.list_calls = 0
@@ -99,13 +98,15 @@ class TaskTracker:
     def policy(self, policy: PollPolicy) -> None:
         self.pacer.policy = policy
 
-    def track(self, task: Task) -> asyncio.Future[Task]:
+    def track(self, task: Task, *, urgent: bool = False) -> asyncio.Future[Task]:
         """Follow `task` until it ends; the future resolves with its terminal view.
 
         It fails with the error if Kling says the task does not exist (1203), with a fatal
         error (authentication, account) that stops all polling, or with
         ResponseValidationError after `policy.unreadable_limit` unreadable answers in a row (a
         later `track()` of the same task gives a fresh future, as the task is still followed).
+        `urgent`: a caller blocks on the result, so a callback's claim is confirmed at once
+        rather than with the next batch of claims.
         """
         entry = self._tracked.get(task.task_id)
         if entry is None:
@@ -114,6 +115,7 @@ class TaskTracker:
                 entry.stop(result=task)
                 return entry.done
             self._tracked[task.task_id] = entry
+        entry.urgent = entry.urgent or urgent
         self._ensure_running()
         return entry.done
 
@@ -130,7 +132,7 @@ class TaskTracker:
 
     def hint(self) -> None:
         """Sweep now (a callback said something changed)."""
-        self._wake.set()
+        self._alarm.wake()
 
     def claim(self, task_id: str, status: str | None = None) -> None:
         """A callback about `task_id` claims `status` (unconfirmed).
@@ -142,7 +144,8 @@ class TaskTracker:
         entry = self._tracked.get(task_id)
         if entry is not None and status in _TERMINAL:
             if entry.claim():
-                self._replan.set()  # maybe nothing else is left to wait for
+                # A blocked caller: confirm now; else maybe nothing else is left to wait for.
+                self._alarm.wake() if entry.urgent else self._alarm.replan()
         elif entry is None or status not in _RUNNING:
             self.hint()
 
@@ -218,7 +221,7 @@ class TaskTracker:
     async def _run(self) -> None:
         self.pacer.begin(self._monotonic())
         while self._tracked:
-            if not await self._pause(self._next_delay()):
+            if not await self._alarm.pause(self._next_delay()):
                 continue  # re-planned: the pause is computed again
             if not self._tracked:
                 break
@@ -233,27 +236,6 @@ class TaskTracker:
                 self.pacer.failed(started)
             else:
                 self.pacer.swept(started, changed)
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep `seconds`; False if woken early to re-plan, True when it is time to sweep."""
-        if self._wake.is_set() or self._replan.is_set():
-            return self._woken()
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        replan = asyncio.ensure_future(self._replan.wait())
-        try:
-            await asyncio.wait({sleeper, waker, replan}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (sleeper, waker, replan):
-                waiter.cancel()
-            await asyncio.gather(sleeper, waker, replan, return_exceptions=True)
-        return self._woken()
-
-    def _woken(self) -> bool:
-        sweep = self._wake.is_set() or not self._replan.is_set()
-        self._wake.clear()
-        self._replan.clear()
-        return sweep
 
     def typical_duration(self) -> float | None:
         """Median generation time seen so far (server stamps), once three tasks have ended."""
@@ -284,7 +266,8 @@ class TaskTracker:
                 tid = str(item.get("task_id"))
                 if tid in pending:
                     status = as_status(item.get("task_status"))
-                    if status == self._tracked[tid].task.task_status.value:
+                    entry = self._tracked[tid]
+                    if status == entry.task.task_status.value and not entry.claimed:
                         pending.discard(tid)  # unchanged: nothing to parse (the common case)
                         continue
                     try:

@@ -603,3 +603,93 @@ async def test_seconds_and_missing_timestamps_in_sweeps() -> None:
     await tr.sweep()
     assert len(api.lists) == 5
     await tr.aclose()
+
+
+# -- callbacks' claims ----------------------------------------------------------------------------
+
+
+async def test_a_claimed_end_frees_the_slot_and_a_sweep_confirms_it() -> None:
+    api = FakeApi(mk("a"), mk("b"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    done_a = tr.track(api.tasks["a"])
+    tr.track(api.tasks["b"])
+    ended_a = tr.ended(api.tasks["a"])
+    tr.claim("a", "succeed")
+    assert ended_a.done()  # the slot is free at once
+    assert not done_a.done()  # the caller waits for a query to confirm
+    tr.claim("a", "succeed")  # a repeat changes nothing
+    api.finish("a")
+    api.finish("b")
+    tr.claim("b", "processing")  # a running state: nothing to do
+    assert not tr.ended(api.tasks["b"]).done()
+    await tr.sweep()
+    assert done_a.result().task_status is TaskStatus.SUCCEED
+    assert sorted(tr.pacer._announced) == [False, True]  # a callback announced a, not b
+    await tr.aclose()
+
+
+async def test_a_claim_the_sweep_contradicts_holds_the_slot_again() -> None:
+    api = FakeApi(mk("a"), mk("b"), mk("c"))
+    pace = Pace()
+    retaken: list[tuple[str, asyncio.Future[None]]] = []
+    tr = tracker(api, pace, retake=lambda task, ended: retaken.append((task.task_id, ended)))
+    for tid in "abc":
+        tr.track(api.tasks[tid])
+    first = tr.ended(api.tasks["a"])
+    tr.claim("a", "failed")  # forged: a is still running
+    assert first.done()
+    await tr.sweep()
+    assert [tid for tid, _ in retaken] == ["a"]
+    fresh = retaken[0][1]
+    assert fresh is tr.ended(api.tasks["a"]) and not fresh.done()
+    api.finish("a")
+    await tr.sweep()
+    assert fresh.done()
+    await tr.aclose()
+
+
+async def test_claims_without_status_or_about_unknown_tasks_wake_the_sweeper() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    fut = tr.track(api.tasks["a"])
+    api.finish("a")
+    tr.claim("someone-elses", "succeed")
+    await asyncio.wait_for(fut, 1)  # swept at once, without sleeping 60 s
+    assert pace.waits == []
+    await tr.aclose()
+
+
+async def test_the_sweeper_confirms_at_once_when_only_claimed_tasks_are_left() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    fut = tr.track(api.tasks["a"])
+    await asyncio.sleep(0)  # the sweeper starts its first 60 s pause
+    api.finish("a")
+    tr.claim("a", "succeed")
+    await asyncio.wait_for(fut, 1)
+    assert pace.waits[-1] == 0.05  # re-planned: min_interval, not the rest of 60 s
+    await tr.aclose()
+
+
+async def test_a_claim_about_a_task_a_caller_waits_on_is_confirmed_at_once() -> None:
+    api = FakeApi(mk("a"), mk("b"))
+    tr = TaskTracker(  # a real sleep: the sweeper truly waits its 60 s unless woken
+        list_page=api.list_page,
+        get_one=api.get_one,
+        policy=PollPolicy(interval=60.0, interval_max=60.0),
+    )
+    waited = tr.track(api.tasks["a"], urgent=True)  # as Client.wait() does
+    batch = tr.track(api.tasks["b"])  # as the batch does: claims are confirmed in batches
+    await asyncio.sleep(0.01)
+    api.finish("a")
+    api.finish("b")
+    tr.claim("b", "succeed")
+    await asyncio.sleep(0.05)
+    assert not batch.done()  # a is still running: b waits for the next sweep
+    tr.claim("a", "succeed")
+    await asyncio.wait_for(asyncio.gather(waited, batch), 1)  # one sweep at once confirms both
+    assert tr.sweeps == 1
+    await tr.aclose()

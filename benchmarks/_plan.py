@@ -84,7 +84,7 @@ class Plan:
 
 
 def build_plan(quick: bool) -> Plan:
-    """The full plan, or the CI smoke test's (every scenario type, small; < 60 s on 2 cores)."""
+    """The full plan, or the CI smoke test's (every scenario type, small; ~1.5 min on 2 cores)."""
     if not quick:
         return Plan(quick=False)
     return Plan(

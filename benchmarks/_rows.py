@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,48 +162,20 @@ def build_rows(results: Results) -> list[Row]:
             section=sec,
         )
     )
-    rows.append(
-        _row(
-            results,
+    greedy = operator.attrgetter("greedy_ratio")
+    for key, label, metric, ref in (
+        (
             main,
             f"polling frontier: (makespan÷greedy − 1) × status/job, N={p.n}",
             frontier_product,
-            ref=0.045,
-            target="<=",
-            section=sec,
-        )
-    )
-    rows.append(
-        _row(
-            results,
-            main,
-            "  makespan ÷ greedy at that point",
-            lambda r: r.greedy_ratio,
-            ref=1.02,
-            target="<=",
-            section=sec,
-        )
-    )
-    rows.append(
-        _row(
-            results,
-            "callbacks",
-            "  the same product with callbacks",
-            frontier_product,
-            section=sec,
-        )
-    )
-    rows.append(
-        _row(
-            results,
-            "callbacks",
-            "  makespan ÷ greedy with callbacks",
-            lambda r: r.greedy_ratio,
-            ref=1.01,
-            target="<=",
-            section=sec,
-        )
-    )
+            0.045,
+        ),
+        (main, "  makespan ÷ greedy at that point", greedy, 1.02),
+        ("callbacks", "  the same product with callbacks", frontier_product, None),
+        ("callbacks", "  makespan ÷ greedy with callbacks", greedy, 1.01),
+    ):
+        target = "<=" if ref else ""
+        rows.append(_row(results, key, label, metric, ref=ref, target=target, section=sec))
     sec = "4 client overhead (CPU user+sys of the client process, all threads; peak RSS = VmHWM)"
     for key, label in (
         ("known_large", f"M={p.m_large}, URL images"),

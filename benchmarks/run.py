@@ -1,7 +1,7 @@
 """Benchmark kling-async against a plain-asyncio baseline on one simulated Kling account.
 
-    python benchmarks/run.py                  # everything (~15-20 min on 2 cores)
-    python benchmarks/run.py --quick          # every scenario type at small scale (< 60 s)
+    python benchmarks/run.py                  # everything (~28 min on 2 cores)
+    python benchmarks/run.py --quick          # every scenario type at small scale (~1.5 min)
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
 
 Prints one table (rows: metric; columns: kling-async, baseline, bound/limit, ratio). Each
@@ -32,7 +32,7 @@ from benchmarks.dry_run import run_dry_run
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small CI smoke run (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="small CI smoke run (~1.5 min)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table + notes as Markdown here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir (default: a temp dir)")

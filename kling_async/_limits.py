@@ -40,6 +40,8 @@ __all__ = ["SlotGate"]
 RAMP = 2
 #: A refused probe (while we hold slots) doubles the wait before the next, up to this factor.
 MAX_BACKOFF = 2
+#: The empty gate's back-off waits between (1 − JITTER) and 1 times its step.
+JITTER = 0.25
 #: While we hold slots, a probe also waits for this many of our tasks to end since the last
 #: refusal (× the back-off): with a small cap, probes every interval would be refused more often
 #: per job than the few slots can run jobs, so this bounds the refused creates per job.
@@ -74,7 +76,8 @@ class SlotGate:
         self._pending = 0  # creates in flight (slot taken, no answer yet)
         self._probing = 0  # of those, creates above `confirmed`
         self._backoff = 1  # while we hold slots: × probe_interval
-        self._empty_wait = 0.0  # while we hold nothing: the current wait, jitter applied
+        self._empty_step = 0.0  # while we hold nothing: the current back-off step
+        self._empty_wait = 0.0  # … and the wait drawn for it (jitter applied)
         self._refused_at: float | None = None  # our clock, at the last 1303
         self._ended = 0  # our tasks seen ending since the last 1303
         self._climb = False  # a probe was just accepted: the next may go at once
@@ -174,7 +177,7 @@ class SlotGate:
             self._raised = False
             # The account had room above our limit: try the next slot now, not one interval
             # per slot, while our view is still the fresh one the probe was sent with.
-            self._backoff, self._empty_wait = 1, 0.0
+            self._backoff, self._empty_step, self._empty_wait = 1, 0.0, 0.0
             self._climb = self.limit < self.maximum
         self._wake(len(self._waiters))  # a finished probe may let several creates go
 
@@ -210,9 +213,12 @@ class SlotGate:
             # Nothing of ours runs: a caller may be waiting on this very create. Start short
             # (Kling's documented ≥ 1 s) and double, jittered, up to the probe interval.
             floor = min(self.first_wait, self.probe_interval)
-            step = min(self.probe_interval, max(floor, 2 * self._empty_wait))
-            self._empty_wait = max(floor, step * self._rng.uniform(0.5, 1.0))
+            step = floor if not self._empty_step else 2 * self._empty_step
+            self._empty_step = min(self.probe_interval, step)
+            jitter = 1.0 if step == floor else self._rng.uniform(1 - JITTER, 1.0)
+            self._empty_wait = max(floor, self._empty_step * jitter)
             return 0
+        self._empty_step = 0.0
         self._empty_wait = 0.0
         if raised:  # the cap has not risen: wait longer before the next probe
             self._backoff = min(MAX_BACKOFF, self._backoff * 2)

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(dry.describe(), file=sys.stderr, flush=True)
         charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
         drawn = draw_charts(results.runs, charts)
-        print(f"charts: {', '.join(map(str, drawn)) or 'none (no matplotlib)'}", file=sys.stderr)
+        gone = " (removed with the scratch dir: --keep keeps them)" if charts == work else ""
+        shown = ", ".join(map(str, drawn)) or "none (no matplotlib)"
+        print(f"charts: {shown}{gone if drawn and not args.keep else ''}", file=sys.stderr)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
-    {"_auth", "_retry", "_limits", "_body", "_identity", "_journal_schema"},
+    {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema"},
     {"_http", "_download", "_followed", "_shared_link"},
     {"_create", "_poll", "_fetch", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_client"},

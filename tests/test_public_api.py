@@ -18,7 +18,7 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors"},
-    {"_config", "_events", "_encoding", "_names"},
+    {"_config", "_events", "_encoding", "_names", "_sink"},
     {"_images"},
     {"models"},
     {"_auth", "_retry", "_limits"},

@@ -8,6 +8,7 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
+from ._download import download_limit
 from ._plan import Results
 from ._rows import BASE, KA, Row
 
@@ -64,10 +65,12 @@ def footnote(results: Results) -> str:
             "Baseline: asyncio.gather over per-job coroutines, Semaphore(N) held from create to "
             "terminal state, per-task GET every 5 s×T/120, 1303 retried with jittered exponential "
             "back-off, `await resp.read()` downloads; plain aiohttp + pyjwt.",
-            "Downloads: kling-async = stream_to_file (1 MiB chunks, sha256 of every byte, writes "
-            "on a worker thread, length check, fsync, atomic rename). raw = aiohttp "
-            "iter_chunked(1 MiB) with plain f.write on the loop (no hash, no fsync). baseline = "
-            "await resp.read() + one write. same-work = raw + sha256 + fsync inline on the loop. "
+            "Downloads: kling-async = stream_to_file (1 MiB chunks; sha256 of every byte and the "
+            "writes on two worker threads beside the read; length check, fsync, atomic rename). "
+            "raw = aiohttp iter_chunked(1 MiB) with plain f.write on the loop (no hash, no fsync). "
+            "baseline = await resp.read() + one write. same-work = raw + sha256 + fsync inline on "
+            "the loop. sha256 = hashlib over the same bytes in memory on one thread. Limit = the "
+            "slower of the bare read and sha256: hashing every byte, no download can pass it. "
             "Client and simulator share the machine's cores (CPU-bound on 2 cores).",
         ]
     )
@@ -102,6 +105,7 @@ def summary(results: Results, rows: list[Row]) -> dict[str, Any]:
         "client_peak_rss_mb": get("huge", KA, lambda r: r.result.peak_rss_mb),
         "download_throughput_ratio": d["kling-async"].mb_per_s / raw if d and raw else None,
         "download_peak_rss_mb": d["kling-async"].peak_rss_mb if d else None,
+        "download_limit_ratio": None if (lim := download_limit(d)) is None else lim[3],
     }
     out["quick"] = results.plan.quick
     out["machine"] = machine_facts()

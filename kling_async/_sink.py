@@ -1,6 +1,6 @@
 """Write and sha256 a download on two worker threads, overlapped with the network read.
 
-sha256 is the slowest stage of a download (one core; ~0.65 s per GB with SHA-NI, twice that
+sha256 is the slowest stage of a download (one core: ~0.7 s per GB with SHA-NI, ~2.5 s
 without), so it gets a thread of its own instead of sharing one with the file writes: hashlib
 and file writes both release the GIL, so hashing, writing and the event loop's reads run at the
 same time. Each stage is a single-thread executor, which runs its batches in submission order;
@@ -36,7 +36,7 @@ WRITEBACK_EVERY = 64 << 20
 #: Idle single-thread workers, reused: a thread per 2 KB video cost more than the video.
 _IDLE: list[ThreadPoolExecutor] = []
 _MAX_IDLE = 16  # two per download
-_IOV_MAX = 1024  # Linux's limit on buffers per writev; POSIX promises at least 16
+_IOV_MAX = 1024  # IOV_MAX (buffers per writev) on Linux, macOS and the BSDs
 
 
 def checkout() -> ThreadPoolExecutor:
@@ -79,10 +79,11 @@ def _hash(hasher: hashlib._Hash, batch: list[Chunk]) -> None:
 
 
 def _writeback(fh: IO[bytes], start: int, end: int) -> None:
-    """Ask the kernel to start writing [start, end) out now (PostgreSQL's pg_flush_data trick).
+    """Ask the kernel to start writing [start, end) to disk now (PostgreSQL's pg_flush_data).
 
-    On Linux POSIX_FADV_DONTNEED starts asynchronous writeback of dirty pages and drops pages
-    already clean: a bulk download neither waits on one big fsync nor floods the page cache.
+    On Linux POSIX_FADV_DONTNEED starts asynchronous writeback of the range's dirty pages (and
+    drops its clean ones: here there are none yet), so the final fsync finds little left to do
+    and a slow disk slows this thread down gradually instead of one long wait at the end.
     """
     fh.flush()  # a write error surfaces here, not in the hint below
     with contextlib.suppress(OSError):  # only a hint: a file system may not take it

@@ -123,8 +123,7 @@ async def _settle(job: Future[Any]) -> None:
 
 
 class Pipeline:
-    """Append batches of chunks to `fh` (`start` bytes long) on `writer`, and feed them to
-    `hasher` on `hashing`."""
+    """Append batches to `fh` (`start` bytes long) on `writer`; sha256 them on `hashing`."""
 
     def __init__(
         self,

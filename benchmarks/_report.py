@@ -8,6 +8,7 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
+from ._download import download_limit
 from ._plan import Results
 from ._rows import BASE, KA, Row, frontier_product
 
@@ -72,10 +73,12 @@ def footnote(results: Results) -> str:
             "are not time-compressed, so a longer T keeps them from dominating); distinct = hard "
             "links (distinct paths, nothing deduplicated). The simulator's own peak RSS shows it "
             "reads those bodies in bounded memory too.",
-            "Downloads: kling-async = stream_to_file (1 MiB chunks, sha256 of every byte, writes "
-            "on a worker thread, length check, fsync, atomic rename). raw = aiohttp "
-            "iter_chunked(1 MiB) with plain f.write on the loop (no hash, no fsync). baseline = "
-            "await resp.read() + one write. same-work = raw + sha256 + fsync inline on the loop. "
+            "Downloads: kling-async = stream_to_file (1 MiB chunks; sha256 of every byte and the "
+            "writes on two worker threads beside the read; length check, fsync, atomic rename). "
+            "raw = aiohttp iter_chunked(1 MiB) with plain f.write on the loop (no hash, no fsync). "
+            "baseline = await resp.read() + one write. same-work = raw + sha256 + fsync inline on "
+            "the loop. sha256 = hashlib over the same bytes in memory on one thread. Limit = the "
+            "slower of the bare read and sha256: hashing every byte, no download can pass it. "
             "Client and simulator share the machine's cores (CPU-bound on 2 cores).",
         ]
     )
@@ -116,6 +119,7 @@ def summary(results: Results, rows: list[Row]) -> dict[str, Any]:
         "callback_makespan_greedy_ratio": get("callbacks", KA, lambda r: r.greedy_ratio),
         "changing_cap_makespan_ratio": get("changing", KA, lambda r: r.makespan_ratio),
         "baseline_changing_cap_makespan_ratio": get("changing", BASE, lambda r: r.makespan_ratio),
+        "download_limit_ratio": None if (lim := download_limit(d)) is None else lim[3],
     }
     out["quick"] = results.plan.quick
     out["machine"] = machine_facts()

@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._download import download_limit
 from benchmarks._plan import KEYS, build_plan, run_plan
 from benchmarks._plot import draw_charts
 from benchmarks._report import footnote, machine_facts, render, summary
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if dry is not None:
         notes += f"\n{dry.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
+    if (lim := download_limit(results.downloads)) is not None:
+        print(
+            f"\ndownload: kling-async {lim[0]:,.0f} MB/s, bare read to disk {lim[1]:,.0f} MB/s, "
+            f"sha256 on one core {lim[2]:,.0f} MB/s -> download_limit_ratio {lim[3]:.3f}"
+        )
     if args.json:
         doc = summary(results, rows)
         doc["machine"]["command"] = command.strip()

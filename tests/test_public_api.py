@@ -18,7 +18,7 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
-    {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder"},
+    {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},

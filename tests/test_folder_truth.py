@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +154,9 @@ def test_bad_folders_exit_2_at_once(tmp_path: Path, case: str) -> None:
         done = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30)
         return args, done, time.monotonic() - started
 
-    with ThreadPoolExecutor(len(commands)) as pool:  # independent: run them side by side
-        outcomes = list(pool.map(attempt, commands))
+    # One after another: run and download both lock the folder, so side by side the loser
+    # could report the lock instead of what is wrong with the folder.
+    outcomes = [attempt(args) for args in commands]
     for args, done, took in outcomes:
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr

@@ -23,7 +23,7 @@ from ._errors import AccountError, AuthenticationError, InvalidRequestError, Kli
 from ._events import emit
 from ._identity import generated_external_id
 from ._jobs import Identifier, Job
-from ._journal import JobState, Journal
+from ._journal import JobRow, JobState, Journal
 from .models import MultiImageToVideoRequest
 
 if TYPE_CHECKING:
@@ -57,11 +57,17 @@ class Creator(Resumer):
         assert self._journal is not None, "the batch is not running"
         return self._journal
 
+    def _load(self, journal: Journal) -> None:
+        super()._load(journal)
+        self._identifier.occurrence = self.ledger.occurrence  # counted on disk, not in memory
+
     # -- reading the jobs file ----------------------------------------------------------------
-    async def _next_job(self) -> Job | None:
-        """The next job that needs a create; jobs the journal knows are handled on the way."""
+    async def _next_job(self) -> tuple[Job, JobRow | None] | None:
+        """The next job that needs a create (with its journal row, if any); jobs the journal
+        knows are handled on the way."""
         if self._jobs is None:
             return None
+        ledger = self.ledger
         async with self._read_lock:  # in file order: identical jobs numbered alike every run
             handled = 0
             while True:
@@ -69,25 +75,31 @@ class Creator(Resumer):
                 if job is None:
                     self._whole_file = True
                     return None
-                job = self._match_legacy(await self._identifier.identify(job))
-                self._lines[job.key] = job.line
-                if self._needs_create(job):
+                job = await self._identifier.identify(job)
+                row = ledger.get(job.key)
+                if row is None and self._legacy:
+                    job = self._match_legacy(job)
+                    row = ledger.get(job.key)
+                ledger.see(job.key, job.line)
+                if self._needs_create(job, row):
                     if self.stop_reason is None:
-                        return job
+                        return job, row
                     # Stopped: nothing new is sent, but the file is still read to its end,
                     # so known jobs are reported and removed ones are told apart.
                 else:
-                    self._seen_known(job.key)
+                    assert row is not None
+                    self._seen_known(job, row)
                 handled += 1
                 if handled % 64 == 0:  # a long finished file must not starve the event loop
                     await asyncio.sleep(0)
+                await self._room_for_results()  # nor outrun whoever reads the results
 
     async def _submitter(self) -> None:
-        while (job := await self._next_job()) is not None:
-            await self._send(job)
+        while (item := await self._next_job()) is not None:
+            await self._send(*item)
 
-    async def _send(self, job: Job) -> None:
-        key, row = job.key, self._rows.get(job.key)
+    async def _send(self, job: Job, row: JobRow | None) -> None:
+        key = job.key
         self.counts.seen += 1
         resumed = row is not None and row.state == JobState.SUBMITTING  # our intent is on record
         if job.request is None:
@@ -101,7 +113,7 @@ class Creator(Resumer):
             ext = row.external_id
         else:
             ext = own or generated_external_id(self._batch_id, key)
-        owner = self._claims.setdefault(ext, key)
+        owner = self.ledger.claim(ext, key)
         if owner != key:  # two jobs, one idempotency key: they would share a task
             error = InvalidRequestError(
                 f"external_task_id {ext!r} is already used by {self._describe(owner)} of this "
@@ -117,14 +129,14 @@ class Creator(Resumer):
         if own and not resumed and not await self._own_id_is_free(job, ext, request):
             return
         await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
-        self._watermarks[key] = request.watermark
-        self._uncreated.discard(key)
+        self.ledger.set_uncreated(key, False)
         result = await create_for_batch(self.client, request, ext, self._stopped)
         if result.outcome is Outcome.CREATED:
             assert result.task is not None
             task = result.task
             await self.journal.update_task(key, JobState.SUBMITTED, task)
-            self._follow(key, ext, task, hold_slot=result.adopted and not task.is_terminal)
+            hold = result.adopted and not task.is_terminal
+            self._follow(key, ext, task, hold_slot=hold, watermark=request.watermark)
             return
         if result.outcome is Outcome.ABANDONED:
             self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
@@ -165,9 +177,9 @@ class Creator(Resumer):
             await self.journal.intent(
                 key, line=job.line, external_id=ext, watermark=request.watermark
             )
-            self._watermarks[key] = request.watermark
             await self.journal.update_task(key, JobState.SUBMITTED, found)
-            self._follow(key, ext, found, hold_slot=not found.is_terminal)
+            hold = not found.is_terminal
+            self._follow(key, ext, found, hold_slot=hold, watermark=request.watermark)
             return False
         taken = InvalidRequestError(
             f"line {job.line}: external_task_id {ext!r} already names task {found.task_id} on "

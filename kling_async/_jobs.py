@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,15 @@ class Identifier:
 
     def __init__(self) -> None:
         self.digests = ContentDigests()
-        self._copies: Counter[str] = Counter()
+        copies: Counter[str] = Counter()
+
+        def occurrence(content: str) -> int:
+            copies[content] += 1
+            return copies[content] - 1
+
+        #: The copy number of a content's next job (0, 1, … in file order). A batch counts
+        #: in its run ledger instead: a 100,000-line file holds 100,000 contents.
+        self.occurrence: Callable[[str], int] = occurrence
 
     async def identify(self, job: Job) -> Job:
         """The job with its identity set; an image that cannot be read makes it invalid."""
@@ -143,9 +151,7 @@ class Identifier:
             job = replace(job, request=None, error=found)
         else:
             content = found
-        occurrence = self._copies[content]
-        self._copies[content] += 1
-        return replace(job, key=job_key(content, occurrence))
+        return replace(job, key=job_key(content, self.occurrence(content)))
 
     async def _content(self, job: Job) -> str | InvalidRequestError:
         request = job.request

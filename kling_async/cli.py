@@ -228,15 +228,22 @@ def _status(out: Path, *, verify: bool) -> int:
     if status.files_bad:
         how = "re-hashed" if verify else "checked by size"
         print(
-            f"  {len(status.files_bad)} of {status.files_checked} downloaded file(s) ({how}) "
+            f"  {status.files_bad_count} of {status.files_checked} downloaded file(s) ({how}) "
             f"missing or damaged — run `kling-async download {out}` to fetch them again"
         )
         for bad in status.files_bad:
             print(f"  {_where(bad.result)}: {bad.path} {bad.reason}")
+        _more(status.files_bad_count - len(status.files_bad), "missing or damaged file(s)", out)
     for problem in status.problems:
         error = problem.error or {}
         print(f"  {_where(problem)}: {problem.state}: {error.get('message')}")
+    _more(status.problem_count - len(status.problems), "job(s) with an error", out)
     return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK
+
+
+def _more(count: int, what: str, out: Path) -> None:
+    if count > 0:  # `status` keeps a bounded number of each: the manifest has them all
+        print(f"  … and {count:,} more {what}: see {out / 'results.jsonl'}")
 
 
 def _where(result: BatchResult) -> str:

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"_create", "_poll", "_fetch"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
-    {"_batch_io", "_preflight"},
+    {"_batch_io", "_preflight", "_journal_run"},
     {"_batch_fetch", "_batch_submit", "_batch_status"},
     {"_batch_resume"},
     {"_batch_create"},

@@ -33,8 +33,10 @@ from benchmarks._common import ROOT
 from benchmarks._rows import Row
 from benchmarks._sim import ACCESS_KEY, SECRET_KEY, SimProcess
 
-__all__ = ["Scale", "Step", "run_scale", "scale_rows"]
+__all__ = ["JOBS", "QUICK_JOBS", "Scale", "Step", "run_scale", "scale_rows"]
 
+JOBS = 100_000
+QUICK_JOBS = 1_000  # `run.py --quick`: a few seconds
 CAP = 100
 GEN_SECONDS = 0.2
 RSS_LIMIT_MB = 150.0
@@ -174,7 +176,7 @@ def scale_rows(scale: Scale) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=100_000, help="jobs (default 100,000)")
+    parser.add_argument("--jobs", type=int, default=JOBS, help=f"jobs (default {JOBS:,})")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir, kept (default: a temp dir)")
     args = parser.parse_args(argv)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_create import Creator
-from ._batch_fetch import DownloadStage, Fetch
+from ._batch_fetch import DownloadStage
 from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, job_error, write_manifest
 from ._errors import AccountError, AuthenticationError, KlingError
 from ._folder import FolderLock, OutputFolderError
-from ._jobs import Job, jobs_from_jsonl, jobs_from_requests
+from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
 from ._journal import JobState, Journal
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
@@ -49,7 +49,7 @@ class Batch(Creator):
     def __init__(
         self,
         client: Client,
-        jobs: Iterable[Job] | None,
+        jobs: Iterable[Job | Line] | None,
         out_dir: Path,
         *,
         download_concurrency: int | None = None,
@@ -175,12 +175,9 @@ class Batch(Creator):
         else:  # not read (yet) this run: as the last run saw it
             row = ledger.get(key)
             line, in_file = (row.line, row.line is not None) if row else (None, True)
-        result = replace(
-            result,
-            line=line if in_file else None,
-            in_jobs_file=in_file,
-            job_id=ledger.renamed(key),
-        )
+        line, job_id = line if in_file else None, ledger.renamed(key)
+        if (result.line, result.in_jobs_file, result.job_id) != (line, in_file, job_id):
+            result = replace(result, line=line, in_jobs_file=in_file, job_id=job_id)
         ledger.report(key)
         self._inflight.pop(key, None)
         self.counts.states[result.state] = self.counts.states.get(result.state, 0) + 1
@@ -236,7 +233,7 @@ class Batch(Creator):
         task = done.result()
         if task.task_status == "succeed":
             await self.journal.update_task(key, JobState.SUCCEEDED, task)
-            self._fetcher.queue(Fetch(key, ext, task, self._inflight.get(key)))
+            self._to_disk(key, ext, task)
             return
         self.counts.failed += 1
         error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
@@ -266,11 +263,11 @@ def run_batch(
     `verify` re-hashes downloaded files (their sizes are always checked). The folder is
     locked while the batch runs: `FolderBusyError` if another batch or process has it.
     """
-    source: Iterable[Job] | None
+    source: Iterable[Job | Line] | None
     if jobs is None:
         source = None
     elif isinstance(jobs, str | os.PathLike):
-        source = jobs_from_jsonl(Path(jobs))
+        source = lines_from_jsonl(Path(jobs))
     else:
         source = jobs_from_requests(jobs)
     return Batch(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,8 @@ from ._batch_resume import Resumer
 from ._batch_submit import Outcome, create_for_batch, lookup_external
 from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
 from ._events import emit
-from ._identity import generated_external_id
-from ._jobs import Identifier, Job
+from ._identity import generated_external_id, job_key
+from ._jobs import Identifier, Job, Line, by_text
 from ._journal import JobRow, JobState, Journal
 from .models import MultiImageToVideoRequest
 
@@ -38,7 +39,7 @@ class Creator(Resumer):
     def __init__(
         self,
         client: Client,
-        jobs: Iterator[Job] | None,
+        jobs: Iterator[Job | Line] | None,
         out_dir: Path,
         *,
         verify: bool,
@@ -71,28 +72,51 @@ class Creator(Resumer):
         async with self._read_lock:  # in file order: identical jobs numbered alike every run
             handled = 0
             while True:
-                job = next(self._jobs, None)
-                if job is None:
+                item = next(self._jobs, None)
+                if item is None:
                     self._whole_file = True
                     return None
-                job = await self._identifier.identify(job)
-                row = ledger.get(job.key)
+                key, job = await self._identify(item)
+                row = ledger.get(key)
+                if job is None and (row is None or self._needs_create(key, row)):
+                    job = await self._parse(item, key)  # a known line that needs its request
                 if row is None and self._legacy:
+                    assert job is not None
                     job = self._match_legacy(job)
-                    row = ledger.get(job.key)
-                ledger.see(job.key, job.line)
-                if self._needs_create(job, row):
+                    key, row = job.key, ledger.get(job.key)
+                ledger.see(key, item.line)
+                if self._needs_create(key, row):
+                    assert job is not None
                     if self.stop_reason is None:
                         return job, row
                     # Stopped: nothing new is sent, but the file is still read to its end,
                     # so known jobs are reported and removed ones are told apart.
                 else:
                     assert row is not None
-                    self._seen_known(job, row)
+                    self._seen_known(item.line, row)
                 handled += 1
                 if handled % 64 == 0:  # a long finished file must not starve the event loop
                     await asyncio.sleep(0)
                 await self._room_for_results()  # nor outrun whoever reads the results
+
+    async def _identify(self, item: Job | Line) -> tuple[str, Job | None]:
+        """A job's identity, and the job parsed (None: a line recognised by its text, which
+        need not be parsed unless it must be sent)."""
+        ledger = self.ledger
+        if isinstance(item, Line) and (content := ledger.content(item.digest)) is not None:
+            return job_key(content, ledger.occurrence(content)), None
+        job = item.parse() if isinstance(item, Line) else item
+        job, content = await self._identifier.content(job)
+        if isinstance(item, Line) and by_text(job):
+            ledger.remember(item.digest, content)
+        key = job_key(content, ledger.occurrence(content))
+        return key, replace(job, key=key)
+
+    async def _parse(self, item: Job | Line, key: str) -> Job:
+        """Parse a line recognised by its text: the same text, the same job (and identity)."""
+        job = item.parse() if isinstance(item, Line) else item
+        job, _ = await self._identifier.content(job)  # checks it as any line read is checked
+        return replace(job, key=key)
 
     async def _submitter(self) -> None:
         while (item := await self._next_job()) is not None:

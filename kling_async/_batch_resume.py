@@ -72,6 +72,8 @@ class Resumer:
         #: The jobs in flight (followed, or queued or under way to disk): whether each one's
         #: create asked for watermarked copies (None: a release-0.1 row's, not known).
         self._inflight: dict[str, bool | None] = {}
+        self._feeding = False  # the feeder of finished videos runs
+        self._rescan = False  # rows were spilled to the journal behind its position
 
     @property
     def ledger(self) -> RunLedger:
@@ -135,9 +137,9 @@ class Resumer:
                     self._follow(
                         row.key, row.external_id, task, hold_slot=True, watermark=row.watermark
                     )
-        self._outstanding += 2  # the batch is not done while the feeders have work
+        self._outstanding += 1  # the batch is not done while a feeder has work
         self._spawn(self._feed_damaged())
-        self._spawn(self._feed_succeeded())
+        self._feed()
         for page in ledger.pages(JobState.SUBMITTING):
             for row in page:
                 if row.key not in self._inflight:
@@ -159,30 +161,54 @@ class Resumer:
         finally:
             self._settle()
 
+    def _feed(self) -> None:
+        """(Re)start feeding the journal's finished-not-downloaded videos to the queue."""
+        if self._feeding:
+            self._rescan = True  # rows may have joined behind the feeder's position
+            return
+        self._feeding = True
+        self._outstanding += 1  # the batch is not done while the feeder has work
+        self._spawn(self._feed_succeeded())
+
+    def _to_disk(self, key: str, ext: str, task: Task) -> None:
+        """A followed task succeeded (and the journal says so): queue its videos, or, while
+        many downloads wait, leave it to the journal, not memory, for the feeder to queue."""
+        if self._fetcher.backlog < FEED:
+            self._fetcher.queue(Fetch(key, ext, task, self._inflight.get(key)))
+            return
+        self._inflight.pop(key, None)
+        self.counts.seen -= 1  # counted again when the feeder queues it
+        self._feed()  # before settling: the batch must not look done in between
+        self._settle()
+
     async def _feed_succeeded(self) -> None:
-        """Queue the videos an earlier run left to fetch, as the download queue drains, the
-        soonest to expire first."""
+        """Queue the videos the journal holds finished but not on disk, as the download queue
+        drains, the soonest to expire first; again while rows keep joining."""
         try:
-            for page in self.ledger.by_expiry(JobState.SUCCEEDED):
-                for row in page:
-                    await self._fetcher.room(FEED)
-                    # The page may be stale by now: a job followed, fetched or reported this
-                    # run is not queued again.
-                    if row.task is None or row.key in self._inflight:
-                        continue
-                    if self.ledger.reported(row.key):
-                        continue
-                    self.counts.seen += 1
-                    self._outstanding += 1
-                    self._inflight[row.key] = row.watermark
-                    files = tuple(row.files or ())
-                    task = Task.model_validate(row.task)
-                    fetch = Fetch(row.key, row.external_id, task, row.watermark, files)
-                    if row.legacy is not None:
-                        self._adopt_legacy_parts(fetch)
-                    self._fetcher.queue(fetch)
+            self._rescan = True
+            while self._rescan:
+                self._rescan = False
+                for page in self.ledger.by_expiry(JobState.SUCCEEDED):
+                    for row in page:
+                        await self._fetcher.room(FEED)
+                        self._queue_row(row)
         finally:
+            self._feeding = False
             self._settle()
+
+    def _queue_row(self, row: JobRow) -> None:
+        # The page may be stale by now: a job followed, fetched or reported this run is not
+        # queued again.
+        if row.task is None or row.key in self._inflight or self.ledger.reported(row.key):
+            return
+        self.counts.seen += 1
+        self._outstanding += 1
+        self._inflight[row.key] = row.watermark
+        task = Task.model_validate(row.task)
+        fetch = Fetch(row.key, row.external_id, task, row.watermark, tuple(row.files or ()))
+        if row.legacy is not None:
+            self._adopt_legacy_parts(fetch)
+        self._fetcher.queue(fetch)
 
     def _adopt_legacy_parts(self, fetch: Fetch) -> None:
         """A release-0.1 row's half-downloaded `.part` continues under this release's name."""
@@ -272,20 +298,21 @@ class Resumer:
             self._inflight[old] = job.request.watermark or self._watermark
         return replace(job, key=old)
 
-    def _needs_create(self, job: Job, row: JobRow | None) -> bool:
+    def _needs_create(self, key: str, row: JobRow | None) -> bool:
         if row is None or row.state == JobState.PENDING:
             return True
         if row.state == JobState.SUBMITTING:
-            return self.ledger.uncreated(job.key)
+            return self.ledger.uncreated(key)
         return row.state == JobState.REJECTED and _retryable(row)
 
-    def _seen_known(self, job: Job, row: JobRow) -> None:
-        """A job the journal knows, read again: report it if it is done (and not reported)."""
+    def _seen_known(self, line: int, row: JobRow) -> None:
+        """A job the journal knows, read again at `line`: report it if it is done (and not
+        reported yet)."""
         if row.state not in JobState.TERMINAL or row.key in self._inflight:
             return
-        if not self.ledger.reported(row.key):
+        if self.ledger.report(row.key):  # the first report of it this run
             self.counts.seen += 1
-            self._emit(row.key, result_from_row(row), line=job.line)
+            self._emit(row.key, result_from_row(row, line=line, in_file=True), line=line)
 
     def _describe(self, key: str) -> str:
         """Where a job is, for messages: its line now, or as the last run saw it."""

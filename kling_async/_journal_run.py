@@ -6,9 +6,10 @@ and keeps the run's bookkeeping in SQLite temp tables, which spill to a temp fil
 small page cache: where each job of the jobs file was (`seen`), which jobs were reported,
 how many identical copies of a content were read, which external ids are claimed, which
 `submitting` rows Kling never created, which release-0.1 rows were matched to their jobs,
-which downloads were found damaged. Journal rows are read in bounded pages by keyset on an
-index, so no cursor stays open across an await and no page sorts the table. `finish` stores
-every job's line (and drops or renames rows) in one transaction at the end of the run.
+which downloads were found damaged, the identities of lines recognised by their text (kept
+for later runs in the journal's `sources` cache). Journal rows are read in bounded pages by
+keyset on an index, so no cursor stays open across an await and no page sorts the table.
+`finish` stores every job's line (and drops or renames rows) in one transaction at the end.
 Needs SQLite ≥ 3.15 (row values); nothing newer.
 """
 
@@ -38,6 +39,7 @@ _TEMP = (
     "CREATE TEMP TABLE renames (old TEXT PRIMARY KEY, new TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TEMP TABLE damaged (key TEXT PRIMARY KEY, paths TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TEMP TABLE legacy_paths (path TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TEMP TABLE new_sources (digest TEXT PRIMARY KEY, content TEXT NOT NULL) WITHOUT ROWID",
 )
 _UNSEEN = "key NOT IN (SELECT key FROM temp.seen) AND key NOT IN (SELECT key FROM temp.reported)"
 
@@ -134,6 +136,20 @@ class RunLedger:
         line: int | None = self._one("SELECT line FROM temp.seen WHERE key = ?", key)
         return line
 
+    def content(self, digest: str) -> str | None:
+        """The identity content of a line whose text has this digest, if one was seen before
+        (in an earlier run or this one) and its identity follows from its text."""
+        content: str | None = self._one(
+            "SELECT content FROM main.sources WHERE digest = ?1"
+            " UNION ALL SELECT content FROM temp.new_sources WHERE digest = ?1 LIMIT 1",
+            digest,
+        )
+        return content
+
+    def remember(self, digest: str, content: str) -> None:
+        """Keep a line's identity content by its text's digest (stored at `finish`)."""
+        self._db.execute("INSERT OR IGNORE INTO temp.new_sources VALUES (?, ?)", (digest, content))
+
     def occurrence(self, content: str) -> int:
         """How many jobs of this content were read before (0 for the first): its copy number."""
         n: int | None = self._one("SELECT n FROM temp.copies WHERE content = ?", content)
@@ -164,9 +180,11 @@ class RunLedger:
         return owner
 
     # -- what this run did ----------------------------------------------------------------------
-    def report(self, key: str) -> None:
-        """This job's result is out (or on the way): never report it again this run."""
-        self._db.execute("INSERT OR IGNORE INTO temp.reported VALUES (?)", (key,))
+    def report(self, key: str) -> bool:
+        """This job's result is out (or on the way): never report it again this run. Returns
+        whether it is the first report of this job."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO temp.reported VALUES (?)", (key,))
+        return cursor.rowcount == 1
 
     def reported(self, key: str) -> bool:
         """Whether this job was reported this run."""
@@ -273,6 +291,7 @@ class RunLedger:
                 (),
             )
         )
+        ops.append(("INSERT OR IGNORE INTO main.sources SELECT * FROM temp.new_sources", ()))
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:

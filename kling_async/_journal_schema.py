@@ -36,6 +36,13 @@ _SCAN_INDEXES = {
     "jobs_expiry": "jobs(state, expires_at)",
     "jobs_legacy": "jobs(legacy) WHERE legacy IS NOT NULL",
 }
+#: A cache, not a record: the identity content of job lines seen before whose identity
+#: follows from their text alone (`_jobs.by_text`), by the digest of that text, so a rerun
+#: recognises them without parsing. Added to journals written before it (no format change).
+_SOURCES = (
+    "CREATE TABLE IF NOT EXISTS sources (digest TEXT PRIMARY KEY, content TEXT NOT NULL)"
+    " WITHOUT ROWID"
+)
 _TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE jobs (
@@ -55,6 +62,7 @@ _TABLES = (
     "CREATE INDEX jobs_state ON jobs(state)",
     "CREATE INDEX jobs_external_id ON jobs(external_id)",
     *(f"CREATE INDEX {name} ON {spec}" for name, spec in _SCAN_INDEXES.items()),
+    _SOURCES,
 )
 #: What `SELECT {COLUMNS} FROM jobs` returns, in order (JobRow.from_sql reads it).
 COLUMNS = (
@@ -180,6 +188,7 @@ def connect(path: Path, *, readonly: bool) -> tuple[sqlite3.Connection, str]:
         else:
             for name, spec in _SCAN_INDEXES.items():
                 db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {spec}")
+            db.execute(_SOURCES)
         return db, COLUMNS
     except JournalError:
         db.close()

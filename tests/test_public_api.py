@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"_journal", "_jobs", "_callbacks"},
     {"_batch_io", "_preflight", "_journal_run"},
     {"_batch_fetch", "_batch_submit", "_batch_status"},
+    {"_batch_feed"},
     {"_batch_resume"},
     {"_batch_create"},
     {"_batch"},

@@ -29,7 +29,7 @@ from batch_helpers import (
 )
 from conftest import make_png
 
-from kling_async import Limits, _batch_resume, _journal_run, batch_status, run_batch
+from kling_async import Limits, _batch_feed, _journal_run, batch_status, run_batch
 from kling_async import _batch as batch_module
 from kling_async._batch_fetch import DownloadStage
 from kling_async._batch_io import JOURNAL_NAME
@@ -138,16 +138,16 @@ async def test_same_text_new_image_bytes_is_a_new_job(start_sim: StartSim, tmp_p
 async def test_finished_tasks_wait_in_the_journal_while_downloads_lag(
     start_sim: StartSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_pages: None
 ) -> None:
-    monkeypatch.setattr(_batch_resume, "FEED", 2)
+    monkeypatch.setattr(_batch_feed, "FEED", 2)
     backlog = backlog_meter(monkeypatch)
     feeds: list[int] = []
-    feed = _batch_resume.Resumer._feed
+    feed = _batch_feed.Feeder._feed
 
     def counting(self: Any) -> None:
         feeds.append(1)
         feed(self)
 
-    monkeypatch.setattr(_batch_resume.Resumer, "_feed", counting)
+    monkeypatch.setattr(_batch_feed.Feeder, "_feed", counting)
     sim = await start_sim(concurrency=10, gen_seconds=0.05)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [job_line(i) for i in range(24)])
     limits = Limits(concurrency=10, rps=1000.0, download_concurrency=1)
@@ -175,7 +175,7 @@ async def test_resume_feeds_earlier_finished_videos_a_few_at_a_time(
     sql(tmp_path, "UPDATE jobs SET state = 'succeeded', files = NULL")
     sql(tmp_path, "UPDATE jobs SET expires_at = 2e9 - line")
     sql(tmp_path, "UPDATE jobs SET expires_at = NULL WHERE line = 7")
-    monkeypatch.setattr(_batch_resume, "FEED", 3)
+    monkeypatch.setattr(_batch_feed, "FEED", 3)
     backlog = backlog_meter(monkeypatch)
     line_of = {row.key: row.line for row in journal_rows(tmp_path)}
     order: list[int | None] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_create import Creator
+from ._batch_feed import InFlight
 from ._batch_fetch import DownloadStage
 from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, job_error, write_manifest
 from ._errors import AccountError, AuthenticationError, KlingError
@@ -166,6 +167,8 @@ class Batch(Creator):
         ledger = self._ledger
         if ledger is None:  # the run is over: the next one reports it
             return
+        if line is None and (flight := self._inflight.get(key)) is not None:
+            line = flight.line
         if line is None:
             line = ledger.line(key)
         if line is not None:
@@ -197,10 +200,17 @@ class Batch(Creator):
 
     # -- following tasks ----------------------------------------------------------------------
     def _follow(
-        self, key: str, ext: str, task: Task, *, hold_slot: bool, watermark: bool | None
+        self,
+        key: str,
+        ext: str,
+        task: Task,
+        *,
+        hold_slot: bool,
+        watermark: bool | None,
+        line: int | None = None,
     ) -> None:
         self._outstanding += 1
-        self._inflight[key] = watermark
+        self._inflight[key] = InFlight(watermark, line)
         self.counts.running += 1
         done = self.client.tracker.track(task)
         if hold_slot:  # held while the task is followed, which may outlast `done`

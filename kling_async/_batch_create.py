@@ -153,14 +153,16 @@ class Creator(Resumer):
         if own and not resumed and not await self._own_id_is_free(job, ext, request):
             return
         await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
-        self.ledger.set_uncreated(key, False)
+        if resumed:  # Kling had no task under it: sent now
+            self.ledger.set_uncreated(key, False)
         result = await create_for_batch(self.client, request, ext, self._stopped)
         if result.outcome is Outcome.CREATED:
             assert result.task is not None
             task = result.task
             await self.journal.update_task(key, JobState.SUBMITTED, task)
             hold = result.adopted and not task.is_terminal
-            self._follow(key, ext, task, hold_slot=hold, watermark=request.watermark)
+            wm = request.watermark
+            self._follow(key, ext, task, hold_slot=hold, watermark=wm, line=job.line)
             return
         if result.outcome is Outcome.ABANDONED:
             self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
@@ -203,7 +205,8 @@ class Creator(Resumer):
             )
             await self.journal.update_task(key, JobState.SUBMITTED, found)
             hold = not found.is_terminal
-            self._follow(key, ext, found, hold_slot=hold, watermark=request.watermark)
+            wm = request.watermark
+            self._follow(key, ext, found, hold_slot=hold, watermark=wm, line=job.line)
             return False
         taken = InvalidRequestError(
             f"line {job.line}: external_task_id {ext!r} already names task {found.task_id} on "

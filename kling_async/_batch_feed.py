@@ -16,7 +16,7 @@ import os
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._batch_fetch import BatchCounts, DownloadStage, Fetch
 from ._batch_io import BatchResult, check_file, job_error, result_from_row
@@ -30,10 +30,18 @@ from .models import Task
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["FEED", "Feeder", "result_as"]
+__all__ = ["FEED", "Feeder", "InFlight", "result_as"]
 
 #: Videos are queued from the journal while fewer than this many wait or download.
 FEED = 256
+
+
+class InFlight(NamedTuple):
+    """A job in flight: whether its create asked for watermarked copies (None: a release-0.1
+    row's, not known) and its line in this run's jobs file (None: not read yet)."""
+
+    watermark: bool | None
+    line: int | None = None
 
 
 class Feeder:
@@ -57,9 +65,9 @@ class Feeder:
         self._batch_id = ""
         self._whole_file = False  # the jobs file was read to its end this run
         self._legacy = False  # some release-0.1 row is not matched to its job yet
-        #: The jobs in flight (followed, or queued or under way to disk): whether each one's
-        #: create asked for watermarked copies (None: a release-0.1 row's, not known).
-        self._inflight: dict[str, bool | None] = {}
+        #: The jobs in flight (followed, or queued or under way to disk): the only per-job
+        #: state a batch keeps in memory.
+        self._inflight: dict[str, InFlight] = {}
         self._feeding = False  # the feeder of finished videos runs
         self._rescan = False  # rows were spilled to the journal behind its position
 
@@ -93,7 +101,7 @@ class Feeder:
                         continue
                     self.counts.seen += 1
                     self._outstanding += 1
-                    self._inflight[key] = row.watermark
+                    self._inflight[key] = InFlight(row.watermark)
                     await self._refetch(row, bad)
         finally:
             self._settle()
@@ -111,7 +119,8 @@ class Feeder:
         """A followed task succeeded (and the journal says so): queue its videos, or, while
         many downloads wait, leave it to the journal, not memory, for the feeder to queue."""
         if self._fetcher.backlog < FEED:
-            self._fetcher.queue(Fetch(key, ext, task, self._inflight.get(key)))
+            watermark = self._inflight[key].watermark if key in self._inflight else None
+            self._fetcher.queue(Fetch(key, ext, task, watermark))
             return
         self._inflight.pop(key, None)
         self.counts.seen -= 1  # counted again when the feeder queues it
@@ -140,7 +149,7 @@ class Feeder:
             return
         self.counts.seen += 1
         self._outstanding += 1
-        self._inflight[row.key] = row.watermark
+        self._inflight[row.key] = InFlight(row.watermark)
         task = Task.model_validate(row.task)
         fetch = Fetch(row.key, row.external_id, task, row.watermark, tuple(row.files or ()))
         if row.legacy is not None:

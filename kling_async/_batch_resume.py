@@ -47,7 +47,14 @@ class Resumer(Feeder):
         raise NotImplementedError
 
     def _follow(
-        self, key: str, ext: str, task: Task, *, hold_slot: bool, watermark: bool | None
+        self,
+        key: str,
+        ext: str,
+        task: Task,
+        *,
+        hold_slot: bool,
+        watermark: bool | None,
+        line: int | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -123,8 +130,10 @@ class Resumer(Feeder):
         if old is None:
             return job
         self.ledger.rename(old, job.key)
-        if old in self._inflight and self._inflight[old] is None and job.request is not None:
-            self._inflight[old] = job.request.watermark or self._watermark
+        flight = self._inflight.get(old)
+        if flight is not None and flight.watermark is None and job.request is not None:
+            watermark = job.request.watermark or self._watermark
+            self._inflight[old] = flight._replace(watermark=watermark)
         return replace(job, key=old)
 
     def _needs_create(self, key: str, row: JobRow | None) -> bool:

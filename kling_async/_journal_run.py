@@ -71,6 +71,9 @@ class RunLedger:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read journal {path}: {exc}") from None
         self._db = db
+        #: Whether earlier runs left line identities to recognise (else nothing is looked up).
+        self._sources = self._one("SELECT 1 FROM main.sources LIMIT 1") is not None
+        self._new_sources: list[tuple[str, str]] = []  # written a page at a time
 
     def close(self) -> None:
         """Close the connection; the temp tables go with it."""
@@ -137,47 +140,53 @@ class RunLedger:
         return line
 
     def content(self, digest: str) -> str | None:
-        """The identity content of a line whose text has this digest, if one was seen before
-        (in an earlier run or this one) and its identity follows from its text."""
-        content: str | None = self._one(
-            "SELECT content FROM main.sources WHERE digest = ?1"
-            " UNION ALL SELECT content FROM temp.new_sources WHERE digest = ?1 LIMIT 1",
-            digest,
-        )
+        """The identity content of a line whose text has this digest, if an earlier run read
+        such a line and its identity follows from its text."""
+        if not self._sources:
+            return None
+        content: str | None = self._one("SELECT content FROM main.sources WHERE digest = ?", digest)
         return content
 
     def remember(self, digest: str, content: str) -> None:
-        """Keep a line's identity content by its text's digest (stored at `finish`)."""
-        self._db.execute("INSERT OR IGNORE INTO temp.new_sources VALUES (?, ?)", (digest, content))
+        """Keep a line's identity content by its text's digest (for later runs)."""
+        self._new_sources.append((digest, content))
+        if len(self._new_sources) >= PAGE:
+            self._flush_sources()
+
+    def _flush_sources(self) -> None:
+        sql = "INSERT OR IGNORE INTO temp.new_sources VALUES (?, ?)"
+        self._db.executemany(sql, self._new_sources)
+        self._new_sources.clear()
 
     def occurrence(self, content: str) -> int:
         """How many jobs of this content were read before (0 for the first): its copy number."""
-        n: int | None = self._one("SELECT n FROM temp.copies WHERE content = ?", content)
-        if n is None:
-            self._db.execute("INSERT INTO temp.copies VALUES (?, 1)", (content,))
-            return 0
+        if self._db.execute("INSERT OR IGNORE INTO temp.copies VALUES (?, 1)", (content,)).rowcount:
+            return 0  # the first (one statement: most contents occur once)
+        n: int = self._one("SELECT n FROM temp.copies WHERE content = ?", content)
         self._db.execute("UPDATE temp.copies SET n = ? WHERE content = ?", (n + 1, content))
         return n
 
     def claim(self, ext: str, key: str) -> str:
         """Claim an external id for a job: returns the job that owns it (`key` if none did).
 
-        A job the journal holds under that id owns it (unless it never reached Kling), else
-        the first job of this run to claim it.
+        The first claim of an id this run settles it: for a job the journal holds under that
+        id (unless the job never reached Kling), else for the claiming job.
         """
-        owner: str | None = self._one("SELECT key FROM temp.claims WHERE ext = ?", ext)
-        if owner is not None:
-            return owner
-        owner = self._one(
-            "SELECT key FROM jobs WHERE external_id = ? AND state NOT IN (?, ?)"
-            " ORDER BY line IS NULL, line, key LIMIT 1",
-            ext,
-            JobState.REJECTED,
-            JobState.PENDING,
+        owner: str = (
+            self._one(
+                "SELECT key FROM jobs WHERE external_id = ? AND state NOT IN (?, ?)"
+                " ORDER BY line IS NULL, line, key LIMIT 1",
+                ext,
+                JobState.REJECTED,
+                JobState.PENDING,
+            )
+            or key
         )
-        owner = owner or key
-        self._db.execute("INSERT INTO temp.claims VALUES (?, ?)", (ext, owner))
-        return owner
+        sql = "INSERT OR IGNORE INTO temp.claims VALUES (?, ?)"
+        if self._db.execute(sql, (ext, owner)).rowcount:
+            return owner
+        first: str = self._one("SELECT key FROM temp.claims WHERE ext = ?", ext)
+        return first
 
     # -- what this run did ----------------------------------------------------------------------
     def report(self, key: str) -> bool:
@@ -292,6 +301,7 @@ class RunLedger:
             )
         )
         ops.append(("INSERT OR IGNORE INTO main.sources SELECT * FROM temp.new_sources", ()))
+        self._flush_sources()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -50,6 +50,7 @@ class RunSpec:
     result_path: str
     image_paths: list[list[str]] = field(default_factory=list)  # per job; empty: URL images
     rps: float = 10.0  # kling-async's request-rate setting at real scale (scaled below)
+    callbacks: bool = False  # the account sends callbacks: kling-async runs a CallbackReceiver
 
     @property
     def scale(self) -> float:

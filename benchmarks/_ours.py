@@ -15,6 +15,7 @@ Nothing else is changed from the defaults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 
@@ -61,7 +62,7 @@ def scaled_client(spec: RunSpec) -> kling.Client:
         limits=limits,
     )
     # The slot gate's probe interval is not scaled here: by default it follows the generation
-    # time the tracker observes (3 × median), which scales with T by itself.
+    # time the tracker observes (1.5 × median), which scales with T by itself.
     return client
 
 
@@ -75,7 +76,11 @@ def _requests(spec: RunSpec) -> Iterator[kling.MultiImageToVideoRequest]:
 async def _main(spec: RunSpec) -> ClientResult:
     meter = Meter()
     states: Counter[str] = Counter()
-    async with scaled_client(spec) as client:
+    async with scaled_client(spec) as client, contextlib.AsyncExitStack() as stack:
+        receiver = None
+        if spec.callbacks:  # Kling can reach us: run the client's own receiver on 127.0.0.1
+            receiver = await stack.enter_async_context(kling.CallbackReceiver(client))
+            client.callback_url = receiver.url
         meter.start()
         async for result in kling.run_batch(client, _requests(spec), spec.out_dir):
             states[result.state] += 1
@@ -89,6 +94,8 @@ async def _main(spec: RunSpec) -> ClientResult:
             "list_calls": getattr(tracker, "list_calls", None),
             "get_calls": getattr(tracker, "get_calls", None),
             "encodings": {"hits": client.encodings.hits, "misses": client.encodings.misses},
+            "gate_probes": getattr(gate, "probes", None),
+            "callbacks": None if receiver is None else receiver.accepted,
         }
         return meter.result(
             states.get("downloaded", 0), spec.jobs - states.get("downloaded", 0), **extra

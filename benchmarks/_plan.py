@@ -27,6 +27,7 @@ class Plan:
     huge_n: int = 50
     huge_t: float = 0.25
     m_images: int = 100
+    m_fall: int = 100  # the cap falls 8 → 2, or someone else takes 3 of 6 slots
     image_bytes: int = 5_000_000
     #: Create bodies of ~54 MB: 4 images of this size per job (issue 16).
     body_image_bytes: int = 9_000_000
@@ -65,6 +66,23 @@ class Plan:
                 held_slots=4,
                 schedule=((0.3 * work, {"held_slots": 0}), (0.6 * work, {"concurrency": n + 4})),
             ),
+            "callbacks": Scenario("callbacks", self.m_large, n, n, t, callbacks=True),
+            "cap_falls": Scenario(
+                "cap_falls",
+                self.m_fall,
+                8,
+                8,
+                t,
+                schedule=((0.5 * self.m_fall * t / 8, {"concurrency": 2}),),
+            ),
+            "slots_taken": Scenario(
+                "slots_taken",
+                self.m_fall,
+                6,
+                6,
+                t,
+                schedule=((0.25 * self.m_fall * t / 6, {"held_slots": 3}),),
+            ),
             "huge": Scenario("huge", self.m_huge, self.huge_n, self.huge_n, self.huge_t),
             "images_same": Scenario("images_same", self.m_images, n, n, t, image_paths=same),
             "images_small": Scenario(
@@ -82,7 +100,7 @@ class Plan:
 
 
 def build_plan(quick: bool) -> Plan:
-    """The full plan, or the CI smoke test's (every scenario type, small; < 60 s on 2 cores)."""
+    """The full plan, or the CI smoke test's (every scenario type, small; ~1.5 min on 2 cores)."""
     if not quick:
         return Plan(quick=False)
     return Plan(
@@ -92,6 +110,7 @@ def build_plan(quick: bool) -> Plan:
         m_large=60,
         m_huge=400,
         m_images=8,
+        m_fall=24,
         image_bytes=1_000_000,
         body_image_bytes=1_000_000,
         body_t=0.5,
@@ -138,6 +157,9 @@ ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("known_large", ("kling-async", "baseline")),
     ("unknown", ("kling-async", "baseline")),
     ("changing", ("kling-async", "baseline")),
+    ("cap_falls", ("kling-async", "baseline")),
+    ("slots_taken", ("kling-async", "baseline")),
+    ("callbacks", ("kling-async", "baseline")),
     ("huge", ("kling-async", "baseline")),
     ("images_same", ("kling-async", "baseline")),
     ("images_distinct", ("kling-async",)),

@@ -39,6 +39,7 @@ class Scenario:
     schedule: tuple[tuple[float, dict[str, int]], ...] = ()
     image_paths: tuple[tuple[str, ...], ...] = ()
     rps: float = 10.0
+    callbacks: bool = False  # the simulator POSTs status callbacks to each task's callback_url
 
 
 @dataclass(slots=True)
@@ -53,6 +54,9 @@ class Run:
     bound_s: float = 0.0
     greedy_s: float = 0.0
     sim_peak_rss_mb: float | None = None
+    #: (created, ended) of each task in seconds from the client's start, creation order.
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    started_at: float = 0.0  # the client's start, Unix seconds
 
     def per_job(self, kind: str) -> float:
         """Requests of one kind (create, query, list, video) per job, as the server counted."""
@@ -154,12 +158,14 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
         result_path=str(work / f"result-{tag}.json"),
         image_paths=[list(p) for p in sc.image_paths],
         rps=sc.rps,
+        callbacks=sc.callbacks,
     )
     sim = SimProcess(
         concurrency=sc.account_cap,
         gen_seconds=sc.gen_seconds,
         gen_spread=sc.gen_spread,
         log_path=work / "simulator.log",
+        callbacks=sc.callbacks,
     )
     log = work / f"child-{tag}.log"
     with sim:
@@ -180,7 +186,7 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
             )
             assert proc.stdout is not None
             proc.stdout.readline()  # "READY": the child's clock starts now
-            t0 = time.monotonic()
+            t0, t0_wall = time.monotonic(), time.time()
             for at, settings in sc.schedule:
                 delay = t0 + at - time.monotonic()
                 if proc.poll() is None and delay > 0:
@@ -198,14 +204,26 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
                 f"{client} run {sc.name!r} failed ({rc}):\n{log.read_text()[-3000:]}"
             )
         stats = sim.stats()
-        gen_times = sim.generation_times()
+        spans = [(a - t0_wall, b - t0_wall) for a, b in sim.task_spans()]
         sim_rss = sim.peak_rss_mb()
+    gen_times = [b - a for a, b in spans]
     result = ClientResult(**json.loads(Path(spec.result_path).read_text()))
     shutil.rmtree(out_dir, ignore_errors=True)
     segments = capacity_segments(sc)
     bound = fluid_bound(gen_times, segments)
     greedy = greedy_makespan(gen_times, segments)
-    return Run(client, sc, result, stats, gen_times, bound, greedy, sim_rss)
+    return Run(
+        client,
+        sc,
+        result,
+        stats,
+        gen_times,
+        bound,
+        greedy,
+        sim_peak_rss_mb=sim_rss,
+        spans=spans,
+        started_at=t0_wall,
+    )
 
 
 def _fields(spec: RunSpec) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class SimProcess:
         video_bytes: int | None = None,
         seed: int = 7,
         log_path: Path | None = None,
+        callbacks: bool = False,
     ) -> None:
         self.args = [
             sys.executable,
@@ -65,8 +66,9 @@ class SimProcess:
             str(gen_spread),
             "--seed",
             str(seed),
-            "--no-callbacks",
         ]
+        if not callbacks:
+            self.args.append("--no-callbacks")
         if video_bytes is not None:
             self.args += ["--video-bytes", str(video_bytes)]
         self.log_path = log_path
@@ -158,11 +160,15 @@ class SimProcess:
                 break
         return out
 
-    def generation_times(self) -> list[float]:
-        """Seconds from creation to the terminal state of each finished task, oldest first."""
+    def task_spans(self) -> list[tuple[float, float]]:
+        """(created, ended) Unix seconds of each finished task, in creation order."""
         done = [t for t in self.tasks() if t["task_status"] in ("succeed", "failed")]
         done.sort(key=lambda t: (t["created_at"], int(t["task_id"])))
-        return [(t["updated_at"] - t["created_at"]) / 1000.0 for t in done]
+        return [(t["created_at"] / 1000.0, t["updated_at"] / 1000.0) for t in done]
+
+    def generation_times(self) -> list[float]:
+        """Seconds from creation to the terminal state of each finished task, oldest first."""
+        return [end - start for start, end in self.task_spans()]
 
     def create_ready_task(self) -> dict[str, Any]:
         """Create one task as a harness (URL images), wait until it succeeds; return it."""

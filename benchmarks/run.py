@@ -1,7 +1,7 @@
 """Benchmark kling-async against a plain-asyncio baseline on one simulated Kling account.
 
-    python benchmarks/run.py                  # everything (~15-20 min on 2 cores)
-    python benchmarks/run.py --quick          # every scenario type at small scale (< 60 s)
+    python benchmarks/run.py                  # everything (~28 min on 2 cores)
+    python benchmarks/run.py --quick          # every scenario type at small scale (~1.5 min)
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
     python benchmarks/run.py --only bodies_8,bodies_50   # a subset of the scenarios
     python benchmarks/run.py --only scale     # run, rerun and status at 100,000 jobs
@@ -25,7 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._download import download_limit
 from benchmarks._plan import KEYS, build_plan, run_plan
+from benchmarks._plot import draw_charts
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 from benchmarks.dry_run import run_dry_run
@@ -34,7 +36,7 @@ from benchmarks.scale import JOBS, QUICK_JOBS, run_scale, scale_rows
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small CI smoke run (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="small CI smoke run (~1.5 min)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table + notes as Markdown here")
     parser.add_argument("--work-dir", type=Path, help="scratch dir (default: a temp dir)")
@@ -43,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=lambda text: frozenset(text.split(",")),
         help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run, scale",
+    )
+    parser.add_argument(
+        "--charts",
+        type=Path,
+        help="where the SVG charts go (default: benchmarks/ for a full run, the scratch dir "
+        "for --quick); drawn only if matplotlib is installed (pip install -e '.[bench]')",
     )
     args = parser.parse_args(argv)
     extra = {"dry_run", "scale"}  # run here, not by run_plan
@@ -64,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or "scale" in args.only:
             scale = run_scale(QUICK_JOBS if plan.quick else JOBS, work / "scale")
             print(scale.describe(), file=sys.stderr, flush=True)
+        charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
+        drawn = draw_charts(results.runs, charts)
+        gone = " (removed with the scratch dir: --keep keeps them)" if charts == work else ""
+        shown = ", ".join(map(str, drawn)) or "none (no matplotlib)"
+        print(f"charts: {shown}{gone if drawn and not args.keep else ''}", file=sys.stderr)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -87,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     if scale is not None:
         notes += f"\n{scale.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
+    if (lim := download_limit(results.downloads)) is not None:
+        print(
+            f"\ndownload: kling-async {lim[0]:,.0f} MB/s, bare read to disk {lim[1]:,.0f} MB/s, "
+            f"sha256 on one core {lim[2]:,.0f} MB/s -> download_limit_ratio {lim[3]:.3f}"
+        )
     if args.json:
         doc = summary(results, rows)
         doc["machine"]["command"] = command.strip()

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._errors import APIError, InvalidRequestError, KlingError
 from ._journal import JobRow, JobState, Journal
+from ._labels import label
 
 __all__ = [
     "JOURNAL_NAME",
@@ -35,6 +36,7 @@ class BatchResult:
 
     `line` is the job's line in the jobs file (None once the job is no longer in it: its task,
     already paid for, is still followed and downloaded); `job_id` is the job's identity.
+    `state` is the journal's state; `outcome` says in words what it means for this job.
     """
 
     line: int | None
@@ -46,6 +48,19 @@ class BatchResult:
     expires_at: datetime | None = None
     job_id: str = ""
     in_jobs_file: bool = True
+    #: True when nothing was done for the job in this run: an earlier run brought it to
+    #: `state` (a rerun reports such jobs again, e.g. as "already done").
+    from_earlier_run: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """What became of the job, in words: `downloaded`, `already done` (downloaded by an
+        earlier run), `failed`, `rejected`, `expired`, `pending`, `not submitted` (a create
+        Kling refused, or one the batch stopped before sending: never billed), `outcome
+        unknown` (a create whose answer never came), `unconfirmed` (a create in flight or cut
+        off), `status unknown` (submitted; following it failed), `submitted`, `to download`
+        or `download failed`. Each of the last five is resolved by the next run."""
+        return label(self.state, self.error, self.task_id, earlier=self.from_earlier_run)
 
     @property
     def ok(self) -> bool:
@@ -125,9 +140,10 @@ def check_file(root: Path, record: dict[str, Any], *, rehash: bool = False) -> s
 
 
 def result_from_row(
-    row: JobRow, *, line: int | None = None, in_file: bool | None = None
+    row: JobRow, *, line: int | None = None, in_file: bool | None = None, earlier: bool = False
 ) -> BatchResult:
-    """The result a journal row stands for (seen at `line`, or in the file or not, if given)."""
+    """The result a journal row stands for (seen at `line`, or in the file or not, if given;
+    `earlier`: reported again as an earlier run left it)."""
     expires = datetime.fromtimestamp(row.expires_at, UTC) if row.expires_at else None
     in_file = row.in_jobs_file if in_file is None else in_file
     return BatchResult(
@@ -140,6 +156,7 @@ def result_from_row(
         expires,
         row.key,
         in_file,
+        earlier,
     )
 
 

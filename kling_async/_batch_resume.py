@@ -150,7 +150,9 @@ class Resumer(Feeder):
             return
         if self.ledger.report(row.key):  # the first report of it this run
             self.counts.seen += 1
-            self._emit(row.key, result_from_row(row, line=line, in_file=True), line=line)
+            self._emit(
+                row.key, result_from_row(row, line=line, in_file=True, earlier=True), line=line
+            )
 
     def _describe(self, key: str) -> str:
         """Where a job is, for messages: its line now, or as the last run saw it."""
@@ -181,8 +183,8 @@ class Resumer(Feeder):
                         }
                         self._emit(key, result_as(row, JobState.SUBMITTING, error))
                     elif row.state in JobState.TERMINAL or row.state == JobState.PENDING:
-                        self._emit(key, result_from_row(row))
+                        self._emit(key, result_from_row(row, earlier=True))
                 elif row.state in JobState.TERMINAL and row.state != JobState.REJECTED:
                     self.counts.seen += 1
-                    self._emit(key, result_from_row(row, in_file=False))
+                    self._emit(key, result_from_row(row, in_file=False, earlier=True))
             await self._room_for_results()

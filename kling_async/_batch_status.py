@@ -50,13 +50,14 @@ class BatchStatus:
         return sum(self.counts.values())
 
 
-def batch_status(out_dir: Path, *, verify: bool = False, limit: int = 1000) -> BatchStatus:
+def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 1000) -> BatchStatus:
     """Read `out_dir`'s journal and check each downloaded file exists with its recorded size
     (`verify=True` also re-hashes it). Never writes: safe while a batch runs.
 
     Memory does not grow with the number of jobs: SQLite counts, the rows stream past, and
     at most `limit` problems and bad files are kept (the first by line; `problem_count` and
-    `files_bad_count` count them all, results.jsonl lists every job).
+    `files_bad_count` count them all, results.jsonl lists every job). `limit=None` keeps
+    every one (memory then grows with the problems).
     """
     out_dir = Path(out_dir)
     path = out_dir / JOURNAL_NAME
@@ -74,7 +75,7 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int = 1000) -> B
                 checked += 1
                 if reason := check_file(out_dir, record, rehash=verify):
                     bad_count += 1
-                    if len(bad) < limit:
+                    if limit is None or len(bad) < limit:
                         problem = FileProblem(result_from_row(row), str(record.get("path")), reason)
                         bad.append(problem)
         errors = itertools.islice(journal.rows(task=False, with_error=True), limit)

@@ -1,8 +1,11 @@
 """CallbackReceiver: turns Kling's status callbacks into "sweep now" hints for a Client.
 
-A callback is only a hint. Its status is never trusted: a valid one makes the client's tracker
-query Kling at once, so a forged, repeated or reordered callback costs at most one extra status
-query. Callbacks can also be lost, which is why the tracker keeps polling as the safety net.
+A callback is only a hint, confirmed by a query before anyone is told the task's result. A claim
+that a task we follow ended frees its concurrency slot at once (Kling freed it), and sweeps
+confirm such claims in batches; a forged one costs at most one create that Kling refuses (1303),
+and the slot is held again when the query shows the task still running. Repeated or reordered
+callbacks change nothing. Callbacks can also be lost, which is why the tracker keeps polling as
+the safety net (sparingly, while every completion is announced).
 
 Bodies are read tolerantly: the documented flat task (`task_id`, possibly a number) and the newer
 `{id, status, …}` shape both wake the tracker. Any other well-formed JSON object is answered 200
@@ -136,13 +139,10 @@ class CallbackReceiver:
             return 200
         self.accepted += 1
         claimed = _field(payload, "task_status", "status")
-        emit(
-            self.client.event_hook,
-            "callback_received",
-            task_id=task_id,
-            claimed_status=None if claimed is None else as_status(claimed),
-        )
-        self.client.notify(task_id)  # a confirming query decides, not the claim
+        claim = None if claimed is None else as_status(claimed)
+        emit(self.client.event_hook, "callback_received", task_id=task_id, claimed_status=claim)
+        # A claimed end frees the task's slot now; a confirming query decides the rest.
+        self.client.notify(task_id, claim)
         return 200
 
     def _check(

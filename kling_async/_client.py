@@ -91,8 +91,11 @@ class Client:
         self.gate = SlotGate(
             limits.concurrency,
             probe_interval=limits.probe_interval or 30.0,
+            # 1303 with nothing of ours running: the documented back-off (≥ 1 s) comes first.
+            first_wait=min(retry.concurrency_wait_initial, limits.probe_interval or 30.0),
             slow_start=True,
             monotonic=monotonic,
+            rng=self._rng,
         )
         self.tracker = TaskTracker(
             list_page=self._list_raw,
@@ -102,6 +105,7 @@ class Client:
             sleep=sleep,
             monotonic=monotonic,
             event_hook=event_hook,
+            retake=self._retake_slot,
         )
         self.encodings = EncodingCache()
 
@@ -191,6 +195,11 @@ class Client:
         if self.limits.probe_interval is None and typical is not None:
             self.gate.probe_interval = max(0.05, 1.5 * typical)
 
+    def _retake_slot(self, _: Task, ended: asyncio.Future[None]) -> None:
+        # A callback's claim freed this task's slot, but a query shows it still running.
+        self.gate.hold()
+        ended.add_done_callback(self._release_slot)
+
     async def _query_raw(self, task_id: str) -> Any:
         return await self.http.call("GET", task_path(task_id))
 
@@ -253,7 +262,7 @@ class Client:
         """
         if isinstance(task, str):
             task = await self.get_task(task)
-        done = self.tracker.track(task)
+        done = self.tracker.track(task, urgent=True)  # a callback's claim is confirmed at once
         limit = self.poll.timeout if timeout is None else timeout
         try:
             final = await asyncio.wait_for(asyncio.shield(done), timeout=limit)
@@ -265,9 +274,18 @@ class Client:
             raise TaskFailedError(final)
         return final
 
-    def notify(self, task_id: str | None = None) -> None:
-        """A hint that a task changed (e.g. from a callback): sweep now instead of later."""
-        self.tracker.hint()
+    def notify(self, task_id: str | None = None, status: str | None = None) -> None:
+        """A callback's hint that a task changed; unconfirmed (a query decides).
+
+        A terminal `status` claimed for a task we follow frees its concurrency slot at once
+        (Kling frees it when the task ends; a false claim costs at most one refused create) and
+        a later sweep confirms it; a running status changes nothing; anything else, or no
+        task id, makes the client sweep now.
+        """
+        if task_id is None:
+            self.tracker.hint()
+        else:
+            self.tracker.claim(task_id, status)
 
     async def download(
         self,

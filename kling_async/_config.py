@@ -70,8 +70,11 @@ class PollPolicy:
     timeout: float = 3600.0
     #: Never sweep more often than this.
     min_interval: float = 0.05
-    #: While some task is due (by learnt durations), sweep every `typical duration × due_fraction`.
-    due_fraction: float = 0.02
+    #: What a sweep is worth, as a fraction of the median generation time: sweep once the
+    #: slot-time that completions not yet seen are expected to have cost reaches it (smaller:
+    #: more requests, completions noticed sooner). While callbacks announce every completion,
+    #: the sweep is a safety net instead: once per median generation time (past interval_max).
+    due_fraction: float = 0.0065
     #: After this many answers in a row about one task that cannot be read, `wait()` raises
     #: ResponseValidationError (its slot stays held while the task is still followed).
     unreadable_limit: int = 3
@@ -95,7 +98,8 @@ class Limits:
     rps: float = 10.0
     download_concurrency: int = 4
     page_size: int = 500
-    #: After a 1303 shrank the limit, try one more slot this often; None: 1.5 × the generation
+    #: After a 1303 shrank the limit, try one more slot this often (and once ten of our tasks
+    #: have ended since), at the moment one of ours is seen ending; None: 1.5 × the generation
     #: time observed so far (30 s until one is known); a refused probe doubles it (once).
     probe_interval: float | None = None
 

@@ -2,8 +2,9 @@
 
 The body goes to `<dest>.part`; `dest` appears only through `os.replace` once every byte has
 arrived and been fsynced, so a crash or error never leaves a half-written `dest`. A leftover
-`.part` is resumed with a Range request. Memory stays flat: chunks are hashed and written on one
-worker thread in >= `chunk_size` batches while the next batch is read from the network.
+`.part` is resumed with a Range request. Memory stays flat: chunks are handed in >= `chunk_size`
+batches to `_sink.Pipeline`, which writes and hashes them on two worker threads while the next
+batches are read from the network.
 
 Hand `stream_to_file` a session WITHOUT default auth headers: the CDN is a third party and must
 never see our API token (a session carrying `Authorization` is refused).
@@ -18,10 +19,9 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,6 +29,7 @@ import aiohttp
 from ._config import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ConfigurationError, DownloadError, VideoExpiredError
 from ._names import redact_url, safe_filename
+from ._sink import Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
     "DiskFullError",
@@ -46,6 +47,9 @@ ProgressCallback = Callable[[int, "int | None"], None]
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _VIDEO_TYPES = frozenset(["application/octet-stream", "binary/octet-stream", "application/mp4"])
 _QUERY = re.compile(r"\?\S*")
+#: Batches in flight per download (each >= chunk_size): enough that the hashing thread always
+#: finds the next batch waiting, few enough to keep memory flat.
+_DEPTH = 2
 
 
 class DownloadHTTPError(DownloadError):
@@ -90,33 +94,12 @@ def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib.
     return fh, hasher, fh.tell()
 
 
-#: Idle single-thread workers, reused: a thread per 2 KB video cost more than the video.
-_IDLE: list[ThreadPoolExecutor] = []
-_MAX_IDLE = 8
-
-
-def _checkout() -> ThreadPoolExecutor:
-    return _IDLE.pop() if _IDLE else ThreadPoolExecutor(1, thread_name_prefix="kling-download")
-
-
-def _checkin(pool: ThreadPoolExecutor) -> None:
-    # Anything still queued on it (a close after a cancellation) runs before the next user's.
-    if len(_IDLE) < _MAX_IDLE:
-        _IDLE.append(pool)
-    else:
-        pool.shutdown(wait=False)
-
-
 def _close(opened: list[IO[bytes]]) -> None:
     for fh in opened:
         fh.close()  # a no-op after _finish
 
 
-def _write(fh: IO[bytes], hasher: hashlib._Hash, batch: list[bytes]) -> None:
-    # hashlib and file writes release the GIL, so this thread overlaps the event loop's reads.
-    for chunk in batch:
-        fh.write(chunk)
-        hasher.update(chunk)
+_write = append  # module-level so tests can stand in a full disk
 
 
 def _finish(fh: IO[bytes]) -> None:
@@ -190,8 +173,9 @@ async def stream_to_file(
         total=None, sock_connect=timeouts.connect, sock_read=timeouts.download_read
     )
     loop = asyncio.get_running_loop()
-    # One worker keeps writes, fsync and close in submission order, even after a cancellation.
-    pool = _checkout()
+    # The writer keeps open, writes, fsync and close in submission order, even after a
+    # cancellation; the hashing worker only ever hashes.
+    pool, hashing = checkout(), checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
     try:
         fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
@@ -212,9 +196,8 @@ async def stream_to_file(
                 if plan is None:
                     continue
                 total = plan[1]
-                received = await _pump(
-                    resp, fh, hasher, pool, offset, total, chunk_size, on_progress, shown
-                )
+                sink = Pipeline(fh, offset, hasher, pool, hashing, write=_write, depth=_DEPTH)
+                received = await _pump(resp, sink, offset, total, chunk_size, on_progress, shown)
             break
         await loop.run_in_executor(pool, _finish, fh)
         if total is not None and received != total:
@@ -237,48 +220,49 @@ async def stream_to_file(
     finally:
         with contextlib.suppress(OSError):  # queued behind any pending open or write
             await loop.run_in_executor(pool, _close, opened)
-        _checkin(pool)
+        checkin(pool)
+        checkin(hashing)
 
 
 async def _pump(
     resp: aiohttp.ClientResponse,
-    fh: IO[bytes],
-    hasher: hashlib._Hash,
-    pool: ThreadPoolExecutor,
+    sink: Pipeline,
     received: int,
     total: int | None,
     chunk_size: int,
     on_progress: ProgressCallback | None,
     shown: str,
 ) -> int:
-    """Copy the body to `fh`, reading batch k+1 while batch k is written; return the file size."""
-    loop = asyncio.get_running_loop()
-    batch: list[bytes] = []
+    """Copy the body into `sink` in >= `chunk_size` batches; return the file size."""
+    batch: list[Chunk] = []
     size = 0
-    pending: asyncio.Future[Any] | None = None
 
     async def hand_off() -> None:
-        nonlocal pending, batch, size, received
-        if pending is not None:
-            await pending  # at most one batch in flight keeps memory flat
-        pending = loop.run_in_executor(pool, _write, fh, hasher, batch) if batch else None
-        received += size
-        if size and on_progress is not None:
-            on_progress(received, total)
-        batch, size = [], 0
+        nonlocal batch, size, received
+        if batch:
+            await sink.put(batch)
+            received += size
+            if on_progress is not None:
+                on_progress(received, total)
+            batch, size = [], 0
 
     failure: Exception | None = None
     try:
-        async for chunk in resp.content.iter_chunked(chunk_size):
-            batch.append(chunk)
-            size += len(chunk)
-            if size >= chunk_size:
-                await hand_off()
+        # Chunks as they arrived: iter_chunked would join (copy) whatever piled up meanwhile.
+        async for data, _ in resp.content.iter_chunks():
+            for start in range(0, len(data), chunk_size):
+                # A chunk bigger than chunk_size is handed off in views (no copy), so progress
+                # still comes every chunk_size bytes.
+                end = start + chunk_size
+                chunk = data if len(data) <= chunk_size else memoryview(data)[start:end]
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= chunk_size:
+                    await hand_off()
     except (aiohttp.ClientError, TimeoutError) as exc:
         failure = exc  # still write what did arrive: a valid prefix a later call can resume from
     await hand_off()
-    if pending is not None:
-        await pending
+    await sink.drain()
     if failure is not None:
         of = "an unknown number of" if total is None else total
         msg = f"download of {shown} truncated after {received} of {of} bytes"

@@ -5,6 +5,11 @@ concurrency slot (the client's gate and the batch release on it). They part only
 about the task cannot be read: after `limit` such answers in a row the caller is told
 (ResponseValidationError), while the task is still followed, its slot held, until an answer shows
 it finished or its deadline passes.
+
+A callback saying the task ended (a *claim*) ends the slot's lifetime at once: Kling has freed
+the slot, and a false claim costs at most one create that Kling refuses (1303). The caller's
+result still waits for a query to confirm it; a query that contradicts the claim gives the task
+a fresh `ended` (its slot is held again).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _result() -> asyncio.Future[Task]:
 class Followed:
     """A tracked task: its latest view, since when we follow it, and its two futures."""
 
-    __slots__ = ("done", "ended", "error", "since", "task", "unreadable")
+    __slots__ = ("claimed", "done", "ended", "error", "since", "task", "unreadable", "urgent")
 
     def __init__(self, task: Task, since: float) -> None:
         self.task = task
@@ -45,6 +50,17 @@ class Followed:
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.unreadable = 0  # answers in a row that could not be read
         self.error: ResponseValidationError | None = None  # once the caller was told so
+        self.claimed = False  # a callback said it ended; a query has not confirmed it yet
+        self.urgent = False  # a caller (`wait()`) blocks on the result: confirm claims at once
+
+    def claim(self) -> bool:
+        """A callback says the task ended: its slot is free now. True if that is news."""
+        if self.claimed:
+            return False
+        self.claimed = True
+        if not self.ended.done():
+            self.ended.set_result(None)
+        return True
 
     def read(self, task: Task) -> Task:
         """Take a readable view; an answer without task_info keeps the external id we know."""
@@ -52,6 +68,17 @@ class Followed:
             task = task.model_copy(update={"task_info": self.task.task_info})
         self.task, self.unreadable, self.error = task, 0, None
         return task
+
+    def contradicted(self) -> bool:
+        """A query shows a claimed task still running: True if its slot is to be held again
+        (it then has a fresh `ended`)."""
+        if not self.claimed:
+            return False
+        self.claimed = False
+        if not self.ended.done():
+            return False
+        self.ended = asyncio.get_running_loop().create_future()
+        return True
 
     def stop(self, result: Task | None = None, error: BaseException | None = None) -> None:
         """No longer followed: the caller's result is settled and the slot's lifetime ends."""

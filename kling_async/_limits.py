@@ -1,20 +1,34 @@
 """SlotGate: our view of the account's concurrency (a slot is held from create to terminal state).
 
 On 1303 the limit drops to what we hold (the refused create aside): the notes' simulations show
-that beats multiplicative decrease on a hard cap. It then probes +1 every `probe_interval`
-seconds so a raised cap, or slots that someone else freed, get used again; a refused probe
-doubles the wait before the next (up to 2×); an accepted one makes the next probe due at once,
-so a cap raised by several slots is climbed in a few round trips, not one interval per slot.
-It never exceeds `maximum`, the user's configured concurrency.
+that beats multiplicative decrease on a hard cap. It then probes +1 from time to time so a raised
+cap, or slots that someone else freed, get used again. A probe goes out only when our view of
+the account is fresh, so that its answer means what it seems to:
+
+- when one of our tasks has just been seen ending (`release`) while creates wait: the sweep that
+  saw it also saw every other task of ours still running, so an accepted probe proves the cap
+  has room. A probe sent at any other moment may be accepted only because one of our tasks ended
+  unseen, and the creates that follow such a false "yes" are refused;
+- when we hold nothing (nothing of ours will end to tell us anything): on a timer;
+- right after an accepted probe: the next slot is tried at once, so a cap raised by several slots
+  is climbed in a few round trips.
+
+Probes are due `probe_interval` after a refusal while we hold slots, and once `PROBE_EVERY` of
+our tasks have ended since (a refused probe doubles both, up to `MAX_BACKOFF` times). While we
+hold nothing, the account is full of someone else's tasks and a caller may be waiting on one
+create: the first probe is due after `first_wait` (Kling's documented ≥ 1 s) and the wait
+doubles, jittered, up to `probe_interval`. Either way one probe at a time: never a loop of
+creates.
 
 Slow start (opt-in; the Client turns it on): creates above the highest level Kling has accepted
-so far go out at most `RAMP` at a time, so an over-stated `maximum` costs a couple of 1303s
-instead of a burst of them.
+so far (`confirmed`, counting only creates already answered) go out at most `RAMP` at a time, so
+an over-stated `maximum` costs a couple of 1303s instead of a burst of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 
@@ -24,7 +38,14 @@ __all__ = ["SlotGate"]
 
 #: Unconfirmed creates allowed in flight above the proven level.
 RAMP = 2
-_MAX_BACKOFF = 2
+#: A refused probe (while we hold slots) doubles the wait before the next, up to this factor.
+MAX_BACKOFF = 2
+#: The empty gate's back-off waits between (1 − JITTER) and 1 times its step.
+JITTER = 0.25
+#: While we hold slots, a probe also waits for this many of our tasks to end since the last
+#: refusal (× the back-off): with a small cap, probes every interval would be refused more often
+#: per job than the few slots can run jobs, so this bounds the refused creates per job.
+PROBE_EVERY = 10
 
 
 class SlotGate:
@@ -35,8 +56,10 @@ class SlotGate:
         maximum: int,
         *,
         probe_interval: float = 30.0,
+        first_wait: float = 1.0,
         slow_start: bool = False,
         monotonic: Clock = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         if maximum < 1:
             raise ValueError(f"maximum must be ≥ 1, got {maximum}")
@@ -45,31 +68,51 @@ class SlotGate:
         self.in_use = 0
         self.peak = 0
         self.rejections = 0
+        self.probes = 0  # probes sent (slow start's included)
         self.probe_interval = probe_interval
-        self.confirmed = 0  # the most slots Kling has let us hold at once
-        self._probing = 0  # creates in flight above `confirmed`
+        self.first_wait = first_wait
+        self.confirmed = 0  # the most slots Kling has let us hold at once, answered creates only
         self.slow_start = slow_start
-        self._backoff = 1
-        self._probe_open = False  # the limit was raised by a timed probe not yet answered
+        self._pending = 0  # creates in flight (slot taken, no answer yet)
+        self._probing = 0  # of those, creates above `confirmed`
+        self._backoff = 1  # while we hold slots: × probe_interval
+        self._empty_step = 0.0  # while we hold nothing: the current back-off step
+        self._empty_wait = 0.0  # … and the wait drawn for it (jitter applied)
+        self._refused_at: float | None = None  # our clock, at the last 1303
+        self._ended = 0  # our tasks seen ending since the last 1303
+        self._climb = False  # a probe was just accepted: the next may go at once
+        self._raised = False  # the limit was raised by a probe not yet answered
         self._monotonic = monotonic
-        self._last_change = monotonic()
+        self._rng = rng or random.Random()
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __repr__(self) -> str:
         return f"SlotGate(in_use={self.in_use}, limit={self.limit}, maximum={self.maximum})"
 
-    def _maybe_probe(self) -> float | None:
-        """Raise the limit by one if a probe is due; return seconds until the next one."""
-        if self.limit >= self.maximum:
-            return None
-        interval = self.probe_interval * self._backoff
-        due = self._last_change + interval - self._monotonic()
-        if due > 0:
-            return due
+    # -- probing ------------------------------------------------------------------------------
+
+    def _due(self) -> float:
+        """When (our clock) the next probe may go out."""
+        if self._climb or self._refused_at is None:
+            return float("-inf")
+        if self._empty_wait:
+            return self._refused_at + self._empty_wait
+        if self._ended < PROBE_EVERY * self._backoff and self.in_use:
+            return float("inf")  # a later release decides
+        # Read now, not at the refusal: the client updates probe_interval as it learns.
+        return self._refused_at + self.probe_interval * self._backoff
+
+    def _probe(self, fresh: bool) -> float | None:
+        """Raise the limit by one if a probe is due and our view is `fresh`; return seconds
+        until a timed probe is due (None: no timer needed, a release or an answer wakes us)."""
+        if not fresh or self.limit >= self.maximum or self._probing or self._raised:
+            return None  # stale view, at the ceiling, or a probe still out: one at a time
+        wait = self._due() - self._monotonic()
+        if wait > 0:
+            return None if wait == float("inf") else wait
         self.limit += 1
-        self._probe_open = True
-        self._last_change = self._monotonic()
-        return interval if self.limit < self.maximum else None
+        self._climb, self._raised = False, True
+        return None
 
     def _may_take(self) -> bool:
         if self.in_use >= self.limit:
@@ -80,19 +123,21 @@ class SlotGate:
         """Wait for a slot and take it; True if it is above the proven level (a probe)."""
         loop = asyncio.get_running_loop()
         while True:
-            next_probe = self._maybe_probe()
+            timer = self._probe(fresh=self.in_use == 0 or self._climb)
             if self._may_take():
                 self.in_use += 1
                 self.peak = max(self.peak, self.in_use)
                 probe = self.in_use > self.confirmed
+                self._pending += 1
                 self._probing += probe
+                self.probes += probe
                 return probe
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, timeout=next_probe)
+                await asyncio.wait_for(waiter, timeout=timer)
             except TimeoutError:
-                pass  # a probe is due: loop and re-check
+                pass  # a timed probe is due: loop and re-check
             except BaseException:
                 # Woken by release() but cancelled before taking the slot: pass the wake-up on,
                 # or the next waiter sleeps while a slot stands free.
@@ -107,7 +152,7 @@ class SlotGate:
         """Count a slot we already hold without waiting (a running task found on resume)."""
         self.in_use += 1
         self.peak = max(self.peak, self.in_use)
-        self.confirmed = max(self.confirmed, self.in_use)
+        self.confirmed = max(self.confirmed, self.in_use - self._pending)
 
     def _wake(self, count: int = 1) -> None:
         while count > 0 and self._waiters:
@@ -116,47 +161,72 @@ class SlotGate:
                 waiter.set_result(None)
                 count -= 1
 
-    def _settle_probe(self, probe: bool) -> None:
+    def _answered(self, probe: bool) -> None:
+        self._pending = max(0, self._pending - 1)
         if probe:
             self._probing = max(0, self._probing - 1)
 
+    # -- answers ------------------------------------------------------------------------------
+
     def accepted(self, probe: bool = False) -> None:
         """The create on this slot was accepted: the level we hold is proven."""
-        self._settle_probe(probe)
-        self.confirmed = max(self.confirmed, self.in_use)
-        if self._probe_open and self.in_use >= self.limit:
-            self._probe_open = False
-            self._backoff = 1
-            # The cap has room: try the next slot now rather than one interval per slot.
-            self._last_change = self._monotonic() - self.probe_interval
+        self._answered(probe)
+        # Creates still unanswered prove nothing yet.
+        self.confirmed = max(self.confirmed, self.in_use - self._pending)
+        if probe and self._raised and self.in_use >= self.limit:
+            self._raised = False
+            # The account had room above our limit: try the next slot now, not one interval
+            # per slot, while our view is still the fresh one the probe was sent with.
+            self._backoff, self._empty_step, self._empty_wait = 1, 0.0, 0.0
+            self._climb = self.limit < self.maximum
         self._wake(len(self._waiters))  # a finished probe may let several creates go
 
     def release(self, probe: bool = False) -> None:
-        """Give a slot back (its task ended, or its create failed before Kling took it)."""
-        self._settle_probe(probe)
+        """Give a slot back: its task was seen ending (or its create failed before Kling took
+        it). With creates waiting below the ceiling, this is when a due probe goes out."""
+        self._answered(probe)
         self.in_use = max(0, self.in_use - 1)
-        self._wake()
+        self._ended += 1
+        wake = 1
+        if self._waiters and self.limit < self.maximum:
+            before = self.limit
+            self._probe(fresh=True)
+            wake += self.limit - before
+        self._wake(wake)
 
     def rejected(self, probe: bool = False) -> int:
         """A create holding a slot got 1303: return that slot, set limit = what we still hold.
 
         Returns how many slots we still hold. At 0 someone else fills the account: the limit
-        drops to 0 too, so nothing is sent until the next timed probe (one create at a time,
-        every `probe_interval`, doubled once while refused) instead of a retry loop.
+        drops to 0 too, so nothing is sent until the next timed probe (one create at a time)
+        instead of a retry loop.
         """
-        self._settle_probe(probe)
+        self._answered(probe)
         self.rejections += 1
         self.in_use = max(0, self.in_use - 1)
         self.limit = min(self.limit, self.in_use)
         self.confirmed = min(self.confirmed, self.in_use)
-        if self._probe_open:  # the cap has not risen: wait longer before the next probe
-            self._probe_open = False
-            self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
-        self._last_change = self._monotonic()
+        raised, self._raised, self._climb = self._raised and probe, False, False
+        self._refused_at, self._ended = self._monotonic(), 0
+        self._wake(len(self._waiters))  # to wait for the new due time
+        if self.in_use == 0:
+            # Nothing of ours runs: a caller may be waiting on this very create. Start short
+            # (Kling's documented ≥ 1 s) and double, jittered, up to the probe interval.
+            floor = min(self.first_wait, self.probe_interval)
+            step = floor if not self._empty_step else 2 * self._empty_step
+            self._empty_step = min(self.probe_interval, step)
+            jitter = 1.0 if step == floor else self._rng.uniform(1 - JITTER, 1.0)
+            self._empty_wait = max(floor, self._empty_step * jitter)
+            return 0
+        self._empty_step = 0.0
+        self._empty_wait = 0.0
+        if raised:  # the cap has not risen: wait longer before the next probe
+            self._backoff = min(MAX_BACKOFF, self._backoff * 2)
         return self.in_use
 
     def set_maximum(self, maximum: int) -> None:
         """Change the configured ceiling at run time (e.g. the user raised --concurrency)."""
         self.maximum = max(1, maximum)
-        self.limit = min(self.limit, self.maximum)
+        # Never refused: nothing says the account allows less than the user says.
+        self.limit = self.maximum if self._refused_at is None else min(self.limit, self.maximum)
         self._wake(len(self._waiters))

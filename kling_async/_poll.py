@@ -1,19 +1,18 @@
 """TaskTracker: one background sweep reports every task we wait on.
 
 With many tasks in flight one list request (pageSize ≤ 500) reports them all; single GETs are
-kept for the few a sweep did not find. Sweeps are paced by what we have learnt about generation
-times: slow while nothing can be done yet, quick while some task is due, so a finished task (which
-frees a concurrency slot) is noticed soon without a request per task per tick. A hint (e.g. a
-callback) wakes the sweeper at once; polling stays the safety net.
+kept for the few a sweep did not find. When to sweep is the Pacer's call (`_pacing.py`): from the
+generation times learnt so far, sweep once the slot-time that unseen completions are expected to
+have cost is worth a request. A callback wakes the sweeper (no status given) or, saying a task
+ended, frees its slot at once and is confirmed by a later sweep; while callbacks announce every
+completion, polling is only the safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,8 +26,9 @@ from ._errors import (
 )
 from ._events import EventHook, emit
 from ._followed import Followed
+from ._pacing import Alarm, Pacer
 from ._types import Clock, Sleep
-from .models import Task, epoch_seconds, read_task, report_unreadable
+from .models import Task, TaskStatus, epoch_seconds, read_task, report_unreadable
 from .models._tolerant import as_status
 
 __all__ = ["TaskTracker"]
@@ -39,8 +39,12 @@ logger = logging.getLogger("kling_async")
 ListPage = Callable[[int, int], Awaitable[list[Any]]]
 #: task_id → the raw `data` of its single query; read here, by the tolerant reader's rules.
 GetOne = Callable[[str], Awaitable[Any]]
+#: A task whose slot a false claim freed is held again: (the task, its new `ended`).
+Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
 _FATAL = (AuthenticationError, AccountError)
+_TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
+_RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
 
 class TaskTracker:
@@ -63,20 +67,21 @@ class TaskTracker:
         sleep: Sleep = asyncio.sleep,
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
+        retake: Retake | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
-        self.policy = policy
+        self.pacer = Pacer(policy)
+        #: Called when a query contradicts a callback's claim (the slot is ours again).
+        self.retake = retake
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
         self._monotonic = monotonic
         self._hook = event_hook
         self._tracked: dict[str, Followed] = {}
-        self._wake = asyncio.Event()
+        self._alarm = Alarm(sleep)
         self._runner: asyncio.Task[None] | None = None
-        self._durations: deque[float] = deque(maxlen=256)
-        self._interval = policy.interval
         self.sweeps = 0
         self.list_calls = 0
         self.get_calls = 0
@@ -84,13 +89,24 @@ class TaskTracker:
     def __len__(self) -> int:
         return len(self._tracked)
 
-    def track(self, task: Task) -> asyncio.Future[Task]:
+    @property
+    def policy(self) -> PollPolicy:
+        """How sweeps are paced (kept by the Pacer)."""
+        return self.pacer.policy
+
+    @policy.setter
+    def policy(self, policy: PollPolicy) -> None:
+        self.pacer.policy = policy
+
+    def track(self, task: Task, *, urgent: bool = False) -> asyncio.Future[Task]:
         """Follow `task` until it ends; the future resolves with its terminal view.
 
         It fails with the error if Kling says the task does not exist (1203), with a fatal
         error (authentication, account) that stops all polling, or with
         ResponseValidationError after `policy.unreadable_limit` unreadable answers in a row (a
         later `track()` of the same task gives a fresh future, as the task is still followed).
+        `urgent`: a caller blocks on the result, so a callback's claim is confirmed at once
+        rather than with the next batch of claims.
         """
         entry = self._tracked.get(task.task_id)
         if entry is None:
@@ -99,6 +115,7 @@ class TaskTracker:
                 entry.stop(result=task)
                 return entry.done
             self._tracked[task.task_id] = entry
+        entry.urgent = entry.urgent or urgent
         self._ensure_running()
         return entry.done
 
@@ -115,7 +132,22 @@ class TaskTracker:
 
     def hint(self) -> None:
         """Sweep now (a callback said something changed)."""
-        self._wake.set()
+        self._alarm.wake()
+
+    def claim(self, task_id: str, status: str | None = None) -> None:
+        """A callback about `task_id` claims `status` (unconfirmed).
+
+        A terminal claim about a task we follow frees its slot at once; a sweep confirms it
+        (soon if nothing else runs). A claim of a running state changes nothing; one without a
+        status we can read (or about a task we do not know) wakes the sweeper.
+        """
+        entry = self._tracked.get(task_id)
+        if entry is not None and status in _TERMINAL:
+            if entry.claim():
+                # A blocked caller: confirm now; else maybe nothing else is left to wait for.
+                self._alarm.wake() if entry.urgent else self._alarm.replan()
+        elif entry is None or status not in _RUNNING:
+            self.hint()
 
     def observe(self, task: Task) -> None:
         """Take a fresh view of a task from anywhere (a query, a confirmed callback)."""
@@ -125,9 +157,15 @@ class TaskTracker:
         if task.task_status != entry.task.task_status:
             emit(self._hook, "task_status", task_id=task.task_id, status=task.task_status.value)
         task = entry.read(task)
+        if not task.is_terminal and entry.contradicted():
+            logger.warning("task %s: a callback said it ended, but it runs on", task.task_id)
+            if self.retake is not None:
+                self.retake(task, entry.ended)
         if task.is_terminal:
+            took = None
             if task.created_at is not None and task.updated_at is not None:
-                self._durations.append((task.updated_at - task.created_at).total_seconds())
+                took = (task.updated_at - task.created_at).total_seconds()
+            self.pacer.finished(took, announced=entry.claimed)
             emit(self._hook, "task_finished", task_id=task.task_id, status=task.task_status.value)
             self._stop(entry, result=task)
 
@@ -181,11 +219,13 @@ class TaskTracker:
             self._stop(entry, error=error)
 
     async def _run(self) -> None:
+        self.pacer.begin(self._monotonic())
         while self._tracked:
-            await self._pause(self._next_delay())
+            if not await self._alarm.pause(self._next_delay()):
+                continue  # re-planned: the pause is computed again
             if not self._tracked:
                 break
-            changed = 0
+            started = self._monotonic()
             try:
                 changed = await self.sweep()
             except _FATAL as exc:
@@ -193,41 +233,19 @@ class TaskTracker:
                 return
             except KlingError as exc:  # already retried inside: wait longer, then go on
                 logger.warning("status sweep failed: %s", exc)
-            if changed:
-                self._interval = self.policy.interval
+                self.pacer.failed(started)
             else:
-                self._interval = min(self.policy.interval_max, self._interval * self.policy.backoff)
-
-    async def _pause(self, seconds: float) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
-            self._wake.clear()
+                self.pacer.swept(started, changed)
 
     def typical_duration(self) -> float | None:
         """Median generation time seen so far (server stamps), once three tasks have ended."""
-        return statistics.median(self._durations) if len(self._durations) >= 3 else None
+        return self.pacer.typical()
 
     def _next_delay(self) -> float:
-        """Back off while we know nothing; once durations are learnt, sleep until the soonest
-        task is due, then sweep every `typical duration × due_fraction` while tasks are due."""
-        policy = self.policy
-        if len(self._durations) < 3:
-            return self._interval
-        ordered = sorted(self._durations)
-        early = ordered[len(ordered) // 10]  # 10th percentile: few finish sooner
-        due_cadence = statistics.median(ordered) * policy.due_fraction
-        soonest = min(e.since for e in self._tracked.values()) + early
-        wait = max(soonest - self._monotonic(), due_cadence)
-        return min(policy.interval_max, max(policy.min_interval, wait))
+        """Seconds until the next sweep (see `Pacer.delay`)."""
+        running = [e.since for e in self._tracked.values() if not e.claimed]
+        claimed = len(self._tracked) - len(running)
+        return self.pacer.delay(self._monotonic(), running, claimed)
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""
@@ -248,7 +266,8 @@ class TaskTracker:
                 tid = str(item.get("task_id"))
                 if tid in pending:
                     status = as_status(item.get("task_status"))
-                    if status == self._tracked[tid].task.task_status.value:
+                    entry = self._tracked[tid]
+                    if status == entry.task.task_status.value and not entry.claimed:
                         pending.discard(tid)  # unchanged: nothing to parse (the common case)
                         continue
                     try:

@@ -1,8 +1,14 @@
-"""Progress for the CLI: rich bars on a terminal, plain log lines otherwise."""
+"""Progress for the CLI: results (one line per job) on stdout, rich bars on a terminal's stderr.
+
+Results are what `kling-async run … > log.txt` must capture, so they go to stdout whatever the
+bars do; while bars are drawn on the same terminal, results are printed above them (and only
+problems: the bars count the rest).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from contextlib import suppress
@@ -19,18 +25,34 @@ from rich.progress import (
 )
 
 from ._batch import Batch, BatchResult
+from ._labels import ALREADY_DONE
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "write_result"]
 
 
 class Reporter:
-    """Shows a batch's progress; `result()` reports each finished job, `close()` ends it."""
+    """Shows a batch's progress; `result()` reports each job's outcome (to `out`, stdout by
+    default), the bars (`fancy`) are drawn on `log` (stderr by default)."""
 
-    def __init__(self, batch: Batch, total: int | None, *, fancy: bool, out: TextIO | None = None):
+    def __init__(
+        self,
+        batch: Batch,
+        total: int | None,
+        *,
+        fancy: bool,
+        out: TextIO | None = None,
+        log: TextIO | None = None,
+    ):
         self.batch = batch
         self.total = total
-        self.out = out or sys.stderr
+        self.out = out or sys.stdout
+        self.log = log or sys.stderr
         self.fancy = fancy
+        #: Results seen as "already done" (downloaded by an earlier run), for the summary.
+        self.already_done = 0
+        # Bars and results share the terminal: results are printed above the bars, and a
+        # success is left to the bars. Results going elsewhere (a file) are all written there.
+        self._above_bars = fancy and _isatty(self.out)
         self._progress: Progress | None = None
         self._ids: dict[str, TaskID] = {}
         self._ticker: asyncio.Task[None] | None = None
@@ -45,7 +67,8 @@ class Reporter:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[note]}"),
-                console=Console(file=self.out),
+                console=Console(file=self.log),
+                redirect_stdout=self._above_bars,
             )
             for name in ("submitted", "running", "finished", "downloaded"):
                 self._ids[name] = self._progress.add_task(name, total=self.total, note="")
@@ -87,25 +110,48 @@ class Reporter:
         )
 
     def result(self, result: BatchResult) -> None:
-        """Report one job's outcome (problems always; successes only in plain mode)."""
-        if result.ok and self.fancy:
+        """Report one job's outcome (every one, except successes above live bars)."""
+        word = result.outcome
+        self.already_done += word == ALREADY_DONE
+        if result.ok and self._above_bars:
             return
         where = f"line {result.line} ({result.external_task_id})"
         if result.line is None:  # its task (already paid for) is still followed and fetched
             where = f"{result.external_task_id} (no longer in the jobs file)"
         if result.ok:
             files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in result.files)
-            text = f"{where}: downloaded {files}"
+            text = f"{where}: {word}{':' if result.from_earlier_run else ''} {files}"
         else:
             error = result.error or {}
             extra = "".join(
                 f", {key}={error[key]}" for key in ("code", "request_id", "field") if error.get(key)
             )
-            text = f"{where}: {result.state}: {error.get('message', '')}{extra}"
-        if self._progress is not None:
+            when = " in an earlier run" if result.from_earlier_run else ""
+            text = f"{where}: {word}{when}: {error.get('message', '')}{extra}"
+        if self._progress is not None and self._above_bars:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            write_result(text, self.out)
+
+
+def write_result(text: str, out: TextIO | None = None) -> None:
+    """Print one result line (stdout by default). If the reader has gone (`run … | head`),
+    the batch still finishes: later results are dropped instead of ending it with a trace."""
+    out = out or sys.stdout
+    try:
+        print(text, file=out, flush=True)
+    except BrokenPipeError:
+        with suppress(OSError, ValueError):  # point the stream at /dev/null: flushes succeed
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-less stream is no terminal
+        return False
 
 
 def _size(count: float) -> str:

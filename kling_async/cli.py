@@ -9,26 +9,26 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from . import (
-    BatchResult,
     Client,
     ConfigurationError,
     Credentials,
     Limits,
     OutputFolderError,
     PollPolicy,
-    __version__,
     batch_status,
     run_batch,
 )
 from ._batch_io import JOURNAL_NAME
-from ._dry_run import dry_run, price_arg
+from ._cli_parser import build_parser
+from ._config import DEFAULT_LIMITS, DEFAULT_POLL
+from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
-from ._progress import Reporter
+from ._progress import Reporter, write_result
+from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
 
 __all__ = ["main"]
 
@@ -36,87 +36,21 @@ EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _NO_ACCOUNT = "no account yet? add --simulate to try it against a built-in Kling simulator"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kling-async",
-        description="Bulk Kling Multi-Image to Video: jobs in, videos on disk.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="turn every job of a JSONL file into a video on disk")
-    run.add_argument("jobs", type=Path, help="JSONL file, one job per line")
-    run.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
-    _add_connection(run)
-    run.add_argument("--concurrency", type=int, default=5, help="account's task slots (start)")
-    run.add_argument("--rps", type=float, default=10.0, help="API requests per second")
-    run.add_argument("--poll-interval", type=float, default=1.0, help="seconds (starting)")
-    run.add_argument("--download-concurrency", type=int, default=4, help="parallel downloads")
-    run.add_argument(
-        "--watermark",
-        action="store_true",
-        help="also request watermarked copies (for jobs created from now on)",
-    )
-    run.add_argument(
-        "--adopt-existing",
-        action="store_true",
-        help="take over tasks that already exist under a job's own external_task_id "
-        "(made elsewhere); without it such a job is rejected",
-    )
-    run.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check every job and image and estimate the units; send nothing, write nothing",
-    )
-    run.add_argument(
-        "--price",
-        type=price_arg,
-        action="append",
-        default=[],
-        metavar="MODE-DURATION=UNITS",
-        help="units per task of a kind for --dry-run's estimate, e.g. pro-10=7 (repeatable)",
-    )
-
-    status = sub.add_parser("status", help="what the journal of an output folder says")
-    status.add_argument("out", type=Path)
-    status.add_argument("--verify", action="store_true", help="re-hash every downloaded file")
-
-    download = sub.add_parser("download", help="fetch finished videos not yet on disk")
-    download.add_argument("out", type=Path)
-    _add_connection(download)
-    download.add_argument("--download-concurrency", type=int, default=4)
-    download.add_argument("--verify", action="store_true", help="re-hash downloaded files")
-    download.add_argument("--no-progress", action="store_true")
-
-    simulate = sub.add_parser("simulate", help="serve a local Kling simulator")
-    from .simulator import add_arguments  # the simulator owns its flags
-
-    add_arguments(simulate)
-    return parser
-
-
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base-url", help="API base URL (default: $KLING_BASE_URL or Singapore)")
-    parser.add_argument(
-        "--simulate", action="store_true", help="run against a built-in simulator (no account)"
-    )
-
-
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
     """A client for the real API (credentials from the environment) or a simulator."""
-    poll_interval = getattr(args, "poll_interval", 1.0)
+    poll_interval = getattr(args, "poll_interval", DEFAULT_POLL.interval)
+    cap = getattr(args, "concurrency", DEFAULT_LIMITS.concurrency)
     options = {
         "limits": Limits(
-            concurrency=getattr(args, "concurrency", 5),
-            rps=getattr(args, "rps", 10.0),
+            concurrency=cap,
+            rps=getattr(args, "rps", DEFAULT_LIMITS.rps),
             download_concurrency=args.download_concurrency,
         ),
         "poll": PollPolicy(
             interval=poll_interval,
-            interval_max=max(15.0, poll_interval),
-            min_interval=min(0.05, poll_interval),
+            interval_max=max(DEFAULT_POLL.interval_max, poll_interval),
+            min_interval=min(DEFAULT_POLL.min_interval, poll_interval),
         ),
     }
     if not args.simulate:
@@ -129,7 +63,6 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         return
     from .simulator import Simulator
 
-    cap = getattr(args, "concurrency", 5)
     state = args.out / "simulator-state.jsonl"  # the demo account lives in DIR: reruns resume
     async with (
         Simulator(concurrency=cap, gen_seconds=2.0, seed=7, state_path=state) as sim,
@@ -145,12 +78,15 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
 
 
 def _count_jobs(path: Path) -> int:
+    """Jobs in the file, as the batch reads it: every line but blank ones and # comments."""
     with path.open(encoding="utf-8-sig", errors="replace") as fh:
         return sum(1 for line in fh if line.strip() and not line.lstrip().startswith("#"))
 
 
 async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -> int:
     async with _client(args) as client:
+        if jobs is not None and total is not None:  # `status` counts the jobs no run reached
+            record_jobs_in_file(args.out, total)
         batch = run_batch(
             client,
             jobs,
@@ -179,77 +115,38 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
+        reporter = Reporter(batch, total, fancy=fancy)
         try:
-            async with Reporter(batch, total, fancy=fancy) as reporter:
+            async with reporter:
                 async for result in batch:
                     reporter.result(result)
                     bad += result.counts_against_exit
         except asyncio.CancelledError:
             if interrupts == 0:
                 raise
+            _summary(args.out, reporter.already_done)
             print(f"resume with the same command; journal: {args.out}", file=sys.stderr)
             return EXIT_INTERRUPTED
         finally:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(signal.SIGINT)
-    _summary(args.out)
+    _summary(args.out, reporter.already_done)
     if batch.stop_reason:
         print(f"batch stopped submitting: {batch.stop_reason}", file=sys.stderr)
     return EXIT_JOBS_FAILED if bad or batch.stop_reason else EXIT_OK
 
 
-def _summary(out: Path) -> None:
-    status = batch_status(out)
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(status.counts.items()))
-    gone = f" ({status.removed} no longer in the jobs file)" if status.removed else ""
-    print(
-        f"{status.total} jobs{gone}: {counts}; manifest: {out / 'results.jsonl'}", file=sys.stderr
-    )
+def _summary(out: Path, already_done: int) -> None:
+    """The run's last result line (stdout): every job of the file, by outcome."""
+    view = overview(out, batch_status(out))
+    write_result(summary_line(out, view, already_done=already_done))
 
 
-def _status(out: Path, *, verify: bool) -> int:
-    status = batch_status(out, verify=verify)
-    gone = f" ({status.removed} no longer in the jobs file)" if status.removed else ""
-    print(f"{out}: {status.total} jobs{gone}")
-    for state, n in sorted(status.counts.items()):
-        print(f"  {state:<11} {n}")
-    if status.soonest_expiry is not None:
-        left = status.soonest_expiry - datetime.now(UTC)
-        print(
-            f"  {status.pending_downloads} finished video(s) not on disk; soonest expires "
-            f"{status.soonest_expiry:%Y-%m-%d %H:%M} UTC (in {left.days} d) — "
-            f"run `kling-async download {out}`"
-        )
-    if status.unknown_expiry:
-        print(
-            f"  {status.unknown_expiry} finished video(s) not on disk with an unknown expiry "
-            f"(Kling sent no created_at; fetched first) — run `kling-async download {out}`"
-        )
-    if status.files_bad:
-        how = "re-hashed" if verify else "checked by size"
-        print(
-            f"  {status.files_bad_count} of {status.files_checked} downloaded file(s) ({how}) "
-            f"missing or damaged — run `kling-async download {out}` to fetch them again"
-        )
-        for bad in status.files_bad:
-            print(f"  {_where(bad.result)}: {bad.path} {bad.reason}")
-        _more(status.files_bad_count - len(status.files_bad), "missing or damaged file(s)", out)
-    for problem in status.problems:
-        error = problem.error or {}
-        print(f"  {_where(problem)}: {problem.state}: {error.get('message')}")
-    _more(status.problem_count - len(status.problems), "job(s) with an error", out)
+def _status(out: Path, *, verify: bool, show_all: bool) -> int:
+    status = batch_status(out, verify=verify, limit=None if show_all else SHOWN)
+    for line in status_lines(out, overview(out, status), verify=verify, show_all=show_all):
+        write_result(line)
     return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK
-
-
-def _more(count: int, what: str, out: Path) -> None:
-    if count > 0:  # `status` keeps a bounded number of each: the manifest has them all
-        print(f"  … and {count:,} more {what}: see {out / 'results.jsonl'}")
-
-
-def _where(result: BatchResult) -> str:
-    if result.line is None:
-        return f"{result.external_task_id} (no longer in the jobs file)"
-    return f"line {result.line}"
 
 
 def _take_folder(args: argparse.Namespace) -> FolderLock:
@@ -273,10 +170,14 @@ def _take_folder(args: argparse.Namespace) -> FolderLock:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kling-async` command."""
-    args = _parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if args.command is None:  # bare `kling-async`: show what there is to do
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
         if args.command == "status":
-            return _status(args.out, verify=args.verify)
+            return _status(args.out, verify=args.verify, show_all=args.all)
         if args.command == "simulate":
             from .simulator import serve
 

@@ -93,6 +93,14 @@ def by_line(results: Iterable[BatchResult]) -> dict[int, BatchResult]:
     return out
 
 
+def summary_counts(summary: str) -> dict[str, int]:
+    """A run's summary line (`30 jobs: 5 downloaded, 2 not submitted (1 AccountError, 1 batch
+    stopped), 23 not reached; manifest: …`) as {"downloaded": 5, "not submitted": 2, …}."""
+    body = summary.split(": ", 1)[1].split("; manifest:")[0]
+    body = re.sub(r" \([^)]*\)", "", body)  # the causes, which have commas of their own
+    return {word: int(n) for n, _, word in (part.partition(" ") for part in body.split(", "))}
+
+
 def manifest(out: Path) -> list[dict[str, Any]]:
     """results.jsonl, parsed."""
     text = (out / MANIFEST_NAME).read_text(encoding="utf-8")

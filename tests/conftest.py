@@ -124,3 +124,16 @@ def png_path(tmp_path: Path) -> Path:
     path = tmp_path / "ref.png"
     path.write_bytes(make_png())
     return path
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A fresh redis-server on 127.0.0.1 (free port, persistence off), stopped afterwards."""
+    from redis_helpers import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -45,9 +45,9 @@ class World:
             [*CLI, *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
         assert "Traceback" not in done.stderr, done.stderr
-        if args[0] in ("run", "download"):  # one result line per job, never two
-            jobs = [text.partition("): ")[0] for text in done.stderr.splitlines() if "): " in text]
-            assert len(jobs) == len(set(jobs)), done.stderr
+        if args[0] in ("run", "download"):  # one result line (stdout) per job, never two
+            jobs = [text.partition("): ")[0] for text in done.stdout.splitlines() if "): " in text]
+            assert len(jobs) == len(set(jobs)), done.stdout
         return done
 
     def run(self, *extra: str, out: Path | None = None, jobs: Path | None = None) -> Any:

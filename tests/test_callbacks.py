@@ -29,9 +29,11 @@ class FakeClient:
     def __init__(self) -> None:
         self.event_hook = None
         self.notified: list[str | None] = []
+        self.claimed: list[str | None] = []
 
-    def notify(self, task_id: str | None = None) -> None:
+    def notify(self, task_id: str | None = None, status: str | None = None) -> None:
         self.notified.append(task_id)
+        self.claimed.append(status)
 
 
 def body(**fields: Any) -> bytes:
@@ -300,6 +302,26 @@ async def test_callbacks_make_wait_return_long_before_the_poll_interval(png_path
     )
 
 
+async def test_a_claimed_end_frees_the_slot_before_any_poll(png_path: Path) -> None:
+    """With one slot, the second create goes as soon as the first task's callback arrives."""
+    async with (
+        Simulator(concurrency=1, gen_seconds=0.3, gen_spread=0.0) as sim,
+        make_client(sim, limits=kling.Limits(concurrency=1, rps=1000)) as client,
+        kling.CallbackReceiver(client) as recv,
+    ):
+        client.callback_url = recv.url
+        make = kling.MultiImageToVideoRequest
+        first = await client.submit(make(images=[png_path], prompt="first"))
+        second = await asyncio.wait_for(client.submit(make(images=[png_path], prompt="2nd")), 10)
+        assert client.tracker.sweeps == 0  # freed by the callback: no poll was due (30 s)
+        assert sim.stats.rejected_concurrency == 0
+        done = await asyncio.wait_for(
+            asyncio.gather(client.wait(first), client.wait(second)), 10
+        )  # the second's callback leaves only claimed tasks: one sweep confirms both
+        assert [t.task_status for t in done] == ["succeed", "succeed"]
+        assert client.gate.in_use == 0
+
+
 async def test_duplicate_callbacks_are_harmless(png_path: Path) -> None:
     async with (
         Simulator(gen_seconds=0.2, gen_spread=0.0, duplicate_callbacks=True) as sim,
@@ -331,7 +353,7 @@ async def test_a_forged_success_does_not_finish_the_task(png_path: Path) -> None
         await asyncio.sleep(0.3)
         assert client.tracker.sweeps > sweeps  # ...which made the client ask Kling at once
         assert not waiter.done()  # and Kling said it is not finished
-        assert client.gate.in_use == 1
+        assert client.gate.in_use == 1  # the slot the claim freed is held again
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
 

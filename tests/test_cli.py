@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import time
@@ -27,6 +28,7 @@ from batch_helpers import (
     make_requests,
     manifest,
     run_cli,
+    summary_counts,
     wait_for,
     write_jobs,
 )
@@ -78,8 +80,10 @@ def test_usage_errors_exit_2(
     jobs = jobs_file(tmp_path, 1)
     assert cli.main(["run", str(jobs), "--out", str(out)]) == 2  # no credentials
     assert "KLING_ACCESS_KEY" in capsys.readouterr().err
-    assert cli.main(["run", str(jobs), "--out", str(out), "--simulate", "--concurrency", "0"]) == 2
-    assert "concurrency" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", str(jobs), "--out", str(out), "--simulate", "--concurrency", "0"])
+    assert exc.value.code == 2
+    assert "--concurrency must be ≥ 1 (got 0)" in capsys.readouterr().err
     assert cli.main(["status", str(out)]) == 2
     assert "no batch journal" in capsys.readouterr().err
     assert cli.main(["download", str(out)]) == 2
@@ -107,16 +111,16 @@ def test_run_then_status(
     jobs = jobs_file(tmp_path, 5, "{oops", "# comment", "")
     out = tmp_path / "out"
     assert cli.main(["run", str(jobs), "--out", str(out), *FAST]) == 1  # one bad line
-    err = capsys.readouterr().err
-    assert err.count(": downloaded videos/") == 5
-    assert "line 6 (" in err and "rejected: not valid JSON" in err
-    assert "6 jobs: 5 downloaded, 1 rejected" in err
+    results = capsys.readouterr().out
+    assert results.count(": downloaded videos/") == 5
+    assert "line 6 (" in results and "rejected: not valid JSON" in results
+    assert "6 jobs: 5 downloaded, 1 rejected" in results
     stats = st.stats()  # a cap (2) below --concurrency (3): a few 1303s, never above the cap
     assert stats["accepted_creates"] == 5 and stats["peak_running"] <= 2
     assert stats["rejected_concurrency"] <= 3
     assert cli.main(["status", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "6 jobs" in text and "downloaded  5" in text and "rejected    1" in text
+    assert "6 jobs" in text and "downloaded      5" in text and "rejected        1" in text
     assert "line 6: rejected: not valid JSON" in text
     assert len(manifest(out)) == 6
 
@@ -127,16 +131,16 @@ def test_failures_exit_1_with_klings_message(
     sim_thread(concurrency=3, fail_rate=0.4, seed=2)
     out = tmp_path / "out"
     assert cli.main(["run", str(jobs_file(tmp_path, 8)), "--out", str(out), *FAST]) == 1
-    err = capsys.readouterr().err
+    results = capsys.readouterr().out
     failed = [r for r in journal_rows(out) if r.state == "failed"]
     assert failed
     for row in failed:
         assert row.error is not None
-        assert f"line {row.line} (" in err
-        assert f"failed: {row.error['message']}" in err
+        assert f"line {row.line} (" in results
+        assert f"failed: {row.error['message']}" in results
     cli.main(["status", str(out)])
     text = capsys.readouterr().out
-    assert f"failed      {len(failed)}" in text
+    assert f"failed          {len(failed)}" in text
     assert "Image pixel is invalid" in text or "content moderation failed" in text
 
 
@@ -147,12 +151,19 @@ def test_account_error_exit_1_then_rerun(
     st.call(st.sim.faults.script, "create", "none", "none", "none", *["1102"] * 20)
     jobs, out = jobs_file(tmp_path, 8), tmp_path / "out"
     assert cli.main(["run", str(jobs), "--out", str(out), *FAST]) == 1
-    err = capsys.readouterr().err
-    assert "batch stopped submitting: AccountError" in err
-    assert "code=1102" in err and "request_id=" in err
-    assert err.count(": downloaded videos/") == 3  # what was running finished and downloaded
+    printed = capsys.readouterr()
+    assert "batch stopped submitting: AccountError" in printed.err
+    assert "not submitted: resource pack depleted" in printed.out
+    assert "code=1102" in printed.out and "request_id=" in printed.out
+    # what was running finished and downloaded
+    assert printed.out.count(": downloaded videos/") == 3
+    summary = printed.out.splitlines()[-1]  # every job counted, never "submitting"
+    assert summary.startswith("8 jobs: 3 downloaded, ") and "submitting" not in summary
+    # submitters that met 1102 say so; one that was waiting for a slot says "batch stopped"
+    assert re.search(r"not submitted \((\d+ )?AccountError", summary)
+    assert sum(summary_counts(summary).values()) == 8
     cli.main(["status", str(out)])
-    assert "submitting: resource pack depleted" in capsys.readouterr().out
+    assert "not submitted: resource pack depleted" in capsys.readouterr().out
     st.call(st.sim.faults.clear)
     assert cli.main(["run", str(jobs), "--out", str(out), *FAST]) == 0
     stats = st.stats()
@@ -172,7 +183,7 @@ def test_download_command_and_status_expiry(
     capsys.readouterr()
     assert cli.main(["status", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "succeeded   4" in text
+    assert "download failed 4" in text
     assert "4 finished video(s) not on disk; soonest expires" in text and "(in 29 d)" in text
     assert f"kling-async download {out}" in text
     # Fetch two of them now; the other two only after Kling's retention has passed.
@@ -186,33 +197,35 @@ def test_download_command_and_status_expiry(
     st.call(st.sim.advance, 31 * 86_400)
     before = st.stats()["requests"].get("create", 0)
     assert cli.main(["download", str(out), "--no-progress"]) == 1
-    err = capsys.readouterr().err
-    assert err.count(": expired:") == 2 and "Traceback" not in err
-    assert "2 downloaded, 2 expired" in err
+    printed = capsys.readouterr()
+    assert printed.out.count(": expired:") == 2 and "Traceback" not in printed.err
+    assert "2 already done, 2 expired" in printed.out
     assert st.stats()["requests"].get("create", 0) == before  # download never creates
     cli.main(["status", str(out)])
     text = capsys.readouterr().out
-    assert "expired     2" in text and "not on disk" not in text
+    assert "expired         2" in text and "not on disk" not in text
 
 
 def test_fancy_progress_renders(tmp_path: Path) -> None:
-    """The rich progress display (used on a terminal) works with a live batch."""
+    """The rich bars (on a terminal) go to the log stream; the results to theirs, all of
+    them when that is no terminal (`run … > log.txt` with bars on the screen)."""
     import asyncio
 
-    async def go() -> str:
-        buf = io.StringIO()
+    async def go() -> tuple[str, str]:
+        results, bars = io.StringIO(), io.StringIO()
         async with (
             Simulator(concurrency=2, gen_seconds=0.05) as sim,
             make_client(sim, concurrency=2) as client,
         ):
             batch = run_batch(client, make_requests(3), tmp_path)
-            async with Reporter(batch, 3, fancy=True, out=buf) as reporter:
+            async with Reporter(batch, 3, fancy=True, out=results, log=bars) as reporter:
                 for result in await collect(batch):
                     reporter.result(result)
-        return buf.getvalue()
+        return results.getvalue(), bars.getvalue()
 
-    text = asyncio.run(go())
-    assert "downloaded" in text and "3/3" in text
+    results, bars = asyncio.run(go())
+    assert "downloaded" in bars and "3/3" in bars and "line " not in bars
+    assert results.count(": downloaded videos/") == 3 and "━" not in results
 
 
 # -- real processes: Ctrl-C and kill -9 -----------------------------------------------------

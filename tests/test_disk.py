@@ -47,7 +47,7 @@ class FillingDisk:
         self._lock = threading.Lock()  # each download writes on its own worker thread
         self._real: Callable[..., None] = _download._write
 
-    def write(self, fh: Any, hasher: Any, batch: list[bytes]) -> None:
+    def write(self, fh: Any, batch: list[bytes]) -> None:
         with self._lock:
             if self.full_errors:
                 self.writes_after_full += 1
@@ -55,7 +55,7 @@ class FillingDisk:
             fits, self.room = data[: self.room], max(0, self.room - len(data))
             if len(fits) < len(data):
                 self.full_errors += 1
-        self._real(fh, hasher, [fits])
+        self._real(fh, [fits])
         if len(fits) < len(data):
             raise OSError(errno.ENOSPC, "No space left on device")
 

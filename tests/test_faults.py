@@ -391,9 +391,9 @@ def test_pack_depleted_cli_exit_code_and_message(tmp_path: Path) -> None:
         first = run_cli(run_args, sim.env())
         assert first.returncode == 1, first.stderr
         assert "batch stopped submitting: AccountError" in first.stderr
-        assert "1102" in first.stderr and "resource pack depleted" in first.stderr
+        assert "1102" in first.stdout and "resource pack depleted" in first.stdout
         assert "Traceback" not in first.stderr
-        assert first.stderr.count(": downloaded videos/") == 3
+        assert first.stdout.count(": downloaded videos/") == 3
         sim.control(clear_faults=True)
         second = run_cli(run_args, sim.env())
         assert second.returncode == 0, second.stderr

@@ -80,7 +80,7 @@ def test_a_lost_video_past_retention_is_reported(world: World) -> None:
     world.st.call(world.st.sim.advance, 31 * 86_400)
     done = world.cli("download", str(world.out), "--no-progress")
     assert done.returncode == 1
-    assert "expired" in done.stderr and f"{path.relative_to(world.out)} missing" in done.stderr
+    assert "expired" in done.stdout and f"{path.relative_to(world.out)} missing" in done.stdout
     assert world.cli("status", str(world.out)).returncode == 0  # expired: nothing claims a file
     assert world.creates() == 1
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from kling_async import _limits
 from kling_async._limits import SlotGate
+
+
+@pytest.fixture
+def every_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes need no count of ended tasks (tests of the timing alone)."""
+    monkeypatch.setattr(_limits, "PROBE_EVERY", 1)
 
 
 class Clock:
@@ -108,18 +116,31 @@ async def test_rejected_sets_limit_to_held() -> None:
     assert gate.in_use == 3
 
 
+class Rng:
+    """random.Random's uniform, pinned to the top of its range (no jitter)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def empty_gate(clock: Clock, **kw: Any) -> SlotGate:
+    kw.setdefault("probe_interval", 8.0)
+    kw.setdefault("first_wait", 0.2)
+    return SlotGate(4, monotonic=clock, rng=Rng(), **kw)  # type: ignore[arg-type]
+
+
 async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     # Someone else fills the account: nothing is sent until a timed probe, one at a time.
     clock = Clock()
-    gate = SlotGate(4, probe_interval=0.5, monotonic=clock)
+    gate = empty_gate(clock, first_wait=0.2)
     await gate.acquire()
-    assert gate.rejected() == 0
+    assert gate.rejected(True) == 0
     assert (gate.in_use, gate.limit) == (0, 0)
     first = asyncio.create_task(gate.acquire())
     second = asyncio.create_task(gate.acquire())
-    await asyncio.sleep(0.05)
+    await settle()
     assert not first.done() and not second.done()  # the fake clock has not moved
-    clock.now += 0.5
+    clock.now += 0.2  # the documented first back-off, not a whole probe interval
     await asyncio.wait_for(asyncio.wait({first, second}, return_when="FIRST_COMPLETED"), 5)
     await settle()
     assert (gate.limit, gate.in_use) == (1, 1)  # one probe goes out, the other still waits
@@ -127,10 +148,10 @@ async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     waiting = second if first.done() else first
     gate.rejected(True)  # refused again: back to 0, the next probe twice as far
     again = asyncio.create_task(gate.acquire())  # the refused create comes back to the gate
-    clock.now += 0.5
-    await asyncio.sleep(0.05)
+    clock.now += 0.2
+    await asyncio.sleep(0.3)
     assert gate.in_use == 0 and not waiting.done() and not again.done()
-    clock.now += 0.5
+    clock.now += 0.2
     await asyncio.wait_for(asyncio.wait({waiting, again}, return_when="FIRST_COMPLETED"), 5)
     await settle()
     assert (gate.limit, gate.in_use) == (1, 1)
@@ -139,45 +160,147 @@ async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     assert gate.in_use == 2
 
 
-async def test_probe_after_interval() -> None:
+def test_empty_gate_backoff_doubles_up_to_the_probe_interval() -> None:
     clock = Clock()
-    gate = SlotGate(3, probe_interval=0.02, monotonic=clock)
-    for _ in range(3):
-        await gate.acquire()
-    gate.rejected()  # limit 2, hold 2
-    gate.rejected()  # limit 1, hold 1
-    assert gate.limit == 1
-    waiter = asyncio.create_task(gate.acquire())
-    await asyncio.sleep(0.05)
-    assert not waiter.done()  # the fake clock has not moved: no probe yet
-    clock.now += 0.02
-    await asyncio.wait_for(waiter, 1)  # the waiter's timeout fires, the probe raises the limit
-    assert (gate.limit, gate.in_use) == (2, 2)
-    clock.now += 0.02
-    await asyncio.wait_for(gate.acquire(), 1)
-    assert (gate.limit, gate.in_use) == (3, 3)
-    # never above the maximum, however long we wait
-    clock.now += 100
-    late = asyncio.create_task(gate.acquire())
-    await asyncio.sleep(0.05)
-    assert not late.done()
-    assert gate.limit == 3
-    gate.release()
-    await asyncio.wait_for(late, 1)
+    gate = empty_gate(clock, first_wait=1.0, probe_interval=6.0)
+    waits = []
+    for _ in range(6):
+        gate.in_use, gate._pending, gate._probing = 1, 1, 1  # a probe out, then refused
+        gate.rejected(True)
+        waits.append(gate._due() - clock.now)
+    assert waits == [1.0, 2.0, 4.0, 6.0, 6.0, 6.0]
+    jittered = SlotGate(4, probe_interval=6.0, first_wait=1.0, monotonic=clock)
+    for _ in range(20):
+        jittered.rejected()
+        assert 1.0 <= jittered._due() - clock.now <= 6.0  # never under the documented 1 s
 
 
-async def test_probe_counts_from_the_rejection() -> None:
+@pytest.mark.usefixtures("every_end")
+async def test_a_probe_goes_out_when_one_of_our_tasks_ends() -> None:
     clock = Clock()
     gate = SlotGate(3, probe_interval=10, monotonic=clock)
-    for _ in range(3):
-        await gate.acquire()
-    gate.rejected()
+    for _ in range(2):
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # limit 2, hold 2
+    assert gate.limit == 2
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
+    await settle()
+    clock.now += 10  # due, but no timer: while we hold slots our view is only fresh at a release
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters) and gate.limit == 2
+    gate.release()  # one of ours ended: its slot and a probe go out together
+    await settle()
+    assert all(w.done() for w in waiters)
+    assert (gate.limit, gate.in_use) == (3, 3)
+    assert [w.result() for w in waiters] == [False, True]  # the second is above the proven 2
+
+
+@pytest.mark.usefixtures("every_end")
+async def test_a_release_before_the_probe_is_due_only_refills() -> None:
+    clock = Clock()
+    gate = SlotGate(3, probe_interval=10, monotonic=clock)
+    for _ in range(2):
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # the third is refused: limit 2
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
+    await settle()
+    clock.now += 5
     gate.release()
-    gate.release()  # hold 0, limit 2
-    clock.now += 10
+    await settle()
+    assert [w.done() for w in waiters] == [True, False]
+    assert gate.limit == 2
+    clock.now += 5  # now due (10 s after the refusal): the next release probes
+    gate.release()
+    await settle()
+    assert waiters[1].done() and gate.limit == 3
+    waiters[0].result()
+
+
+@pytest.mark.usefixtures("every_end")
+async def test_a_refused_probe_doubles_the_wait_once() -> None:
+    clock = Clock()
+    gate = SlotGate(4, probe_interval=10, monotonic=clock)
     for _ in range(3):
-        await gate.acquire()  # the probe fires on the third acquire
-    assert gate.limit == 3
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # limit 3
+    gate._ended = 10**6  # enough of our tasks ended: only the time counts here
+    assert gate._due() == clock.now + 10
+    clock.now += 10
+    extra = asyncio.create_task(gate.acquire())
+    other = asyncio.create_task(gate.acquire())
+    await settle()
+    gate.release()
+    await settle()
+    probe = extra.result() or other.result()
+    assert probe
+    gate.rejected(True)  # refused: twice the interval before the next
+    gate._ended = 10**6
+    assert gate._due() == clock.now + 20
+    gate.rejected()  # the cap fell: a plain create refused keeps the wait
+    gate._ended = 10**6
+    assert gate._due() == clock.now + 20
+    for task in (extra, other):
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(extra, other, return_exceptions=True)
+
+
+@pytest.mark.usefixtures("every_end")
+async def test_an_accepted_probe_climbs_at_once() -> None:
+    clock = Clock()
+    gate = SlotGate(5, probe_interval=10, monotonic=clock)
+    for _ in range(3):
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # limit 3
+    clock.now += 10
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(3)]
+    await settle()
+    gate.release()  # probe: limit 4, two go (a refill and the probe)
+    await settle()
+    assert gate.limit == 4 and sum(w.done() for w in waiters) == 2
+    gate.accepted(False)
+    gate.accepted(True)  # the cap rose: the next slot is tried at once, without a release
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert (gate.limit, gate.in_use) == (5, 5)
+
+
+async def test_a_probe_also_waits_for_enough_of_our_tasks_to_end() -> None:
+    # With a small cap, probing every interval would cost more refusals per job than jobs run:
+    # a probe waits for PROBE_EVERY of our tasks to end too (× the back-off).
+    clock = Clock()
+    gate = SlotGate(4, probe_interval=1, monotonic=clock)
+    for _ in range(2):
+        gate.accepted(await gate.acquire())
+    gate.rejected(await gate.acquire())  # limit 2
+    clock.now += 100
+    for _ in range(_limits.PROBE_EVERY - 1):
+        gate.release()
+        gate.accepted(await gate.acquire())  # the refill, no probe
+        assert gate.limit == 2
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
+    await settle()
+    gate.release()  # the PROBE_EVERY-th end: a probe goes out with the refill
+    await settle()
+    assert gate.limit == 3 and all(w.done() for w in waiters)
+
+
+async def test_only_answered_creates_prove_a_level() -> None:
+    # Slow start: creates above the proven level go RAMP at a time; an accepted create proves
+    # the level only of creates already answered, not of those still in flight.
+    gate = SlotGate(8, slow_start=True)
+    first = await gate.acquire()
+    second = await gate.acquire()
+    assert first and second
+    third = asyncio.create_task(gate.acquire())
+    await settle()
+    assert not third.done()  # two unconfirmed creates are out
+    gate.accepted(first)
+    assert gate.confirmed == 1  # the second is still unanswered
+    await settle()
+    assert third.done() and third.result()  # above the proven 1: a probe
+    gate.accepted(second)
+    gate.accepted(True)
+    assert gate.confirmed == 3
 
 
 async def test_set_maximum() -> None:
@@ -205,8 +328,7 @@ async def test_raising_maximum_wakes_waiters() -> None:
     await gate.acquire()
     waiter = asyncio.create_task(gate.acquire())
     await settle()
-    gate.set_maximum(2)
-    clock.now += 1
+    gate.set_maximum(2)  # never refused: the limit follows the new ceiling
     await asyncio.wait_for(waiter, 1)
     assert gate.in_use == 2
     assert gate.limit == 2

@@ -163,7 +163,7 @@ def test_a_release_0_1_folder_keeps_working(world: World) -> None:
     assert creates == 6  # 1, 2, 3, 4, 7 and 8 exist at Kling
 
     status = world.cli("status", str(world.out))  # read-only: the file stays schema 1
-    assert status.returncode == 0 and "downloaded  4" in status.stdout
+    assert status.returncode == 0 and "downloaded      4" in status.stdout
     assert version(world.out / "journal.sqlite3") == 0
 
     texts = [text for text, _ in V1_LINES]
@@ -209,7 +209,7 @@ def test_an_unmatched_0_1_row_is_still_followed(world: World) -> None:
     asyncio.run(build_v1(world))
     done = world.cli("download", str(world.out), "--no-progress")
     assert done.returncode == 1  # line 5 was never created, line 6 never valid
-    assert "not created yet" in done.stderr
+    assert "not submitted: not created yet" in done.stdout
     rows: Any = {row["external_task_id"]: row for row in world.check(jobs=_v1_file(world))}
     assert world.creates() == 6
     assert sum(row["state"] == "downloaded" for row in rows.values()) == 6

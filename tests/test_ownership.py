@@ -103,8 +103,8 @@ def test_reused_external_id_is_never_taken_silently(world: World, tmp_path: Path
     fresh = tmp_path / "fresh"
     done = world.run(out=fresh, jobs=other)
     assert done.returncode == 1
-    assert "line 1 (beach-waves-001): rejected" in done.stderr
-    assert "1201" in done.stderr and "--adopt-existing" in done.stderr
+    assert "line 1 (beach-waves-001): rejected" in done.stdout
+    assert "1201" in done.stdout and "--adopt-existing" in done.stdout
     assert world.stats()["creates_by_external_id"]["beach-waves-001"] == 1
     rows = world.check(fresh, other)
     assert rows[0]["state"] == "rejected" and rows[0]["task_id"] is None
@@ -183,7 +183,7 @@ def test_watermarked_copies_only_for_jobs_that_asked(
     files = sorted(p.name for p in (out / "videos").iterdir())
     assert len(files) == 4 and sum(name.endswith(".wm.mp4") for name in files) == 1
     assert stats["requests"]["video"] == 4
-    assert "downloaded" in capsys.readouterr().err
+    assert "downloaded" in capsys.readouterr().out
 
 
 def test_three_runs_on_one_folder_one_writer(tmp_path: Path) -> None:

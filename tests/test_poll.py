@@ -355,7 +355,7 @@ async def test_observe_from_outside() -> None:
     tr.observe(mk("unknown", "succeed"))  # not tracked: ignored
     tr.observe(mk("a", "succeed", took=42))
     assert fut.result().status is TaskStatus.SUCCEED
-    assert list(tr._durations) == [42.0]
+    assert list(tr.pacer.durations) == [42.0]
     await tr.aclose()
 
 
@@ -368,36 +368,29 @@ async def test_aclose_cancels_waiters() -> None:
     assert len(tr) == 0
 
 
-async def test_next_delay_uses_learnt_durations() -> None:
+async def test_next_delay_follows_the_pacer() -> None:
+    """Backs off while nothing is learnt; then the lost-time rule over the unclaimed tasks."""
     api = FakeApi()
     pace = Pace()
     policy = PollPolicy(interval=1.0, interval_max=30.0, min_interval=0.05, due_fraction=0.02)
     tr = tracker(api, pace, policy=policy)
-    tr._interval = 4.0
     pace.now = 1000.0
-    # no history: the current back-off interval
+    tr.pacer.begin(1000.0)
+    tr.pacer.interval = 4.0
+    # no history: the current back-off interval, counted from the sweeper's start
     tr._tracked["x"] = _entry(mk("x"), since=1000.0)
     assert tr._next_delay() == 4.0
-    # learnt: tasks take 100–200 s (10th percentile 100, median 150)
-    tr._durations.extend([100.0] * 2 + [150.0] * 5 + [200.0] * 3)
-    # just submitted: nothing can finish for ~100 s, so wait long (capped by interval_max)
-    assert tr._next_delay() == 30.0
-    pace.now = 1090.0  # 10 s before the earliest finish: sleep until then
-    assert tr._next_delay() == pytest.approx(10.0)
-    pace.now = 1099.99  # about due: sweep at the due cadence, median × due_fraction = 3 s
-    assert tr._next_delay() == pytest.approx(3.0)
-    pace.now = 5000.0  # long overdue: still the due cadence
-    assert tr._next_delay() == pytest.approx(3.0)
-    # the oldest tracked task decides
-    tr._tracked["y"] = _entry(mk("y"), since=4950.0)
-    assert tr._next_delay() == pytest.approx(3.0)
-    tr._tracked.clear()
-    tr._tracked["z"] = _entry(mk("z"), since=4950.0)
-    assert tr._next_delay() == pytest.approx(30.0)
-    # never below min_interval
-    tr.policy = PollPolicy(interval=1.0, min_interval=5.0, due_fraction=0.001)
-    pace.now = 9000.0
-    assert tr._next_delay() == pytest.approx(5.0)
+    pace.now = 1003.0
+    assert tr._next_delay() == pytest.approx(1.0)
+    # learnt: tasks take 100–200 s; seen running by a sweep at 1000
+    tr.pacer.durations.extend([100.0, 125.0, 150.0, 175.0, 200.0])
+    tr.pacer.swept(1000.0, changed=0)
+    assert tr._next_delay() == 30.0  # nothing can end for ~100 s: capped by interval_max
+    pace.now = 1099.0  # the window opens at 1100: a few seconds into it, the budget (3 s) is met
+    assert 1.0 < tr._next_delay() < 30.0
+    # a task that callbacks announced finished is not waited for; alone, it is confirmed now
+    tr._tracked["x"].claimed = True
+    assert tr._next_delay() == 0.05
     tr._tracked.clear()
 
 
@@ -609,4 +602,94 @@ async def test_seconds_and_missing_timestamps_in_sweeps() -> None:
     api.lists.clear()
     await tr.sweep()
     assert len(api.lists) == 5
+    await tr.aclose()
+
+
+# -- callbacks' claims ----------------------------------------------------------------------------
+
+
+async def test_a_claimed_end_frees_the_slot_and_a_sweep_confirms_it() -> None:
+    api = FakeApi(mk("a"), mk("b"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    done_a = tr.track(api.tasks["a"])
+    tr.track(api.tasks["b"])
+    ended_a = tr.ended(api.tasks["a"])
+    tr.claim("a", "succeed")
+    assert ended_a.done()  # the slot is free at once
+    assert not done_a.done()  # the caller waits for a query to confirm
+    tr.claim("a", "succeed")  # a repeat changes nothing
+    api.finish("a")
+    api.finish("b")
+    tr.claim("b", "processing")  # a running state: nothing to do
+    assert not tr.ended(api.tasks["b"]).done()
+    await tr.sweep()
+    assert done_a.result().task_status is TaskStatus.SUCCEED
+    assert sorted(tr.pacer._announced) == [False, True]  # a callback announced a, not b
+    await tr.aclose()
+
+
+async def test_a_claim_the_sweep_contradicts_holds_the_slot_again() -> None:
+    api = FakeApi(mk("a"), mk("b"), mk("c"))
+    pace = Pace()
+    retaken: list[tuple[str, asyncio.Future[None]]] = []
+    tr = tracker(api, pace, retake=lambda task, ended: retaken.append((task.task_id, ended)))
+    for tid in "abc":
+        tr.track(api.tasks[tid])
+    first = tr.ended(api.tasks["a"])
+    tr.claim("a", "failed")  # forged: a is still running
+    assert first.done()
+    await tr.sweep()
+    assert [tid for tid, _ in retaken] == ["a"]
+    fresh = retaken[0][1]
+    assert fresh is tr.ended(api.tasks["a"]) and not fresh.done()
+    api.finish("a")
+    await tr.sweep()
+    assert fresh.done()
+    await tr.aclose()
+
+
+async def test_claims_without_status_or_about_unknown_tasks_wake_the_sweeper() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    fut = tr.track(api.tasks["a"])
+    api.finish("a")
+    tr.claim("someone-elses", "succeed")
+    await asyncio.wait_for(fut, 1)  # swept at once, without sleeping 60 s
+    assert pace.waits == []
+    await tr.aclose()
+
+
+async def test_the_sweeper_confirms_at_once_when_only_claimed_tasks_are_left() -> None:
+    api = FakeApi(mk("a"))
+    pace = Pace()
+    tr = tracker(api, pace, policy=PollPolicy(interval=60.0, interval_max=60.0))
+    fut = tr.track(api.tasks["a"])
+    await asyncio.sleep(0)  # the sweeper starts its first 60 s pause
+    api.finish("a")
+    tr.claim("a", "succeed")
+    await asyncio.wait_for(fut, 1)
+    assert pace.waits[-1] == 0.05  # re-planned: min_interval, not the rest of 60 s
+    await tr.aclose()
+
+
+async def test_a_claim_about_a_task_a_caller_waits_on_is_confirmed_at_once() -> None:
+    api = FakeApi(mk("a"), mk("b"))
+    tr = TaskTracker(  # a real sleep: the sweeper truly waits its 60 s unless woken
+        list_page=api.list_page,
+        get_one=api.get_one,
+        policy=PollPolicy(interval=60.0, interval_max=60.0),
+    )
+    waited = tr.track(api.tasks["a"], urgent=True)  # as Client.wait() does
+    batch = tr.track(api.tasks["b"])  # as the batch does: claims are confirmed in batches
+    await asyncio.sleep(0.01)
+    api.finish("a")
+    api.finish("b")
+    tr.claim("b", "succeed")
+    await asyncio.sleep(0.05)
+    assert not batch.done()  # a is still running: b waits for the next sweep
+    tr.claim("a", "succeed")
+    await asyncio.wait_for(asyncio.gather(waited, batch), 1)  # one sweep at once confirms both
+    assert tr.sweeps == 1
     await tr.aclose()

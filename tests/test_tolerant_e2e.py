@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from batch_helpers import (
+    FAST_RETRY,
     SimProcess,
     by_line,
     collect,
@@ -34,6 +35,7 @@ from kling_async import (
     batch_status,
     run_batch,
 )
+from kling_async._limits import JITTER
 from kling_async.simulator import Simulator
 
 StartSim = Callable[..., Awaitable[Simulator]]
@@ -238,14 +240,27 @@ async def test_newer_callbacks_with_numeric_ids_are_accepted(start_sim: StartSim
     assert sim.stats.callbacks_failed == 0
 
 
+def backoff_steps(elapsed: float, first: float, cap: float) -> int:
+    """How many creates the empty gate's back-off lets out in `elapsed` s at most (every wait
+    at the short end of its jitter)."""
+    count, at, step = 1, first, first
+    while at <= elapsed:
+        count += 1
+        step = min(cap, 2 * step)
+        at += max(first, (1 - JITTER) * step)
+    return count
+
+
 @pytest.mark.parametrize("under_200", [False, True])
 async def test_1303_with_nothing_of_ours_running_waits_on_the_gate(
     start_sim: StartSim, under_200: bool
 ) -> None:
-    # Someone else holds every slot: one probe per probe interval, never a retry loop (the
-    # issue saw 39 POSTs in 3 s under HTTP 200). Load only makes the count smaller.
+    # Someone else holds every slot: one probe per back-off step (the documented first wait,
+    # doubling, jittered, up to the probe interval), never a retry loop (the issue saw 39 POSTs
+    # in 3 s under HTTP 200). Load only makes the count smaller.
     sim = await start_sim(concurrency=1, held_slots=1, shapes={"errors_under_200": under_200})
     interval = 0.2
+    first = FAST_RETRY.concurrency_wait_initial
     limits = Limits(concurrency=2, rps=1000, probe_interval=interval)
     async with make_client(sim, limits=limits) as client:
         submit = asyncio.create_task(client.submit(make_requests(1)[0]))
@@ -254,7 +269,7 @@ async def test_1303_with_nothing_of_ours_running_waits_on_the_gate(
         await asyncio.sleep(1.0)
         elapsed = loop.time() - started
         refused = sim.stats.rejected_concurrency
-        assert 1 <= refused <= elapsed / interval + 2
+        assert 1 <= refused <= backoff_steps(elapsed, first, interval) + 1
         assert sim.stats.requests["create"] == refused
         sim.held_slots = 0
         task = await asyncio.wait_for(submit, 5)
@@ -278,7 +293,7 @@ def test_the_cli_runs_a_batch_against_odd_answers(tmp_path: Path) -> None:
         done = run_cli(["run", str(jobs), "--out", str(out), "--no-progress"], sp.env(), 60)
         assert done.returncode == 0, done.stderr
         status = run_cli(["status", str(out)], sp.env())
-    assert "downloaded  4" in status.stdout
+    assert "downloaded      4" in status.stdout
     assert len(list((out / "videos").glob("*.mp4"))) == 4
 
 

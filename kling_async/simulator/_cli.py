@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 from collections import defaultdict
+from typing import Any
 
 from ._config import (
     DEFAULT_ACCESS_KEY,
@@ -19,6 +20,7 @@ from ._config import (
     SimulatorConfig,
 )
 from ._faults import FaultInjector, parse_fault
+from ._flags import number
 from ._prices import check_prices
 from ._server import BindError, Simulator
 from ._shapes import FLAGS
@@ -67,24 +69,87 @@ def _price(text: str) -> tuple[str, str]:
     return key, units
 
 
+_PORT = "%s port (default %%(default)s; 0 = a free one)"
+_KEY = "accepted %s (default %%(default)s)"
+_DEFAULT = " (default %(default)s)"
+
+
+def _secret(text: str) -> str:
+    if len(text.encode()) < 32:
+        raise argparse.ArgumentError(
+            None, f"--secret-key must be at least 32 bytes (got {len(text.encode())})"
+        )
+    return text
+
+
+_PORT_RANGE = {"minimum": 0, "maximum": 65535}
+_SHARE = {"minimum": 0.0, "maximum": 1.0}
+#: The numeric options: flag, type, bounds (argparse refuses other values, naming the flag),
+#: default, metavar and help.
+_NUMBERS: tuple[tuple[str, type[int] | type[float], dict[str, Any], Any, str, str], ...] = (
+    ("--port", int, _PORT_RANGE, 8080, "PORT", _PORT % "API"),
+    ("--video-port", int, _PORT_RANGE, 8081, "PORT", _PORT % "video origin"),
+    (
+        "--concurrency",
+        int,
+        {"minimum": 0},
+        5,
+        "N",
+        "account concurrent-task cap (default %(default)s; 0: every create gets 1303)",
+    ),
+    ("--gen-seconds", float, {"minimum": 0.0}, 3.0, "SECONDS", "mean generation time" + _DEFAULT),
+    ("--gen-spread", float, _SHARE, 0.2, "SHARE", "relative spread of it, 0 to 1" + _DEFAULT),
+    ("--fail-rate", float, _SHARE, 0.0, "SHARE", "share of tasks that fail, 0 to 1" + _DEFAULT),
+    ("--seed", int, {}, 0, "N", "seed of per-task randomness" + _DEFAULT),
+    (
+        "--rate-limit",
+        float,
+        {"minimum": 0.0},
+        None,
+        "RPS",
+        "max API requests/s, answered 1302 above it (default: no limit; 0 = no limit)",
+    ),
+    (
+        "--video-bytes",
+        int,
+        {"minimum": 0},
+        None,
+        "N",
+        "serve generated videos of N bytes (default: the bundled sample video)",
+    ),
+    (
+        "--retention-days",
+        float,
+        {"above": 0.0},
+        30.0,
+        "DAYS",
+        "how long finished videos are kept" + _DEFAULT,
+    ),
+    (
+        "--url-ttl",
+        float,
+        {"minimum": 0.0},
+        None,
+        "SECONDS",
+        "signed video URLs valid this long (default: forever; 0 = forever)",
+    ),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options (every one has a default) to ``parser``."""
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8080, help="API port (default 8080; 0 = ephemeral)")
-    add("--video-port", type=int, default=8081, help="video origin port (default 8081)")
-    add("--concurrency", type=int, default=5, help="account concurrent-task cap (default 5)")
-    add("--gen-seconds", type=float, default=3.0, help="mean generation time (default 3)")
-    add("--gen-spread", type=float, default=0.2, help="relative spread of it (default 0.2)")
-    add("--fail-rate", type=float, default=0.0, help="share of tasks that fail (default 0)")
-    add("--seed", type=int, default=0, help="seed of per-task randomness (default 0)")
-    add("--access-key", default=DEFAULT_ACCESS_KEY, help="accepted access key (JWT iss)")
-    add("--secret-key", default=DEFAULT_SECRET_KEY, help="HS256 secret (>= 32 bytes)")
-    add("--api-key", default=DEFAULT_API_KEY, help="accepted plain API key ('' = none)")
-    add("--rate-limit", type=float, default=None, help="max API requests/s (default: off)")
-    add("--video-bytes", type=int, default=None, help="serve generated videos of N bytes")
-    add("--retention-days", type=float, default=30.0, help="video retention (default 30)")
-    add("--url-ttl", type=float, default=None, help="signed video URLs valid N s (default off)")
+    for flag, kind, bounds, default, metavar, text in _NUMBERS:
+        add(flag, type=number(flag, kind, **bounds), default=default, metavar=metavar, help=text)
+    add("--access-key", default=DEFAULT_ACCESS_KEY, help=_KEY % "access key (JWT iss)")
+    add(
+        "--secret-key",
+        type=_secret,
+        default=DEFAULT_SECRET_KEY,
+        help=_KEY % "HS256 secret, at least 32 bytes",
+    )
+    add("--api-key", default=DEFAULT_API_KEY, help=_KEY % "plain API key ('' = none)")
     add("--state", metavar="FILE", help="keep the account's tasks in FILE across restarts")
     add("--no-callbacks", action="store_true", help="never POST to callback_url")
     add("--duplicate-callbacks", action="store_true", help="send every callback twice")

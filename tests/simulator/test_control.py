@@ -243,8 +243,13 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession):
 
 
 def test_main_reports_bad_config(capsys: pytest.CaptureFixture[str]):
-    assert main(["--secret-key", "short", "--port", "0", "--video-port", "0"]) == 2
-    assert "32 bytes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # refused by argparse, naming the flag
+        main(["--secret-key", "short", "--port", "0", "--video-port", "0"])
+    assert exc.value.code == 2
+    assert "--secret-key must be at least 32 bytes (got 5)" in capsys.readouterr().err
+    rates = ["--fault-rate", "create:5000=0.7", "--fault-rate", "create:reset=0.7"]
+    assert main([*rates, "--port", "0", "--video-port", "0"]) == 2  # checked as a whole
+    assert "error: " in capsys.readouterr().err
 
 
 def test_public_names_are_sorted():

@@ -143,8 +143,8 @@ class Feeder:
             self._settle()
 
     def _queue_row(self, row: JobRow) -> None:
-        # The page may be stale by now: a job followed, fetched or reported this run is not
-        # queued again.
+        # The page may be stale by now: a job followed, fetched or reported this run (even
+        # one whose row the page shows clean, downloaded since) is not queued again.
         if row.task is None or row.key in self._inflight or self.ledger.reported(row.key):
             return
         self.counts.seen += 1

@@ -68,7 +68,7 @@ class Batch(Creator):
             adopt_existing=adopt_existing,
         )
         self._downloaders = download_concurrency or client.limits.download_concurrency
-        self._submitters = submitters or min(client.gate.maximum, 16)
+        self._submitters = submitters or min(client.limits.concurrency, 16)
         self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
         self._drained = asyncio.Event()  # set while the results queue is short
@@ -212,10 +212,7 @@ class Batch(Creator):
         self._outstanding += 1
         self._inflight[key] = InFlight(watermark, line)
         self.counts.running += 1
-        done = self.client.tracker.track(task)
-        if hold_slot:  # held while the task is followed, which may outlast `done`
-            self.client.gate.hold()
-            self.client.tracker.ended(task).add_done_callback(self.client._release_slot)
+        done = self.client.follow(task, hold_slot=hold_slot)
 
         def finished(future: asyncio.Future[Task]) -> None:
             if not self._closed:

@@ -21,7 +21,7 @@ from ._batch_io import BatchResult, job_error
 from ._batch_resume import Resumer
 from ._batch_submit import Outcome, create_for_batch, lookup_external
 from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
-from ._events import emit
+from ._events import JobRejected, emit
 from ._identity import generated_external_id, job_key
 from ._jobs import Identifier, Job, Line, by_text
 from ._journal import JobRow, JobState, Journal
@@ -232,5 +232,5 @@ class Creator(Resumer):
         await self.journal.record(
             key, line=line, external_id=ext, state=JobState.REJECTED, error=error
         )
-        emit(self.client.event_hook, "job_rejected", line=line, error=error["message"])
+        emit(self.client.event_hook, JobRejected(line, error["message"]))
         self._emit(key, BatchResult(line, ext, JobState.REJECTED, error=error))

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_io import BatchResult, check_file, file_record, job_error
-from ._download import DiskFullError
-from ._errors import DownloadError, VideoExpiredError
-from ._fetch import save_video
+from ._errors import DiskFullError, DownloadError, VideoExpiredError
 from ._journal import JobState, Journal
 from ._names import video_name
 from .models import Task
@@ -236,20 +234,8 @@ class DownloadStage:
                 # Only a verified download is ever renamed into place: an earlier run finished
                 # it and died before the journal heard; hash it instead of fetching it again.
                 return {**await asyncio.to_thread(file_record, dest, self.out_dir), **which}
-        client = self.client
-        result = await save_video(
-            client.http.session,
-            fetch.task,
-            index,
-            self.out_dir / path,
-            refresh=client.get_task,
-            watermarked=wm,
-            timeouts=client.timeouts,
-            retry=client.retry,
-            clock=client._clock,
-            sleep=client._sleep,
-            on_progress=self._progress(),
-            event_hook=client.event_hook,
+        result = await self.client.save_video(
+            fetch.task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
         )
         return {"path": path, "bytes": result.bytes, "sha256": result.sha256, **which}
 

@@ -34,7 +34,7 @@ from ._errors import (
 )
 from ._events import Event, EventHook
 from ._fetch import ProgressCallback, save_video, video_filename
-from ._gate import Gate, Slot
+from ._gate import Gate
 from ._http import HttpLayer
 from ._images import EncodingCache
 from ._limits import SlotGate
@@ -329,30 +329,6 @@ class Client:
             clock=self._clock,
             on_progress=on_progress,
         )
-
-    # -- TRANSITIONAL (removed once the batch modules use follow/save_video/slot_limit after
-    # the k-scale merge; nothing else may use them) -------------------------------------------
-    @property
-    def gate(self) -> Gate:
-        """Transitional (the batch's, until it uses `follow`)."""
-        return self._gate
-
-    @property
-    def tracker(self) -> TaskTracker:
-        """Transitional (the batch's, until it uses `follow`)."""
-        return self._tracker
-
-    @property
-    def http(self) -> HttpLayer:
-        """Transitional (the batch's, until it uses `save_video`)."""
-        return self._http
-
-    @property
-    def _sleep(self) -> Sleep:
-        return self._http.retries.sleep
-
-    def _release_slot(self, _: object) -> None:
-        self._gate.release(Slot())
 
     async def generate(
         self, request: MultiImageToVideoRequest, out_dir: PathLike, *, timeout: float | None = None

@@ -39,7 +39,6 @@ from ._names import redact_url, safe_filename
 from ._sink import Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
-    "DiskFullError",  # TRANSITIONAL: _batch_fetch imports it from here until k-scale lands
     "DownloadResult",
     "ProgressCallback",
     "http_url",

@@ -197,10 +197,8 @@ class VideoSkipped(Event):
 EventHook: TypeAlias = Callable[[Event], None]
 
 
-def emit(hook: EventHook | None, event: Event | str, **legacy: Any) -> None:
+def emit(hook: EventHook | None, event: Event) -> None:
     """Log the event at DEBUG and hand it to the user's hook; a failing hook never breaks us."""
-    if isinstance(event, str):  # TRANSITIONAL: the batch's job_rejected, until k-scale lands
-        event = JobRejected(**legacy)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s %s", event.kind, event.data)
     if hook is None:

@@ -6,7 +6,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -93,11 +92,10 @@ async def save_video(
     refresh: Callable[[str], Awaitable[Task]],
     watermarked: bool,
     timeouts: Timeouts,
-    retries: Retries | None = None,
+    retries: Retries,
     clock: Clock,
     on_progress: ProgressCallback | None = None,
     expected_sha256: str | None = None,
-    **legacy: Any,  # TRANSITIONAL: _batch_fetch's retry=, sleep=, event_hook= until k-scale lands
 ) -> DownloadResult:
     """Fetch one video; resume truncated transfers, re-query a stale URL once.
 
@@ -105,8 +103,6 @@ async def save_video(
     restarts the time budget (a long video is not cut short by `RetryPolicy.timeout`), and the
     next attempt resumes from the `.part`.
     """
-    if retries is None:
-        retries = Retries(legacy["retry"], sleep=legacy["sleep"], hook=legacy["event_hook"])
     report = progress_events(retries.hook, task.task_id, index, on_progress)
     moved = False  # the current attempt received bytes
 

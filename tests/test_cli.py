@@ -137,7 +137,7 @@ def test_failures_exit_1_with_klings_message(
     for row in failed:
         assert row.error is not None
         assert f"line {row.line} (" in results
-        assert f"failed: {row.error['message']}" in results
+        assert f"failed: {row.error.message}" in results
     cli.main(["status", str(out)])
     text = capsys.readouterr().out
     assert f"failed          {len(failed)}" in text

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._journal_schema import JournalError, connect, select_columns
-from ._records import FileRecord, JobError
+from ._records import Charge, FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
@@ -72,11 +72,12 @@ class JobRow:
     expires_at: float | None
     error: JobError | None
     files: tuple[FileRecord, ...] | None
+    units: Charge | None = None
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> JobRow:
         """Decode a `SELECT <COLUMNS>` row."""
-        key, line, ext, watermark, legacy, state, task_id, task, expires, error, files = row
+        key, line, ext, watermark, legacy, state, task_id, task, expires, error, files, units = row
         return cls(
             key,
             line,
@@ -89,6 +90,7 @@ class JobRow:
             expires,
             JobError.from_dict(json.loads(error)) if error else None,
             tuple(map(FileRecord.from_dict, json.loads(files))) if files else None,
+            Charge.from_dict(json.loads(units)) if units else None,
         )
 
     @property
@@ -169,6 +171,15 @@ class Journal:
         row = self._db.execute(sql, (key,)).fetchone()
         return None if row is None else JobRow.from_sql(row)
 
+    def charges(self) -> Iterator[tuple[str, JobState, Charge]]:
+        """Every job's units on record (key, state, charge): the budget of the folder."""
+        if self._columns.endswith("NULL"):  # a journal from before units: nothing recorded
+            return
+        for key, state, units in self._db.execute(
+            "SELECT key, state, units FROM jobs WHERE units IS NOT NULL"
+        ):
+            yield key, JobState(state), Charge.from_dict(json.loads(units))
+
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
@@ -226,22 +237,42 @@ class Journal:
                 return
 
     async def intent(
-        self, key: str, *, line: int | None, external_id: str, watermark: bool
+        self,
+        key: str,
+        *,
+        line: int | None,
+        external_id: str,
+        watermark: bool,
+        units: Charge | None = None,
     ) -> None:
-        """Record "about to create" before the POST leaves."""
+        """Record "about to create" (and the units reserved for it) before the POST leaves."""
         await self._write(
             (
-                "INSERT INTO jobs (key, line, external_id, watermark, state, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                "INSERT INTO jobs (key, line, external_id, watermark, state, updated, units)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " line = excluded.line, external_id = excluded.external_id,"
                 " watermark = excluded.watermark, state = excluded.state, error = NULL,"
-                " updated = excluded.updated",
-                (key, line, external_id, int(watermark), JobState.SUBMITTING, time.time()),
+                " updated = excluded.updated, units = COALESCE(excluded.units, units)",
+                (
+                    key,
+                    line,
+                    external_id,
+                    int(watermark),
+                    JobState.SUBMITTING,
+                    time.time(),
+                    _json(units),
+                ),
             )
         )
 
     async def update_task(
-        self, key: str, state: JobState, task: Task, *, error: JobError | None = None
+        self,
+        key: str,
+        state: JobState,
+        task: Task,
+        *,
+        error: JobError | None = None,
+        units: Charge | None = None,
     ) -> None:
         """Move a job to `state` with Kling's latest view of its task (and its expiry)."""
         await self.update(
@@ -250,6 +281,7 @@ class Journal:
             task=task.model_dump(mode="json"),
             expires_at=task.expires_at.timestamp() if task.expires_at else None,
             error=error,
+            units=units,
         )
 
     async def update(
@@ -261,13 +293,15 @@ class Journal:
         expires_at: float | None = None,
         error: JobError | None = None,
         files: Sequence[FileRecord] | None = None,
+        units: Charge | None = None,
     ) -> None:
         """Move a job to `state`, storing what is given (None leaves a column as it was)."""
         await self._write(
             (
                 "UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),"
                 " task = COALESCE(?, task), expires_at = COALESCE(?, expires_at),"
-                " error = ?, files = COALESCE(?, files), updated = ? WHERE key = ?",
+                " error = ?, files = COALESCE(?, files), updated = ?,"
+                " units = COALESCE(?, units) WHERE key = ?",
                 (
                     state,
                     task.get("task_id") if task else None,
@@ -276,6 +310,7 @@ class Journal:
                     json.dumps(error.as_dict()) if error else None,
                     json.dumps([f.as_dict() for f in files]) if files is not None else None,
                     time.time(),
+                    _json(units),
                     key,
                 ),
             )
@@ -284,7 +319,8 @@ class Journal:
     async def record(
         self, key: str, *, line: int | None, external_id: str, state: JobState, error: JobError
     ) -> None:
-        """Insert or replace a job that never reached Kling (rejected, or pending a retry)."""
+        """Insert or replace a job that never reached Kling (rejected, or pending a retry):
+        no units are held for it."""
         # Upsert on `key` only: INSERT OR REPLACE would also delete any other row that
         # conflicts on another unique column.
         await self._write(
@@ -293,7 +329,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " line = excluded.line, external_id = excluded.external_id,"
                 " state = excluded.state, task_id = NULL, task = NULL, expires_at = NULL,"
-                " error = excluded.error, files = NULL, updated = excluded.updated",
+                " error = excluded.error, files = NULL, updated = excluded.updated, units = NULL",
                 (key, line, external_id, state, json.dumps(error.as_dict()), time.time()),
             )
         )
@@ -312,6 +348,10 @@ class Journal:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._db.close()
+
+
+def _json(units: Charge | None) -> str | None:
+    return None if units is None else json.dumps(units.as_dict())
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

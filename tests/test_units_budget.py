@@ -116,7 +116,7 @@ def test_never_exceeded_across_kill_9_and_reruns(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [job_line(i) for i in range(n)])
     out = tmp_path / "out"
     cmd = [*CLI, "run", str(jobs), "--out", str(out), *RUN_ARGS, "--max-units", str(cap)]
-    kills = 0
+    kills = in_flight = 0
     with SimProcess(*SIM_ARGS, "--fault-rate", "create:lost=0.2") as sim:
         env = sim.env()
         for _ in range(4):
@@ -130,6 +130,9 @@ def test_never_exceeded_across_kill_9_and_reruns(tmp_path: Path) -> None:
                 _, err = proc.communicate(timeout=10)
             assert b"Traceback" not in err, err.decode()
             assert creates(sim) * price <= cap
+            held = batch_status(out)  # what the journal holds right after the kill
+            assert held.units_spent + held.units_reserved <= cap
+            in_flight += held.units_reserved > 0
         for _ in range(4):  # rerun with the same cap until nothing is in flight
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
             assert creates(sim) * price <= cap
@@ -146,7 +149,8 @@ def test_never_exceeded_across_kill_9_and_reruns(tmp_path: Path) -> None:
         assert final["accepted_creates"] == n
         assert_no_duplicate_creates(final)
     assert kills >= 2  # real kills, not runs that had already ended
-    print(f"\n{kills} kills; {cap} creates under a cap of {cap}, then {n} with {n}")
+    print(f"\n{kills} kills ({in_flight} with units reserved in flight); {cap} creates under")
+    print(f"a cap of {cap}, then {n} with {n}")
 
 
 def test_a_deduction_above_the_estimate_raises_it_and_is_reported(tmp_path: Path) -> None:

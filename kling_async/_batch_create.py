@@ -160,13 +160,7 @@ class Creator(Resumer):
         if not self.budget.reserve(key, request):  # atomic: no await since the check
             await self._over_budget(key, job.line, ext, request)
             return
-        await self.journal.intent(
-            key,
-            line=job.line,
-            external_id=ext,
-            watermark=request.watermark,
-            units=self._reserved(key),
-        )
+        await self._intent(job, ext, request)
         if resumed:  # Kling had no task under it: sent now
             self.ledger.set_uncreated(key, False)
         result = await create_for_batch(self.client, request, ext, self._stopped)
@@ -216,13 +210,7 @@ class Creator(Resumer):
             return True
         if self._adopt:  # the user said so: record it as ours, then follow it like our own
             self.budget.reserve(key, request, force=True)  # it exists: it is paid for anyway
-            await self.journal.intent(
-                key,
-                line=job.line,
-                external_id=ext,
-                watermark=request.watermark,
-                units=self._reserved(key),
-            )
+            await self._intent(job, ext, request)
             await self.journal.update_task(key, JobState.SUBMITTED, found)
             hold = not found.is_terminal
             wm = request.watermark
@@ -247,9 +235,16 @@ class Creator(Resumer):
         await self.journal.update(key, JobState.SUBMITTING, error=error)
         self._emit(key, BatchResult(None, ext, JobState.SUBMITTING, error=error))
 
-    def _reserved(self, key: str) -> Charge | None:
-        held = self.budget.held(key)
-        return None if held is None else Charge(*held)
+    async def _intent(self, job: Job, ext: str, request: MultiImageToVideoRequest) -> None:
+        """Record the intent to create, with the units reserved for it (the budget's record)."""
+        held = self.budget.held(job.key)
+        await self.journal.intent(
+            job.key,
+            line=job.line,
+            external_id=ext,
+            watermark=request.watermark,
+            units=None if held is None else Charge(*held),
+        )
 
     async def _over_budget(
         self, key: str, line: int, ext: str, request: MultiImageToVideoRequest

@@ -85,6 +85,7 @@ def created(out: Path) -> int:
 def leases(url: str) -> int:
     """Leases held (not expired) in Redis for the simulator's account."""
     import redis
+
     from kling_async._shared_link import account_id
 
     account = account_id(Credentials(access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY))

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema"},
     {"_http", "_download", "_followed", "_shared_link"},
     {"_create", "_poll", "_fetch", "_shared_slots", "_shared_rate", "_shared_status"},
-    {"_queries", "_slots", "_shared_gate", "_shared_tracker"},
+    {"_queries", "_slots", "_shared_gate", "_shared_tracker", "_shared_tokens"},
     {"_coordinator"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},

@@ -6,9 +6,9 @@ tasks running at once) and on the files each process leaves on disk.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from batch_helpers import (
     assert_no_duplicate_creates,
     clean_env,
     job_line,
+    journal_count,
     wait_for,
     write_jobs,
 )
@@ -64,22 +65,21 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90.0) -> str:
     return err
 
 
+def stop_all(procs: Iterable[subprocess.Popen[str]]) -> None:
+    """Kill whatever is still running (a failed assertion must not leave runs behind)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def videos(out: Path) -> int:
     return len(list((out / "videos").iterdir()))
 
 
 def created(out: Path) -> int:
     """Jobs of this run's journal that have a task (its create was accepted)."""
-    try:
-        db = sqlite3.connect(f"file:{out / 'journal.sqlite3'}?mode=ro", uri=True, timeout=1)
-    except sqlite3.Error:
-        return 0
-    try:
-        return int(db.execute("SELECT COUNT(task_id) FROM jobs").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
+    return journal_count(out, "task_id IS NOT NULL")
 
 
 def leases(url: str) -> int:
@@ -101,9 +101,12 @@ def test_several_processes_share_the_accounts_slots(tmp_path: Path, redis_server
         env = api.env()
         url = f"{redis_server.url}?ttl={TTL}"
         runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(procs)]
-        for proc, out in runs:
-            finish(proc)
-            assert videos(out) == per
+        try:
+            for proc, out in runs:
+                finish(proc)
+                assert videos(out) == per
+        finally:
+            stop_all(proc for proc, _ in runs)
         stats = api.get("/__sim/stats")["stats"]
     assert_no_duplicate_creates(stats)
     assert stats["accepted_creates"] == per * procs  # one create per job, none twice
@@ -170,11 +173,14 @@ def test_redis_restarted_mid_run(tmp_path: Path, redis_server: Any) -> None:
         env = api.env()
         url = f"{redis_server.url}?ttl={TTL}"
         runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(2)]
-        wait_for(lambda: all(created(out) for _, out in runs), 30)  # both are connected
-        redis_server.stop()  # its data is gone: persistence is off
-        time.sleep(0.5)
-        redis_server.start()
-        errors = [finish(proc) for proc, _ in runs]
+        try:
+            wait_for(lambda: all(created(out) for _, out in runs), 30)  # both are connected
+            redis_server.stop()  # its data is gone: persistence is off
+            time.sleep(0.5)
+            redis_server.start()
+            errors = [finish(proc) for proc, _ in runs]
+        finally:
+            stop_all(proc for proc, _ in runs)
         stats = api.get("/__sim/stats")["stats"]
     assert any("unavailable" in err for err in errors)  # each says so once, then goes on
     for _, out in runs:

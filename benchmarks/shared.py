@@ -215,6 +215,15 @@ def shared_rows(shared: Shared) -> list[Row]:
                 section=sec,
             )
         )
+        alone = shared.get(1, False).makespan_s
+        rows.append(
+            Row(
+                f"  makespan ÷ one process's running all the jobs ({alone:.1f} s)",
+                on.makespan_s / alone,
+                off.makespan_s / alone,
+                section=sec,
+            )
+        )
     alone = shared.get(1, False).status_per_job
     three_on, three_off = shared.get(3, True), shared.get(3, False)
     rows.append(

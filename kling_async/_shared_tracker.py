@@ -134,6 +134,7 @@ class SharedTracker(TaskTracker):
             states[tid] = json.dumps(item, separators=(",", ":"))
             if tid in self._foreign and as_status(item.get("task_status")) in _TERMINAL:
                 del self._foreign[tid]
+                changed += 1  # a change the pacer must hear of, or it backs off
                 start, end = (
                     epoch_seconds(item.get("created_at")),
                     epoch_seconds(item.get("updated_at")),

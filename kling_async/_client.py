@@ -26,7 +26,8 @@ from ._config import (
 )
 from ._coordinator import Coordinator, coordinator_url
 from ._create import create_task, prepared
-from ._download import DownloadResult
+from ._download_retry import ProgressCallback, save_video, video_filename
+from ._download_stream import DownloadResult
 from ._errors import (
     ClientClosedError,
     DownloadError,
@@ -34,7 +35,6 @@ from ._errors import (
     TaskTimeoutError,
 )
 from ._events import Event, EventHook
-from ._fetch import ProgressCallback, save_video, video_filename
 from ._gate import Gate
 from ._http import HttpLayer
 from ._images import EncodingCache

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._journal_rows import JobRow, JobState, Tally
 from ._journal_schema import JournalError, connect, select_columns
-from ._records import Charge, FileRecord, JobError
+from ._records import OVER_BUDGET, Charge, FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
@@ -96,6 +96,21 @@ class Journal:
             "SELECT key, state, units FROM jobs WHERE units IS NOT NULL"
         ):
             yield key, JobState(state), Charge.from_dict(json.loads(units))
+
+    def unpriced(self) -> Iterator[tuple[str, str | None]]:
+        """Finished jobs with no units on record (they ended before units were recorded):
+        key and their task's raw `final_unit_deduction` (None: no task or no such field)."""
+        units = "" if self._columns.endswith("NULL") else " AND units IS NULL"
+        finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
+        sql = f"SELECT key, task FROM jobs WHERE state IN (?, ?, ?, ?){units}"
+        for key, task in self._db.execute(sql, finished):
+            raw = _field(task, "final_unit_deduction")
+            yield key, None if raw is None else str(raw)
+
+    def over_budget(self) -> int:
+        """Jobs left unsent because their estimate did not fit the units budget."""
+        sql = "SELECT COUNT(*) FROM jobs WHERE state = ? AND json_extract(error, '$.type') = ?"
+        return int(self._db.execute(sql, (JobState.PENDING, OVER_BUDGET)).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -265,6 +280,15 @@ class Journal:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._db.close()
+
+
+def _field(text: str | None, name: str) -> object:
+    """One field of a stored task; None when the task or the field is missing or garbled."""
+    try:
+        task = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return task.get(name) if isinstance(task, dict) else None
 
 
 def _json(units: Charge | None) -> str | None:

@@ -102,9 +102,13 @@ class Journal:
         key and their task's raw `final_unit_deduction` (None: no task or no such field)."""
         units = "" if self._columns.endswith("NULL") else " AND units IS NULL"
         finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
-        sql = f"SELECT key, task FROM jobs WHERE state IN (?, ?, ?, ?){units}"
-        for key, task in self._db.execute(sql, finished):
-            raw = _field(task, "final_unit_deduction")
+        # SQLite reads the field: no task is parsed in Python; garbled JSON reads as NULL.
+        sql = (
+            "SELECT key, CASE WHEN json_valid(task) THEN"
+            " json_extract(task, '$.final_unit_deduction') END"
+            f" FROM jobs WHERE state IN (?, ?, ?, ?){units}"
+        )
+        for key, raw in self._db.execute(sql, finished):
             yield key, None if raw is None else str(raw)
 
     def over_budget(self) -> int:
@@ -280,15 +284,6 @@ class Journal:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._db.close()
-
-
-def _field(text: str | None, name: str) -> object:
-    """One field of a stored task; None when the task or the field is missing or garbled."""
-    try:
-        task = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return task.get(name) if isinstance(task, dict) else None
 
 
 def _json(units: Charge | None) -> str | None:

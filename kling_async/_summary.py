@@ -164,8 +164,8 @@ def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool)
             " higher --max-units to send them"
         )
         over = status.over_budget[:shown]
-        lines += [f"  {where(job)}: {_estimate(job)}" for job in over]
-        lines += _more(status.over_budget_count - len(over))
+        lines += [f"    {where(job)}: {_estimate(job)}" for job in over]
+        lines += [f"  {more}" for more in _more(status.over_budget_count - len(over))]
     return lines
 
 

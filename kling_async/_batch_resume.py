@@ -89,8 +89,11 @@ class Resumer(Feeder):
 
     def _charge(self, key: str, task: Task) -> Charge | None:
         """Settle a finished task's units (its `final_unit_deduction`); None for a task that
-        holds no reservation (recorded before units were)."""
+        holds no reservation (created before units were recorded: its deduction, if readable,
+        is counted without a kind, as a later open backfills it from the stored task)."""
         if self.budget.held(key) is None:
+            if (units := deduction(task.final_unit_deduction)) is not None:
+                self.budget.restore(None, units)  # once: a followed task ends once per run
             return None
         done = self.budget.settle(key, deduction(task.final_unit_deduction))
         if done.overshoot:

@@ -194,17 +194,27 @@ async def test_older_journal_rows_are_priced_from_their_tasks(
     )
 
     sim = await start_sim()
-    async with make_client(sim, concurrency=2) as client:
-        batch = run_batch(client, make_requests(3), tmp_path, max_units=Decimal("6.5"))
+    async with make_client(sim, concurrency=1) as client:
+        # A task still running when the older release stopped: no units on record either.
+        old = await client.submit(make_requests(1, "old", mode="pro")[0])
+        db = sqlite3.connect(path)
+        db.execute(
+            "INSERT INTO jobs (key, line, external_id, state, task_id, task, updated)"
+            " VALUES ('running', NULL, 'e-run', 'submitted', ?, ?, 0)",
+            (old.task_id, old.model_dump_json()),
+        )
+        db.commit()
+        db.close()
+        batch = run_batch(client, make_requests(3), tmp_path, max_units=Decimal("10"))
         results = await collect(batch)
     assert batch.units_unknown == 3
     assert sorted(r.outcome for r in results if r.line is not None) == [
         "downloaded",
         "downloaded",
         "over budget",
-    ]  # 4.5 already spent: two std-5 tasks fit under 6.5, the third not
-    assert sim.stats.as_dict()["accepted_creates"] == 2
-    assert batch_status(tmp_path).units_spent == Decimal("6.5")
+    ]  # 4.5 spent before + 3.5 (the old pro task, counted when it ends): 2 × 1 fit under 10
+    assert sim.stats.as_dict()["accepted_creates"] == 3  # the old task and two new ones
+    assert batch_status(tmp_path).units_spent == Decimal("10")
 
 
 async def test_progress_shows_units_when_a_budget_is_set(

@@ -7,11 +7,10 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
+import test_units_budget
 from batch_helpers import (
     SimProcess,
     clean_env,
@@ -22,21 +21,14 @@ from batch_helpers import (
     run_cli,
     write_jobs,
 )
-from fault_helpers import StartSim, simulators
+from fault_helpers import StartSim
+from test_units_budget import RUN_ARGS, SIM_ARGS
 
 from kling_async import batch_status, run_batch
 from kling_async._journal import Journal
 from kling_async._progress import Reporter
 
-SIM_ARGS = ["--concurrency", "20", "--gen-seconds", "0.3", "--video-bytes", "20000", "--seed", "5"]
-RUN_ARGS = ["--concurrency", "3", "--poll-interval", "0.05", "--no-progress"]
-
-
-@pytest.fixture
-async def start_sim() -> AsyncIterator[StartSim]:
-    """`await start_sim(**config)`: a running simulator, stopped at teardown."""
-    async with simulators() as start:
-        yield start
+start_sim = test_units_budget.start_sim  # the fixture: a simulator per test
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

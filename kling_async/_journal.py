@@ -104,7 +104,7 @@ class Journal:
         finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
         # SQLite reads the field: no task is parsed in Python; garbled JSON reads as NULL.
         sql = (
-            "SELECT key, CASE WHEN json_valid(task) THEN"
+            f"SELECT {self._columns.split(',')[0]}, CASE WHEN json_valid(task) THEN"
             " json_extract(task, '$.final_unit_deduction') END"
             f" FROM jobs WHERE state IN (?, ?, ?, ?){units}"
         )

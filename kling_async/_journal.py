@@ -212,8 +212,9 @@ class Journal:
                 with contextlib.suppress(sqlite3.Error):  # the thread must live to answer
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-            for _, future in work:
-                self._loop.call_soon_threadsafe(_settle, future, error)
+            if work:  # one wake-up of the loop per group, not one per waiter
+                futures = [future for _, future in work]
+                self._loop.call_soon_threadsafe(_settle, futures, error)
             if stop:
                 return
 
@@ -306,10 +307,11 @@ class Journal:
         self._db.close()
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -280,30 +280,38 @@ class Alarm:
 
     def __init__(self, sleep: Sleep) -> None:
         self._sleep = sleep
-        self._wake = asyncio.Event()  # sweep now
-        self._replan = asyncio.Event()  # what to wait for changed: compute the pause again
+        self._wake = False  # sweep now
+        self._replan = False  # what to wait for changed: compute the pause again
+        self._waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         """End the pause: sweep now."""
-        self._wake.set()
+        self._wake = True
+        self._ring()
 
     def replan(self) -> None:
         """End the pause without a sweep: the sweeper computes its pause again."""
-        self._replan.set()
+        self._replan = True
+        self._ring()
+
+    def _ring(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep `seconds`; True when it is time to sweep, False when woken to re-plan."""
-        if not (self._wake.is_set() or self._replan.is_set()):
+        if not (self._wake or self._replan):
+            # One future that the sleep or a ring ends: a pause per sweep stays cheap.
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
             sleeper = asyncio.ensure_future(self._sleep(seconds))
-            waker = asyncio.ensure_future(self._wake.wait())
-            replan = asyncio.ensure_future(self._replan.wait())
+            sleeper.add_done_callback(lambda _: self._ring())
             try:
-                await asyncio.wait({sleeper, waker, replan}, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
-                for waiter in (sleeper, waker, replan):
-                    waiter.cancel()
-                await asyncio.gather(sleeper, waker, replan, return_exceptions=True)
-        sweep = self._wake.is_set() or not self._replan.is_set()
-        self._wake.clear()
-        self._replan.clear()
+                self._waiter = None
+                if not sleeper.done():
+                    sleeper.cancel()
+                    await asyncio.gather(sleeper, return_exceptions=True)
+        sweep = self._wake or not self._replan
+        self._wake = self._replan = False
         return sweep

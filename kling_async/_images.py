@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import os
 import re
@@ -97,14 +96,6 @@ def _read(at: _At, path: Path, limit: int) -> tuple[bytes, os.stat_result]:
         raise _err(*at, f"cannot read file: {exc.strerror or exc}", "readable", str(path)) from None
 
 
-@functools.lru_cache(maxsize=1024)  # a batch names the same few URLs in job after job
-def _is_http_url(text: str) -> bool:
-    with contextlib.suppress(ValueError):  # urlsplit: a bad port, unbalanced brackets
-        parts = urlsplit(text)
-        return bool(parts.hostname) and parts.port != 0 and not _WS.search(text)
-    return False
-
-
 @dataclass(frozen=True, slots=True)
 class ImageInput:
     """One image for `image_list`: a local path, bytes, http(s) URL or raw base64, pre-checked."""
@@ -140,8 +131,9 @@ class ImageInput:
         text = value.strip()
         label = text if len(text) <= 80 else text[:77] + "..."
         if text[:8].lower().startswith(("http://", "https://")):
-            if _is_http_url(text):
-                return cls("url", None, text, label, index)
+            with contextlib.suppress(ValueError):  # urlsplit: a bad port, unbalanced brackets
+                if (parts := urlsplit(text)).hostname and parts.port != 0 and not _WS.search(text):
+                    return cls("url", None, text, label, index)
             raise _err(index, repr(label), "malformed http(s) URL", "http(s) URL", text)
         if text[:5].lower() == "data:":  # the API forbids the prefix: strip it
             if m := _DATA_URI.fullmatch(text):

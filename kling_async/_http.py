@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -33,7 +33,7 @@ from ._events import EventHook
 from ._retry import Retries, Verdict, classify
 from ._types import Clock, Sleep
 
-__all__ = ["HttpLayer", "new_session", "parse_envelope"]
+__all__ = ["HttpLayer", "Limiter", "new_session", "parse_envelope"]
 
 logger = logging.getLogger("kling_async")
 
@@ -109,6 +109,13 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     return payload.get("data")
 
 
+class Limiter(Protocol):
+    """Where requests take their tokens: our own bucket, or the coordinator's shared one."""
+
+    async def acquire(self) -> None:
+        """Wait for one request's token."""
+
+
 class HttpLayer:
     """Signs, sends, parses and retries API calls; owns (or borrows) the aiohttp session."""
 
@@ -136,8 +143,12 @@ class HttpLayer:
         self._session = session
         self._owns_session = session is None
         self._closed = False
-        self._limiter = AsyncLimiter(rps, 1.0) if rps else None
+        self._limiter: Limiter | None = AsyncLimiter(rps, 1.0) if rps else None
         self.requests_sent = 0
+
+    def pace_with(self, limiter: Limiter) -> None:
+        """Take request tokens from `limiter` from now on (a rate shared by several processes)."""
+        self._limiter = limiter
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -55,6 +55,7 @@ from ._events import (
     TaskStatusChanged,
     TaskSubmitted,
     TaskUnreadable,
+    UnitsOvershoot,
     VideoSkipped,
 )
 from ._images import EncodingCache, ImageInput
@@ -135,6 +136,7 @@ __all__ = [
     "TaskUnreadable",
     "Timeouts",
     "TransportError",
+    "UnitsOvershoot",
     "Video",
     "VideoExpiredError",
     "VideoGoneError",

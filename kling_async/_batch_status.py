@@ -110,7 +110,6 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
                         problem = FileProblem(result_from_row(row), record.path, reason)
                         bad.append(problem)
         problems, over_budget = _problems(journal, limit)
-        over_budget_count = journal.over_budget()
         units = Budget()
         unknown = len(replay(journal, units).unknown)
         cap = journal.meta(MAX_UNITS)
@@ -126,14 +125,14 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
         bad,
         tally.removed,
         checked,
-        problem_count=tally.errors - over_budget_count,
+        problem_count=tally.errors - tally.over_budget,
         files_bad_count=bad_count,
         units_spent=units.spent,
         units_reserved=units.reserved,
         max_units=parse_units(cap) if cap else None,
         units_unknown=unknown,
         over_budget=over_budget,
-        over_budget_count=over_budget_count,
+        over_budget_count=tally.over_budget,
     )
 
 

@@ -100,23 +100,16 @@ class Journal:
             yield key, JobState(state), Charge.from_dict(json.loads(units))
 
     def unpriced(self) -> Iterator[tuple[str, str | None]]:
-        """Finished jobs with no units on record (they ended before units were recorded):
-        key and their task's raw `final_unit_deduction` (None: no task or no such field)."""
+        """Finished jobs with no units on record (ended before units were): key and raw
+        `final_unit_deduction` of their task (None: none; SQLite reads it, garbled as None)."""
         units = "" if self._columns.endswith("NULL") else " AND units IS NULL"
-        finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
-        # SQLite reads the field: no task is parsed in Python; garbled JSON reads as NULL.
         sql = (
-            f"SELECT {self._columns.split(',')[0]}, CASE WHEN json_valid(task) THEN"
-            " json_extract(task, '$.final_unit_deduction') END"
-            f" FROM jobs WHERE state IN (?, ?, ?, ?){units}"
+            f"SELECT {self._columns.split(',')[0]}, CASE WHEN json_valid(task) THEN json_extract"
+            f"(task, '$.final_unit_deduction') END FROM jobs WHERE state IN (?, ?, ?, ?){units}"
         )
+        finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
         for key, raw in self._db.execute(sql, finished):
             yield key, None if raw is None else str(raw)
-
-    def over_budget(self) -> int:
-        """Jobs left unsent because their estimate did not fit the units budget."""
-        sql = "SELECT COUNT(*) FROM jobs WHERE state = ? AND json_extract(error, '$.type') = ?"
-        return int(self._db.execute(sql, (JobState.PENDING, OVER_BUDGET)).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -124,15 +117,17 @@ class Journal:
 
     def tally(self) -> Tally:
         """Counts SQLite makes without handing over a row (the same for any number of jobs)."""
-        removed, errors = self._db.execute(
-            "SELECT COALESCE(SUM(line IS NULL), 0), COALESCE(SUM(error IS NOT NULL), 0) FROM jobs"
+        removed, errors, over = self._db.execute(
+            "SELECT COALESCE(SUM(line IS NULL), 0), COALESCE(SUM(error IS NOT NULL), 0),"
+            " COALESCE(SUM(state = ? AND json_extract(error, '$.type') = ?), 0) FROM jobs",
+            (JobState.PENDING, OVER_BUDGET),
         ).fetchone()
         pending, soonest, unknown = self._db.execute(
             "SELECT COUNT(*), MIN(NULLIF(expires_at, 0)),"
             " COALESCE(SUM(expires_at IS NULL OR expires_at = 0), 0) FROM jobs WHERE state = ?",
             (JobState.SUCCEEDED,),
         ).fetchone()
-        return Tally(self.counts(), removed, errors, pending, soonest, unknown)
+        return Tally(self.counts(), removed, errors, pending, soonest, unknown, over)
 
     # -- durable writes ---------------------------------------------------------------------
     async def _write(self, *ops: _Op) -> None:

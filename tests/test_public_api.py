@@ -19,10 +19,12 @@ PACKAGE = Path(kling_async.__file__).parent
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
     {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
+    {"_adaptive"},
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
     {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema"},
+    {"_request_rate"},
     {"_http", "_download", "_followed", "_shared_link"},
     {"_create", "_poll", "_fetch", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_client"},

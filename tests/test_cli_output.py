@@ -139,6 +139,7 @@ BAD_FLAGS = [
     ("simulate", "--video-bytes", "-5", "--video-bytes must be ≥ 0 (got -5)"),
     ("simulate", "--retention-days", "0", "--retention-days must be > 0 (got 0)"),
     ("simulate", "--url-ttl", "-1", "--url-ttl must be ≥ 0 (got -1)"),
+    ("simulate", "--clock-offset", "soon", "--clock-offset must be a number (got 'soon')"),
     ("simulate", "--secret-key", "short", "--secret-key must be at least 32 bytes (got 5)"),
 ]
 

@@ -84,17 +84,17 @@ async def _main(spec: RunSpec) -> ClientResult:
         meter.start()
         async for result in kling.run_batch(client, _requests(spec), spec.out_dir):
             states[result.state] += 1
-        gate, tracker = client.gate, client.tracker
+        stats = client.stats
         extra = {
             "states": dict(states),
-            "gate_rejections": getattr(gate, "rejections", None),
-            "gate_limit_end": getattr(gate, "limit", None),
-            "gate_peak": getattr(gate, "peak", None),
-            "sweeps": getattr(tracker, "sweeps", None),
-            "list_calls": getattr(tracker, "list_calls", None),
-            "get_calls": getattr(tracker, "get_calls", None),
-            "encodings": {"hits": client.encodings.hits, "misses": client.encodings.misses},
-            "gate_probes": getattr(gate, "probes", None),
+            "gate_rejections": stats.rejections,
+            "gate_limit_end": stats.slot_limit,
+            "gate_peak": stats.slot_peak,
+            "sweeps": stats.sweeps,
+            "list_calls": stats.list_calls,
+            "get_calls": stats.get_calls,
+            "encodings": {"hits": stats.encoding_hits, "misses": stats.encoding_misses},
+            "gate_probes": stats.probes,
             "callbacks": None if receiver is None else receiver.accepted,
         }
         return meter.result(

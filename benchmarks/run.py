@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # every scenario type at small scale (~1.5 min)
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
     python benchmarks/run.py --only bodies_8,bodies_50   # a subset of the scenarios
+    python benchmarks/run.py --only scale     # run, rerun and status at 100,000 jobs
 
 Prints one table (rows: metric; columns: kling-async, baseline, bound/limit, ratio). Each
 client run is its own process against a fresh simulator process on 127.0.0.1; see
@@ -30,6 +31,7 @@ from benchmarks._plot import draw_charts
 from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 from benchmarks.dry_run import run_dry_run
+from benchmarks.scale import JOBS, QUICK_JOBS, run_scale, scale_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda text: frozenset(text.split(",")),
-        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run",
+        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run, scale",
     )
     parser.add_argument(
         "--charts",
@@ -51,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         "for --quick); drawn only if matplotlib is installed (pip install -e '.[bench]')",
     )
     args = parser.parse_args(argv)
-    if args.only and not args.only <= {*KEYS, "dry_run"}:
-        parser.error(f"--only: unknown {', '.join(sorted(args.only - {*KEYS, 'dry_run'}))}")
+    extra = {"dry_run", "scale"}  # run here, not by run_plan
+    if args.only and not args.only <= {*KEYS, *extra}:
+        parser.error(f"--only: unknown {', '.join(sorted(args.only - {*KEYS, *extra}))}")
 
     plan = build_plan(args.quick)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="kling-bench-"))
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or "dry_run" in args.only:
             dry = run_dry_run(plan.dry_run_lines, work / "dry-run")
             print(dry.describe(), file=sys.stderr, flush=True)
+        scale = None
+        if args.only is None or "scale" in args.only:
+            scale = run_scale(QUICK_JOBS if plan.quick else JOBS, work / "scale")
+            print(scale.describe(), file=sys.stderr, flush=True)
         charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
         drawn = draw_charts(results.runs, charts)
         gone = " (removed with the scratch dir: --keep keeps them)" if charts == work else ""
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
     rows = build_rows(results)
+    if scale is not None:
+        rows += scale_rows(scale)
     if args.only:  # drop the rows of what did not run
         rows = [row for row in rows if row.ours is not None or row.base is not None]
     table = render(rows)
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if dry is not None:
         notes += f"\n{dry.describe()}"
+    if scale is not None:
+        notes += f"\n{scale.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
     if (lim := download_limit(results.downloads)) is not None:
         print(
@@ -100,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["machine"]["elapsed_s"] = elapsed
         if dry is not None:
             doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
+        if scale is not None:
+            doc["scale"] = asdict(scale)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n{table}\n\n{notes}\n")

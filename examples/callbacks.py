@@ -49,10 +49,11 @@ async def connect(simulate: bool, **options: Any) -> AsyncIterator[kling.Client]
 
 def show(event: kling.Event) -> None:
     """The event hook: print callbacks and the confirmed status changes they led to."""
-    if event.kind == "callback_received":
-        print(f"  callback: task says {event.data['claimed_status']!r}; checking with a query")
-    elif event.kind == "task_status":
-        print(f"  confirmed: {event.data['status']}")
+    match event:
+        case kling.CallbackReceived(claimed_status=claimed):
+            print(f"  callback: task says {claimed!r}; checking with a query")
+        case kling.TaskStatusChanged(status=status):
+            print(f"  confirmed: {status}")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -1,5 +1,7 @@
 """kling-async: an asyncio-native client for Kling AI's Multi-Image to Video API, for bulk work."""
 
+from types import FunctionType
+
 from ._auth import Credentials
 from ._batch import Batch, run_batch
 from ._batch_io import BatchResult
@@ -7,18 +9,27 @@ from ._batch_status import BatchStatus, FileProblem, batch_status
 from ._callbacks import CallbackReceiver
 from ._client import Client
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._download import DownloadResult
 from ._errors import (
     AccountError,
     APIError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConcurrencyLimitError,
     ConfigurationError,
     ConnectError,
     ContentPolicyError,
+    CoordinatorError,
+    CoordinatorUnavailableError,
+    CoordinatorUnreachableError,
+    DiskFullError,
     DownloadError,
+    DownloadHTTPError,
+    FolderBusyError,
     InvalidRequestError,
     KlingError,
+    OutputFolderError,
     RateLimitError,
     RequestTimeoutError,
     ResponseValidationError,
@@ -28,13 +39,30 @@ from ._errors import (
     TaskTimeoutError,
     TransportError,
     VideoExpiredError,
+    VideoGoneError,
+    VideoUnavailableError,
 )
-from ._events import Event, EventHook
-from ._folder import FolderBusyError, OutputFolderError
+from ._events import (
+    CallbackReceived,
+    ConcurrencyBackoff,
+    DownloadFinished,
+    DownloadProgress,
+    Event,
+    EventHook,
+    EventKind,
+    JobRejected,
+    RequestRetry,
+    TaskFinished,
+    TaskStatusChanged,
+    TaskSubmitted,
+    TaskUnreadable,
+    VideoSkipped,
+)
 from ._images import EncodingCache, ImageInput
 from ._journal_schema import JournalError
 from ._preflight import PreflightReport, preflight
 from ._prices import PriceTable
+from ._stats import ClientStats
 from .models import MultiImageToVideoRequest, Task, TaskPage, TaskStatus, Video
 
 __version__ = "0.1.0"
@@ -47,21 +75,35 @@ __all__ = [
     "Batch",
     "BatchResult",
     "BatchStatus",
+    "CallbackReceived",
     "CallbackReceiver",
     "Client",
+    "ClientClosedError",
+    "ClientStats",
+    "ConcurrencyBackoff",
     "ConcurrencyLimitError",
     "ConfigurationError",
     "ConnectError",
     "ContentPolicyError",
+    "CoordinatorError",
+    "CoordinatorUnavailableError",
+    "CoordinatorUnreachableError",
     "Credentials",
+    "DiskFullError",
     "DownloadError",
+    "DownloadFinished",
+    "DownloadHTTPError",
+    "DownloadProgress",
+    "DownloadResult",
     "EncodingCache",
     "Event",
     "EventHook",
+    "EventKind",
     "FileProblem",
     "FolderBusyError",
     "ImageInput",
     "InvalidRequestError",
+    "JobRejected",
     "JournalError",
     "KlingError",
     "Limits",
@@ -71,6 +113,7 @@ __all__ = [
     "PreflightReport",
     "PriceTable",
     "RateLimitError",
+    "RequestRetry",
     "RequestTimeoutError",
     "ResponseValidationError",
     "RetryPolicy",
@@ -78,15 +121,30 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailedError",
+    "TaskFinished",
     "TaskPage",
     "TaskStatus",
+    "TaskStatusChanged",
+    "TaskSubmitted",
     "TaskTimeoutError",
+    "TaskUnreadable",
     "Timeouts",
     "TransportError",
     "Video",
     "VideoExpiredError",
+    "VideoGoneError",
+    "VideoSkipped",
+    "VideoUnavailableError",
     "__version__",
     "batch_status",
     "preflight",
     "run_batch",
 ]
+
+
+# Exported names show where users import them from (as httpx and anyio do): `kling_async.Task`,
+# not `kling_async.models._task.Task`, in reprs, tracebacks and documentation.
+for _obj in [globals()[name] for name in __all__]:
+    if isinstance(_obj, type | FunctionType):
+        _obj.__module__ = __name__
+del _obj

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_create import Creator
-from ._batch_fetch import DownloadStage, Fetch
+from ._batch_feed import InFlight
+from ._batch_fetch import DownloadStage
 from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, job_error, write_manifest
 from ._errors import AccountError, AuthenticationError, KlingError
 from ._folder import FolderLock, OutputFolderError
-from ._jobs import Job, jobs_from_jsonl, jobs_from_requests
+from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
 from ._journal import JobState, Journal
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["Batch", "BatchResult", "run_batch"]
+
+#: Results waiting to be read: past the high mark, reading the jobs file (or the journal) waits
+#: until the consumer brings the queue down to the low mark.
+_RESULTS_HIGH, _RESULTS_LOW = 1024, 256
 
 
 class Batch(Creator):
@@ -45,7 +50,7 @@ class Batch(Creator):
     def __init__(
         self,
         client: Client,
-        jobs: Iterable[Job] | None,
+        jobs: Iterable[Job | Line] | None,
         out_dir: Path,
         *,
         download_concurrency: int | None = None,
@@ -63,9 +68,11 @@ class Batch(Creator):
             adopt_existing=adopt_existing,
         )
         self._downloaders = download_concurrency or client.limits.download_concurrency
-        self._submitters = submitters or min(client.gate.maximum, 16)
+        self._submitters = submitters or min(client.limits.concurrency, 16)
         self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
+        self._drained = asyncio.Event()  # set while the results queue is short
+        self._drained.set()
         self._background: set[asyncio.Future[None]] = set()
 
     # -- public control -----------------------------------------------------------------------
@@ -82,6 +89,8 @@ class Batch(Creator):
         engine.add_done_callback(lambda _: self._results.put_nowait(None))
         try:
             while (result := await self._results.get()) is not None:
+                if self._results.qsize() <= _RESULTS_LOW:
+                    self._drained.set()
                 yield result
             await engine
         finally:
@@ -118,7 +127,7 @@ class Batch(Creator):
                 asyncio.create_task(self._fetcher.worker()) for _ in range(self._downloaders)
             ]
             await asyncio.gather(*workers[: self._submitters])
-            self._report_unseen(journal_only=self._jobs is None)
+            await self._report_unseen(journal_only=self._jobs is None)
             while self._outstanding:
                 self._idle.clear()
                 await self._idle.wait()
@@ -142,38 +151,47 @@ class Batch(Creator):
 
     async def _finish(self, journal: Journal) -> None:
         """Store where every job was seen, close the journal and rewrite the manifest."""
+        ledger, self._ledger = self._ledger, None
         try:
-            if self._jobs is not None:
-                renames = self._renames
-                await journal.finish_run(
-                    {renames.get(k, k): n for k, n in self._lines.items()},
-                    renames=renames,
-                    whole_file=self._whole_file,
-                    drop=self._droppable() if self._whole_file else (),
-                )
-        finally:
             await journal.aclose()  # lets writes already queued (shielded) finish
-        write_manifest(Journal(journal.path), self.out_dir / MANIFEST_NAME)
+            if ledger is not None and self._jobs is not None:
+                ledger.finish(whole_file=self._whole_file)  # the writer is gone: no waiting
+        finally:
+            if ledger is not None:
+                ledger.close()
+        write_manifest(journal.path, self.out_dir / MANIFEST_NAME)
 
-    def _emit(self, key: str, result: BatchResult) -> None:
-        """Report a job's result, placed where the job is in this run's jobs file."""
-        line = self._lines.get(key)
+    def _emit(self, key: str, result: BatchResult, line: int | None = None) -> None:
+        """Report a job's result, placed where the job is in this run's jobs file (`line`,
+        when the caller knows it)."""
+        ledger = self._ledger
+        if ledger is None:  # the run is over: the next one reports it
+            return
+        if line is None and (flight := self._inflight.get(key)) is not None:
+            line = flight.line
+        if line is None:
+            line = ledger.line(key)
         if line is not None:
             in_file = True
         elif self._jobs is not None and self._whole_file:
             in_file = False
         else:  # not read (yet) this run: as the last run saw it
-            row = self._rows.get(key)
+            row = ledger.get(key)
             line, in_file = (row.line, row.line is not None) if row else (None, True)
-        result = replace(
-            result,
-            line=line if in_file else None,
-            in_jobs_file=in_file,
-            job_id=self._renames.get(key, key),
-        )
-        self._reported.add(key)
+        line, job_id = line if in_file else None, ledger.renamed(key)
+        if (result.line, result.in_jobs_file, result.job_id) != (line, in_file, job_id):
+            result = replace(result, line=line, in_jobs_file=in_file, job_id=job_id)
+        ledger.report(key)
+        self._inflight.pop(key, None)
         self.counts.states[result.state] = self.counts.states.get(result.state, 0) + 1
         self._results.put_nowait(result)
+
+    async def _room_for_results(self) -> None:
+        """Wait while many results wait to be read: a rerun of a long finished file reports
+        a job per line, far faster than a consumer may take them."""
+        if self._results.qsize() >= _RESULTS_HIGH:
+            self._drained.clear()
+            await self._drained.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)
@@ -181,13 +199,20 @@ class Batch(Creator):
         job.add_done_callback(self._background.discard)
 
     # -- following tasks ----------------------------------------------------------------------
-    def _follow(self, key: str, ext: str, task: Task, *, hold_slot: bool) -> None:
+    def _follow(
+        self,
+        key: str,
+        ext: str,
+        task: Task,
+        *,
+        hold_slot: bool,
+        watermark: bool | None,
+        line: int | None = None,
+    ) -> None:
         self._outstanding += 1
+        self._inflight[key] = InFlight(watermark, line)
         self.counts.running += 1
-        done = self.client.tracker.track(task)
-        if hold_slot:  # held while the task is followed, which may outlast `done`
-            self.client.gate.hold()
-            self.client.tracker.ended(task).add_done_callback(self.client._release_slot)
+        done = self.client.follow(task, hold_slot=hold_slot)
 
         def finished(future: asyncio.Future[Task]) -> None:
             if not self._closed:
@@ -199,6 +224,7 @@ class Batch(Creator):
         self.counts.running -= 1
         self.counts.finished += 1
         if done.cancelled():
+            self._inflight.pop(key, None)
             self._settle()
             return
         exc = done.exception()
@@ -214,7 +240,7 @@ class Batch(Creator):
         task = done.result()
         if task.task_status == "succeed":
             await self.journal.update_task(key, JobState.SUCCEEDED, task)
-            self._fetcher.queue(Fetch(key, ext, task, self._watermarks.get(key)))
+            self._to_disk(key, ext, task)
             return
         self.counts.failed += 1
         error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
@@ -244,11 +270,11 @@ def run_batch(
     `verify` re-hashes downloaded files (their sizes are always checked). The folder is
     locked while the batch runs: `FolderBusyError` if another batch or process has it.
     """
-    source: Iterable[Job] | None
+    source: Iterable[Job | Line] | None
     if jobs is None:
         source = None
     elif isinstance(jobs, str | os.PathLike):
-        source = jobs_from_jsonl(Path(jobs))
+        source = lines_from_jsonl(Path(jobs))
     else:
         source = jobs_from_requests(jobs)
     return Batch(

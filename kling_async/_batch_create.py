@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +21,10 @@ from ._batch_io import BatchResult, job_error
 from ._batch_resume import Resumer
 from ._batch_submit import Outcome, create_for_batch, lookup_external
 from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
-from ._events import emit
-from ._identity import generated_external_id
-from ._jobs import Identifier, Job
-from ._journal import JobState, Journal
+from ._events import JobRejected, emit
+from ._identity import generated_external_id, job_key
+from ._jobs import Identifier, Job, Line, by_text
+from ._journal import JobRow, JobState, Journal
 from .models import MultiImageToVideoRequest
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Creator(Resumer):
     def __init__(
         self,
         client: Client,
-        jobs: Iterator[Job] | None,
+        jobs: Iterator[Job | Line] | None,
         out_dir: Path,
         *,
         verify: bool,
@@ -57,37 +58,72 @@ class Creator(Resumer):
         assert self._journal is not None, "the batch is not running"
         return self._journal
 
+    def _load(self, journal: Journal) -> None:
+        super()._load(journal)
+        self._identifier.occurrence = self.ledger.occurrence  # counted on disk, not in memory
+
     # -- reading the jobs file ----------------------------------------------------------------
-    async def _next_job(self) -> Job | None:
-        """The next job that needs a create; jobs the journal knows are handled on the way."""
+    async def _next_job(self) -> tuple[Job, JobRow | None] | None:
+        """The next job that needs a create (with its journal row, if any); jobs the journal
+        knows are handled on the way."""
         if self._jobs is None:
             return None
+        ledger = self.ledger
         async with self._read_lock:  # in file order: identical jobs numbered alike every run
             handled = 0
             while True:
-                job = next(self._jobs, None)
-                if job is None:
+                item = next(self._jobs, None)
+                if item is None:
                     self._whole_file = True
                     return None
-                job = self._match_legacy(await self._identifier.identify(job))
-                self._lines[job.key] = job.line
-                if self._needs_create(job):
+                key, job = await self._identify(item)
+                row = ledger.get(key)
+                if job is None and (row is None or self._needs_create(key, row)):
+                    job = await self._parse(item, key)  # a known line that needs its request
+                if row is None and self._legacy:
+                    assert job is not None
+                    job = self._match_legacy(job)
+                    key, row = job.key, ledger.get(job.key)
+                ledger.see(key, item.line)
+                if self._needs_create(key, row):
+                    assert job is not None
                     if self.stop_reason is None:
-                        return job
+                        return job, row
                     # Stopped: nothing new is sent, but the file is still read to its end,
                     # so known jobs are reported and removed ones are told apart.
                 else:
-                    self._seen_known(job.key)
+                    assert row is not None
+                    self._seen_known(item.line, row)
                 handled += 1
                 if handled % 64 == 0:  # a long finished file must not starve the event loop
                     await asyncio.sleep(0)
+                await self._room_for_results()  # nor outrun whoever reads the results
+
+    async def _identify(self, item: Job | Line) -> tuple[str, Job | None]:
+        """A job's identity, and the job parsed (None: a line recognised by its text, which
+        need not be parsed unless it must be sent)."""
+        ledger = self.ledger
+        if isinstance(item, Line) and (content := ledger.content(item.digest)) is not None:
+            return job_key(content, ledger.occurrence(content)), None
+        job = item.parse() if isinstance(item, Line) else item
+        job, content = await self._identifier.content(job)
+        if isinstance(item, Line) and by_text(job):
+            ledger.remember(item.digest, content)
+        key = job_key(content, ledger.occurrence(content))
+        return key, replace(job, key=key)
+
+    async def _parse(self, item: Job | Line, key: str) -> Job:
+        """Parse a line recognised by its text: the same text, the same job (and identity)."""
+        job = item.parse() if isinstance(item, Line) else item
+        job, _ = await self._identifier.content(job)  # checks it as any line read is checked
+        return replace(job, key=key)
 
     async def _submitter(self) -> None:
-        while (job := await self._next_job()) is not None:
-            await self._send(job)
+        while (item := await self._next_job()) is not None:
+            await self._send(*item)
 
-    async def _send(self, job: Job) -> None:
-        key, row = job.key, self._rows.get(job.key)
+    async def _send(self, job: Job, row: JobRow | None) -> None:
+        key = job.key
         self.counts.seen += 1
         resumed = row is not None and row.state == JobState.SUBMITTING  # our intent is on record
         if job.request is None:
@@ -101,7 +137,7 @@ class Creator(Resumer):
             ext = row.external_id
         else:
             ext = own or generated_external_id(self._batch_id, key)
-        owner = self._claims.setdefault(ext, key)
+        owner = self.ledger.claim(ext, key)
         if owner != key:  # two jobs, one idempotency key: they would share a task
             error = InvalidRequestError(
                 f"external_task_id {ext!r} is already used by {self._describe(owner)} of this "
@@ -117,14 +153,16 @@ class Creator(Resumer):
         if own and not resumed and not await self._own_id_is_free(job, ext, request):
             return
         await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
-        self._watermarks[key] = request.watermark
-        self._uncreated.discard(key)
+        if resumed:  # Kling had no task under it: sent now
+            self.ledger.set_uncreated(key, False)
         result = await create_for_batch(self.client, request, ext, self._stopped)
         if result.outcome is Outcome.CREATED:
             assert result.task is not None
             task = result.task
             await self.journal.update_task(key, JobState.SUBMITTED, task)
-            self._follow(key, ext, task, hold_slot=result.adopted and not task.is_terminal)
+            hold = result.adopted and not task.is_terminal
+            wm = request.watermark
+            self._follow(key, ext, task, hold_slot=hold, watermark=wm, line=job.line)
             return
         if result.outcome is Outcome.ABANDONED:
             self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
@@ -165,9 +203,10 @@ class Creator(Resumer):
             await self.journal.intent(
                 key, line=job.line, external_id=ext, watermark=request.watermark
             )
-            self._watermarks[key] = request.watermark
             await self.journal.update_task(key, JobState.SUBMITTED, found)
-            self._follow(key, ext, found, hold_slot=not found.is_terminal)
+            hold = not found.is_terminal
+            wm = request.watermark
+            self._follow(key, ext, found, hold_slot=hold, watermark=wm, line=job.line)
             return False
         taken = InvalidRequestError(
             f"line {job.line}: external_task_id {ext!r} already names task {found.task_id} on "
@@ -193,5 +232,5 @@ class Creator(Resumer):
         await self.journal.record(
             key, line=line, external_id=ext, state=JobState.REJECTED, error=error
         )
-        emit(self.client.event_hook, "job_rejected", line=line, error=error["message"])
+        emit(self.client.event_hook, JobRejected(line, error["message"]))
         self._emit(key, BatchResult(line, ext, JobState.REJECTED, error=error))

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_io import BatchResult, check_file, file_record, job_error
-from ._download import DiskFullError
-from ._errors import DownloadError, VideoExpiredError
-from ._fetch import save_video
+from ._errors import DiskFullError, DownloadError, VideoExpiredError
 from ._journal import JobState, Journal
 from ._names import video_name
 from .models import Task
@@ -89,7 +87,7 @@ class DownloadStage:
         emit: Callable[[str, BatchResult], None],
         settle: Callable[[], None],
         *,
-        taken: Collection[str] = (),
+        taken: Container[str] = frozenset(),
     ) -> None:
         self.client = client
         self.out_dir = out_dir
@@ -98,7 +96,7 @@ class DownloadStage:
         self._emit = emit
         self._settle = settle
         #: Paths (lower case) that files of release-0.1 rows hold: new names avoid them.
-        self._taken = frozenset(taken)
+        self._taken = taken
         #: Told (with the reason) once the disk is full; the batch stops submitting then.
         self.on_full: Callable[[str], None] = lambda reason: None
         #: Set once the output disk is full: later downloads are recorded, not tried (each
@@ -107,6 +105,20 @@ class DownloadStage:
         self._heap: list[tuple[float, int, Fetch]] = []
         self._order = itertools.count()
         self._ready = asyncio.Event()
+        self._busy = 0  # downloads under way
+        self._freed = asyncio.Event()
+
+    @property
+    def backlog(self) -> int:
+        """Downloads queued or under way."""
+        return len(self._heap) + self._busy
+
+    async def room(self, limit: int) -> None:
+        """Wait until fewer than `limit` downloads are queued or under way (a resume feeds
+        the queue from the journal this way, never all of it at once)."""
+        while self.backlog >= limit:
+            self._freed.clear()
+            await self._freed.wait()
 
     def queue(self, fetch: Fetch) -> None:
         """Add a finished task's videos to the queue (earliest expiry first)."""
@@ -123,12 +135,15 @@ class DownloadStage:
                 self._ready.clear()
                 await self._ready.wait()
             _, _, fetch = heapq.heappop(self._heap)
+            self._busy += 1
             try:
                 await self._download(fetch)
             except Exception as exc:  # unexpected: a dead worker would hang the batch
                 error = {"type": type(exc).__name__, "message": str(exc)}
                 self._report(fetch, JobState.SUCCEEDED, error=error)
             finally:
+                self._busy -= 1
+                self._freed.set()
                 self._settle()
 
     def _report(
@@ -219,20 +234,8 @@ class DownloadStage:
                 # Only a verified download is ever renamed into place: an earlier run finished
                 # it and died before the journal heard; hash it instead of fetching it again.
                 return {**await asyncio.to_thread(file_record, dest, self.out_dir), **which}
-        client = self.client
-        result = await save_video(
-            client.http.session,
-            fetch.task,
-            index,
-            self.out_dir / path,
-            refresh=client.get_task,
-            watermarked=wm,
-            timeouts=client.timeouts,
-            retry=client.retry,
-            clock=client._clock,
-            sleep=client._sleep,
-            on_progress=self._progress(),
-            event_hook=client.event_hook,
+        result = await self.client.save_video(
+            fetch.task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
         )
         return {"path": path, "bytes": result.bytes, "sha256": result.sha256, **which}
 

@@ -160,12 +160,17 @@ def result_from_row(
     )
 
 
-def write_manifest(journal: Journal, path: Path) -> None:
-    """Rewrite results.jsonl from the journal (one line per job), atomically; closes journal."""
+def write_manifest(journal_path: Path, path: Path) -> None:
+    """Rewrite results.jsonl from the journal (one line per job, by line), atomically.
+
+    The rows stream from one read-only cursor (SQLite sorts them, spilling to disk if need
+    be), without the tasks: memory stays the same whatever the number of jobs.
+    """
+    journal = Journal(journal_path, readonly=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
-            for row in journal.rows():
+            for row in journal.rows(task=False):
                 fh.write(json.dumps(result_from_row(row).as_dict()) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

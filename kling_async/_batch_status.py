@@ -1,8 +1,10 @@
 """`batch_status`: what an output folder holds, read without writing (safe beside a running
-batch), with every recorded video checked against the disk."""
+batch), with every recorded video checked against the disk, in memory that does not grow with
+the number of jobs."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,10 @@ class BatchStatus:
     files_bad: list[FileProblem] = field(default_factory=list)
     removed: int = 0  # jobs no longer in the jobs file (their tasks are still followed)
     files_checked: int = 0
+    #: Every job with an error (`problems` keeps the first `limit` of them).
+    problem_count: int = 0
+    #: Every downloaded file missing or damaged (`files_bad` keeps the first `limit`).
+    files_bad_count: int = 0
 
     @property
     def total(self) -> int:
@@ -44,9 +50,15 @@ class BatchStatus:
         return sum(self.counts.values())
 
 
-def batch_status(out_dir: Path, *, verify: bool = False) -> BatchStatus:
+def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 1000) -> BatchStatus:
     """Read `out_dir`'s journal and check each downloaded file exists with its recorded size
-    (`verify=True` also re-hashes it). Never writes: safe while a batch runs."""
+    (`verify=True` also re-hashes it). Never writes: safe while a batch runs.
+
+    Memory does not grow with the number of jobs: SQLite counts, the rows stream past, and
+    at most `limit` problems and bad files are kept (the first by line; `problem_count` and
+    `files_bad_count` count them all, results.jsonl lists every job). `limit=None` keeps
+    every one (memory then grows with the problems).
+    """
     out_dir = Path(out_dir)
     path = out_dir / JOURNAL_NAME
     if out_dir.exists() and not out_dir.is_dir():
@@ -55,24 +67,31 @@ def batch_status(out_dir: Path, *, verify: bool = False) -> BatchStatus:
         raise FileNotFoundError(f"no batch journal at {path}")
     journal = Journal(path, readonly=True)
     try:
-        rows = list(journal.rows())
+        tally = journal.tally()
+        bad: list[FileProblem] = []
+        checked = bad_count = 0
+        for row in journal.rows(JobState.DOWNLOADED, task=False):
+            for record in row.files or ():
+                checked += 1
+                if reason := check_file(out_dir, record, rehash=verify):
+                    bad_count += 1
+                    if limit is None or len(bad) < limit:
+                        problem = FileProblem(result_from_row(row), str(record.get("path")), reason)
+                        bad.append(problem)
+        errors = itertools.islice(journal.rows(task=False, with_error=True), limit)
+        problems = [result_from_row(row) for row in errors]
     finally:
         journal.close_sync()
-    counts: dict[str, int] = {}
-    bad: list[FileProblem] = []
-    checked = 0
-    for row in rows:
-        counts[row.state] = counts.get(row.state, 0) + 1
-        if row.state != JobState.DOWNLOADED:
-            continue
-        for record in row.files or ():
-            checked += 1
-            if reason := check_file(out_dir, record, rehash=verify):
-                bad.append(FileProblem(result_from_row(row), str(record.get("path")), reason))
-    problems = [result_from_row(r) for r in rows if r.error]
-    pending = [r.expires_at for r in rows if r.state == JobState.SUCCEEDED]
-    waiting = [at for at in pending if at]
-    soonest = datetime.fromtimestamp(min(waiting), UTC) if waiting else None
-    removed = sum(not r.in_jobs_file for r in rows)
-    unknown = len(pending) - len(waiting)
-    return BatchStatus(counts, problems, len(pending), soonest, unknown, bad, removed, checked)
+    soonest = datetime.fromtimestamp(tally.soonest, UTC) if tally.soonest else None
+    return BatchStatus(
+        tally.counts,
+        problems,
+        tally.pending,
+        soonest,
+        tally.unknown,
+        bad,
+        tally.removed,
+        checked,
+        problem_count=tally.errors,
+        files_bad_count=bad_count,
+    )

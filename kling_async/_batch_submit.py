@@ -13,6 +13,7 @@ from ._errors import (
     AuthenticationError,
     InvalidRequestError,
     KlingError,
+    is_no_such_task,
 )
 from ._retry import Verdict, classify
 from .models import MultiImageToVideoRequest, Task
@@ -48,7 +49,7 @@ async def lookup_external(client: Client, external_id: str) -> Task | None:
     try:
         return await client.get_task(external_id)
     except APIError as exc:
-        if exc.code == 1203 or exc.status == 404:
+        if is_no_such_task(exc):
             return None
         raise
 

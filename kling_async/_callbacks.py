@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from ._errors import ConfigurationError
-from ._events import emit
+from ._events import CallbackReceived, emit
 from ._types import Clock
 from .models._tolerant import as_status, as_text
 
@@ -140,7 +140,7 @@ class CallbackReceiver:
         self.accepted += 1
         claimed = _field(payload, "task_status", "status")
         claim = None if claimed is None else as_status(claimed)
-        emit(self.client.event_hook, "callback_received", task_id=task_id, claimed_status=claim)
+        emit(self.client.event_hook, CallbackReceived(task_id, claim))
         # A claimed end frees the task's slot now; a confirming query decides the rest.
         self.client.notify(task_id, claim)
         return 200

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -23,20 +24,24 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
-from ._create import CREATE_PATH, create_task, new_external_id, task_path
+from ._create import create_task, prepared
+from ._download import DownloadResult
 from ._errors import (
-    ConcurrencyLimitError,
-    InvalidRequestError,
-    ResponseValidationError,
+    ClientClosedError,
+    DownloadError,
     TaskFailedError,
     TaskTimeoutError,
 )
-from ._events import EventHook, emit
-from ._fetch import ProgressCallback, save_videos
+from ._events import Event, EventHook
+from ._fetch import ProgressCallback, save_video, video_filename
+from ._gate import Gate
 from ._http import HttpLayer
 from ._images import EncodingCache
 from ._limits import SlotGate
 from ._poll import TaskTracker
+from ._queries import check_page, check_task_id, list_raw, query_raw
+from ._slots import Slots
+from ._stats import ClientStats
 from ._types import Clock, PathLike, Sleep
 from .models import MultiImageToVideoRequest, Task, TaskPage, read_page, read_task
 
@@ -74,9 +79,9 @@ class Client:
         self.event_hook = event_hook
         #: Given to every submitted request that has none (e.g. a CallbackReceiver's url).
         self.callback_url = callback_url
-        self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
-        self._rng = random.Random()
-        self.http = HttpLayer(
+        self._clock = clock
+        rng = random.Random()
+        self._http = HttpLayer(
             base_url=self.base_url,
             signer=JwtSigner(self.credentials, clock=clock),
             session=session,
@@ -85,29 +90,36 @@ class Client:
             rps=limits.rps,
             sleep=sleep,
             monotonic=monotonic,
-            event_hook=event_hook,
-            rng=self._rng,
+            event_hook=self._emit,
+            rng=rng,
         )
-        self.gate = SlotGate(
+        self._gate: Gate = SlotGate(
             limits.concurrency,
             probe_interval=limits.probe_interval or 30.0,
             # 1303 with nothing of ours running: the documented back-off (≥ 1 s) comes first.
             first_wait=min(retry.concurrency_wait_initial, limits.probe_interval or 30.0),
             slow_start=True,
             monotonic=monotonic,
-            rng=self._rng,
+            rng=rng,
         )
-        self.tracker = TaskTracker(
-            list_page=self._list_raw,
-            get_one=self._query_raw,
+        self._tracker = TaskTracker(
+            list_page=partial(list_raw, self._http),
+            get_one=partial(query_raw, self._http),
             policy=poll,
             page_size=limits.page_size,
             sleep=sleep,
             monotonic=monotonic,
-            event_hook=event_hook,
-            retake=self._retake_slot,
+            event_hook=self._emit,
+        )
+        self._slots = Slots(
+            self._gate, self._tracker, self._http.retries, probe_interval=limits.probe_interval
         )
         self.encodings = EncodingCache()
+
+    def _emit(self, event: Event) -> None:
+        # Looked up at each event: a hook set later (`client.event_hook = fn`) gets them all.
+        if self.event_hook is not None:
+            self.event_hook(event)
 
     @classmethod
     def from_env(cls, **options: Any) -> Client:
@@ -118,6 +130,7 @@ class Client:
         return f"Client(base_url={self.base_url!r}, credentials={self.credentials!r})"
 
     async def __aenter__(self) -> Self:
+        self._check_open()
         return self
 
     async def __aexit__(
@@ -129,9 +142,43 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop background polling and close our session (never a borrowed one)."""
-        await self.tracker.aclose()
-        await self.http.aclose()
+        """Stop following tasks and close our session (never a borrowed one); the client
+        cannot be used afterwards (`ClientClosedError`)."""
+        await self._tracker.aclose()
+        await self._http.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` was called."""
+        return self._http.closed
+
+    def _check_open(self) -> None:
+        if self._http.closed:
+            raise ClientClosedError("this client was closed (aclose()); make a new Client")
+
+    @property
+    def slot_limit(self) -> int:
+        """How many concurrency slots may be held now (lowered by 1303, raised by probes)."""
+        return self._gate.limit
+
+    @property
+    def stats(self) -> ClientStats:
+        """What the client has done so far: requests, sweeps, the slot gate, encodings."""
+        gate, tracker = self._gate, self._tracker
+        return ClientStats(
+            requests_sent=self._http.requests_sent,
+            sweeps=tracker.sweeps,
+            list_calls=tracker.list_calls,
+            get_calls=tracker.get_calls,
+            following=len(tracker),
+            slots_in_use=gate.in_use,
+            slot_limit=gate.limit,
+            slot_peak=gate.peak,
+            rejections=gate.rejections,
+            probes=gate.probes,
+            encoding_hits=self.encodings.hits,
+            encoding_misses=self.encodings.misses,
+        )
 
     async def submit(
         self,
@@ -146,69 +193,31 @@ class Client:
         `adopt_existing=True` returns the task already created under this external_task_id
         (resuming after a crash) instead of raising Kling's duplicate-id error.
         """
-        if external_task_id is not None:
-            request = request.with_external_id(external_task_id)
-        # A key we make up ourselves can name no one else's task: after a refused (1303)
-        # attempt, a task found under it is our own earlier attempt's, safe to adopt. A
-        # caller's key may name a task made elsewhere: adopted only when asked.
-        own_key = request.external_task_id is None
-        if own_key:
-            request = request.with_external_id(new_external_id())
-        if self.callback_url and request.callback_url is None:
-            # Re-built so the URL is validated; it is not part of a batch job's fingerprint.
-            request = type(request)(**{**dict(request), "callback_url": self.callback_url})
-        attempt = 0
-        while True:
-            # 1303 (under HTTP 429 or 200 alike) comes back here: the gate, not a retry loop,
-            # decides when to try again, one probe at a time, however long the account is full.
-            probe = await self.gate.acquire()
-            try:
-                task = await create_task(
-                    self.http,
-                    request,
-                    policy=self.retry,
-                    sleep=self._sleep,
-                    monotonic=self._monotonic,
-                    cache=self.encodings,
-                    retry_concurrency=False,
-                    adopt_existing=adopt_existing or (own_key and attempt > 0),
-                    event_hook=self.event_hook,
-                    rng=self._rng,
-                )
-            except ConcurrencyLimitError:
-                held = self.gate.rejected(probe)
-                emit(self.event_hook, "concurrency_backoff", limit=self.gate.limit, held=held)
-                attempt += 1
-                continue
-            except BaseException:
-                self.gate.release(probe)
-                raise
-            self.gate.accepted(probe)
-            self.tracker.track(task)
-            self.tracker.ended(task).add_done_callback(self._release_slot)
-            return task
+        self._check_open()
+        request, own_key = prepared(request, external_task_id, self.callback_url)
+        return await self._slots.create(
+            lambda refused: create_task(
+                self._http,
+                request,
+                cache=self.encodings,
+                adopt_existing=adopt_existing or (own_key and refused),
+            )
+        )
 
-    def _release_slot(self, _: asyncio.Future[Any]) -> None:
-        # Runs however following ended (finished, lost, given up, cancelled): the slot is back.
-        self.gate.release()
-        typical = self.tracker.typical_duration()
-        if self.limits.probe_interval is None and typical is not None:
-            self.gate.probe_interval = max(0.05, 1.5 * typical)
+    def follow(self, task: Task, *, hold_slot: bool = False) -> asyncio.Future[Task]:
+        """Follow a task until it ends; the future resolves with its final view (as `wait`).
 
-    def _retake_slot(self, _: Task, ended: asyncio.Future[None]) -> None:
-        # A callback's claim freed this task's slot, but a query shows it still running.
-        self.gate.hold()
-        ended.add_done_callback(self._release_slot)
-
-    async def _query_raw(self, task_id: str) -> Any:
-        return await self.http.call("GET", task_path(task_id))
+        `hold_slot`: the task was created elsewhere (an earlier run) and runs on the account,
+        so it holds a concurrency slot until it is seen finished, as a `submit`ted one does.
+        """
+        self._check_open()
+        return self._slots.follow(task, hold_slot=hold_slot)
 
     async def get_task(self, task_id: str) -> Task:
         """The task's current state, by Kling's task_id or by your external_task_id."""
-        if not task_id or "/" in task_id or task_id in (".", ".."):
-            raise InvalidRequestError(f"task_id: invalid id {task_id!r}", field="task_id")
-        task = read_task(await self._query_raw(task_id), "query", hook=self.event_hook)
-        self.tracker.observe(task)
+        check_task_id(task_id)
+        task = read_task(await query_raw(self._http, task_id), "query", hook=self._emit)
+        self._tracker.observe(task)
         return task
 
     async def list_tasks(self, page_num: int = 1, page_size: int = 30) -> TaskPage:
@@ -218,22 +227,9 @@ class Client:
         every readable task, `page.unreadable` a ResponseValidationError per other item, and
         each is also logged and reported as a `task_unreadable` event.
         """
-        for name, value, high in (("page_num", page_num, 1000), ("page_size", page_size, 500)):
-            if not 1 <= value <= high:
-                raise InvalidRequestError(
-                    f"{name} must be in [1, {high}], got {value}",
-                    field=name,
-                    limit=f"[1, {high}]",
-                    value=value,
-                )
-        return read_page(await self._list_raw(page_num, page_size), "list", hook=self.event_hook)
-
-    async def _list_raw(self, page_num: int, page_size: int) -> list[Any]:
-        params = {"pageNum": page_num, "pageSize": page_size}
-        data = await self.http.call("GET", CREATE_PATH, params=params)
-        if not isinstance(data, list):
-            raise ResponseValidationError(f"list: expected an array, got {type(data).__name__}")
-        return data
+        check_page(page_num, page_size)
+        items = await list_raw(self._http, page_num, page_size)
+        return read_page(items, "list", hook=self._emit)
 
     async def iter_tasks(
         self, *, page_size: int = 500, max_pages: int = 1000
@@ -260,9 +256,10 @@ class Client:
         client still follows the task, holding its concurrency slot, until it is seen finished
         or `PollPolicy.timeout` has passed.
         """
+        self._check_open()
         if isinstance(task, str):
             task = await self.get_task(task)
-        done = self.tracker.track(task, urgent=True)  # a callback's claim is confirmed at once
+        done = self._tracker.track(task, urgent=True)  # a callback's claim is confirmed at once
         limit = self.poll.timeout if timeout is None else timeout
         try:
             final = await asyncio.wait_for(asyncio.shield(done), timeout=limit)
@@ -283,9 +280,9 @@ class Client:
         task id, makes the client sweep now.
         """
         if task_id is None:
-            self.tracker.hint()
+            self._tracker.hint()
         else:
-            self.tracker.claim(task_id, status)
+            self._tracker.claim(task_id, status)
 
     async def download(
         self,
@@ -297,21 +294,41 @@ class Client:
         on_progress: ProgressCallback | None = None,
     ) -> list[Path]:
         """Stream every video of a finished task into `out_dir`; returns the files written."""
-        results = await save_videos(
-            self.http.session,
+        self._check_open()
+        if not task.videos:
+            raise DownloadError(f"task {task.task_id} ({task.task_status.value}) has no videos")
+        paths = []
+        for index in range(len(task.videos)):
+            file = video_filename(task, index, name=name, watermarked=watermarked)
+            saved = await self.save_video(
+                task, index, Path(out_dir) / file, watermarked=watermarked, on_progress=on_progress
+            )
+            paths.append(saved.path)
+        return paths
+
+    async def save_video(
+        self,
+        task: Task,
+        index: int,
+        dest: PathLike,
+        *,
+        watermarked: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> DownloadResult:
+        """Stream video `index` of a finished task to the file `dest` (through `dest.part`:
+        verified, atomic, resumed), with the client's retries, clocks and events."""
+        return await save_video(
+            self._http.session,
             task,
-            Path(out_dir),
+            index,
+            Path(dest),
             refresh=self.get_task,
-            name=name,
             watermarked=watermarked,
             timeouts=self.timeouts,
-            retry=self.retry,
+            retries=self._http.retries,
             clock=self._clock,
-            sleep=self._sleep,
             on_progress=on_progress,
-            event_hook=self.event_hook,
         )
-        return [r.path for r in results]
 
     async def generate(
         self, request: MultiImageToVideoRequest, out_dir: PathLike, *, timeout: float | None = None

@@ -27,16 +27,21 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._config import DEFAULT_TIMEOUTS, Timeouts
-from ._errors import ConfigurationError, DownloadError, VideoExpiredError
+from ._errors import (
+    ConfigurationError,
+    DiskFullError,
+    DownloadError,
+    DownloadHTTPError,
+    VideoGoneError,
+    VideoUnavailableError,
+)
 from ._names import redact_url, safe_filename
 from ._sink import Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
-    "DiskFullError",
-    "DownloadHTTPError",
     "DownloadResult",
-    "VideoGoneError",
-    "VideoUnavailableError",
+    "ProgressCallback",
+    "http_url",
     "redact_url",
     "safe_filename",
     "stream_to_file",
@@ -52,26 +57,6 @@ _QUERY = re.compile(r"\?\S*")
 _DEPTH = 2
 
 
-class DownloadHTTPError(DownloadError):
-    """The CDN answered with a status that is not 200/206; `status` says which."""
-
-    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
-        super().__init__(message, url=url)
-        self.status = status
-
-
-class VideoUnavailableError(DownloadHTTPError):
-    """403/404/410: the URL is stale or the video is gone; refresh the URL from a task query."""
-
-
-class VideoGoneError(VideoUnavailableError, VideoExpiredError):
-    """410 Gone: the CDN deleted the video, as it does after Kling's 30-day retention."""
-
-
-class DiskFullError(DownloadError):
-    """No space to save (ENOSPC, EDQUOT, EFBIG): nothing more fits until space is freed."""
-
-
 @dataclass(frozen=True, slots=True)
 class DownloadResult:
     """A finished download: final path, size, sha256 hex digest and bytes reused from a .part."""
@@ -80,6 +65,24 @@ class DownloadResult:
     bytes: int
     sha256: str
     resumed_from: int
+
+
+def http_url(url: str) -> str:
+    """`url` as shown in messages (query redacted); DownloadError unless http(s) with a host.
+
+    file:, ftp:, javascript:, a URL without a host…: refused at once, never retried.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:  # bounded: whatever a server sends as a "URL"
+        raise DownloadError(
+            f"refusing to download a non-http(s) URL: {shown[:200]}", url=shown[:200]
+        )
+    return shown
 
 
 def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib._Hash, int]:
@@ -155,13 +158,7 @@ async def stream_to_file(
     on_progress: ProgressCallback | None = None,
 ) -> DownloadResult:
     """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed."""
-    shown = redact_url(url)
-    try:
-        split = urlsplit(url)
-    except ValueError:
-        split = None
-    if split is None or split.scheme.lower() not in ("http", "https") or not split.hostname:
-        raise DownloadError(f"refusing to download a non-http(s) URL: {shown}", url=shown)
+    shown = http_url(url)
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
     if "Authorization" in session.headers or session.auth is not None:

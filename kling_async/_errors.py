@@ -3,6 +3,10 @@
 ```
 KlingError
 ├── ConfigurationError (also ValueError)    missing/invalid credentials or options; before any I/O
+│   ├── OutputFolderError                   the output folder cannot be used (path and reason)
+│   │   └── FolderBusyError                 another batch or process is writing to it
+│   └── CoordinatorUnreachableError         (also CoordinatorError) bad URL / no Redis at start
+├── ClientClosedError (also RuntimeError)   the Client was used after aclose()
 ├── InvalidRequestError (also ValueError)   a request breaks a documented limit; names the field
 ├── TransportError                          no usable HTTP answer
 │   ├── ConnectError                        could not connect / connection reset
@@ -19,8 +23,15 @@ KlingError
 ├── TaskError  .task
 │   ├── TaskFailedError        task_status == failed (.reason)
 │   └── TaskTimeoutError (also TimeoutError)  our deadline passed; the task may still finish
-└── DownloadError  .url                       truncated, expired, refused, or not a video
-    └── VideoExpiredError                     past Kling's 30-day retention
+├── DownloadError  .url                       truncated, expired, refused, or not a video
+│   ├── VideoExpiredError                     past Kling's 30-day retention
+│   ├── DownloadHTTPError  .status            the CDN answered neither 200 nor 206
+│   │   └── VideoUnavailableError             403/404/410: a stale URL (re-queried) or gone
+│   │       └── VideoGoneError                410 (also VideoExpiredError): deleted by the CDN
+│   └── DiskFullError                         no space left to save (ENOSPC, EDQUOT, EFBIG)
+└── CoordinatorError                          the Redis coordinator shared by several processes
+    ├── CoordinatorUnreachableError           (see above)
+    └── CoordinatorUnavailableError           Redis lost mid-run: creates pause, following goes on
 ```
 
 Which errors are retried is decided in `_retry.classify`, not here.
@@ -38,13 +49,21 @@ __all__ = [
     "AccountError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConcurrencyLimitError",
     "ConfigurationError",
     "ConnectError",
     "ContentPolicyError",
+    "CoordinatorError",
+    "CoordinatorUnavailableError",
+    "CoordinatorUnreachableError",
+    "DiskFullError",
     "DownloadError",
+    "DownloadHTTPError",
+    "FolderBusyError",
     "InvalidRequestError",
     "KlingError",
+    "OutputFolderError",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseValidationError",
@@ -54,7 +73,10 @@ __all__ = [
     "TaskTimeoutError",
     "TransportError",
     "VideoExpiredError",
+    "VideoGoneError",
+    "VideoUnavailableError",
     "error_from_response",
+    "is_no_such_task",
 ]
 
 
@@ -64,6 +86,18 @@ class KlingError(Exception):
 
 class ConfigurationError(KlingError, ValueError):
     """Missing or invalid credentials or options, found before any I/O."""
+
+
+class OutputFolderError(ConfigurationError):
+    """The output folder cannot be used; the message names the path and the reason."""
+
+
+class FolderBusyError(OutputFolderError):
+    """Another process (or another batch of this one) is writing to the output folder."""
+
+
+class ClientClosedError(KlingError, RuntimeError):
+    """The Client was used after `aclose()` (or its `async with` block ended)."""
 
 
 class InvalidRequestError(KlingError, ValueError):
@@ -207,6 +241,38 @@ class VideoExpiredError(DownloadError):
     """The video is past Kling's retention period (30 days) and cannot be fetched any more."""
 
 
+class DownloadHTTPError(DownloadError):
+    """The CDN answered with a status that is not 200/206; `status` says which."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+
+
+class VideoUnavailableError(DownloadHTTPError):
+    """403/404/410: the URL is stale or the video is gone; refresh the URL from a task query."""
+
+
+class VideoGoneError(VideoUnavailableError, VideoExpiredError):
+    """410 Gone: the CDN deleted the video, as it does after Kling's 30-day retention."""
+
+
+class DiskFullError(DownloadError):
+    """No space to save (ENOSPC, EDQUOT, EFBIG): nothing more fits until space is freed."""
+
+
+class CoordinatorError(KlingError):
+    """Root of the coordinator's errors."""
+
+
+class CoordinatorUnreachableError(CoordinatorError, ConfigurationError):
+    """The coordinator URL is malformed, or Redis did not answer at start."""
+
+
+class CoordinatorUnavailableError(CoordinatorError):
+    """Redis was lost mid-run: stop creating, keep following; it comes back by itself."""
+
+
 # (first code, last code) → class; the business code decides before the HTTP status does.
 _CODE_TABLE: tuple[tuple[int, int, type[APIError]], ...] = (
     (1000, 1004, AuthenticationError),
@@ -250,3 +316,8 @@ def error_from_response(
     if issubclass(cls, RateLimitError):
         return cls(text, status=status, code=code, request_id=request_id, retry_after=retry_after)
     return cls(text, status=status, code=code, request_id=request_id)
+
+
+def is_no_such_task(error: BaseException) -> bool:
+    """Kling says the task (asked by task_id or external_task_id) does not exist: 1203 or 404."""
+    return isinstance(error, APIError) and (error.code == 1203 or error.status == 404)

@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._config import RetryPolicy, Timeouts
-from ._download import (
+from ._config import Timeouts
+from ._download import DownloadResult, ProgressCallback, http_url, stream_to_file
+from ._errors import (
     DiskFullError,
-    DownloadResult,
-    ProgressCallback,
+    DownloadError,
+    KlingError,
+    VideoExpiredError,
     VideoUnavailableError,
-    redact_url,
-    stream_to_file,
 )
-from ._errors import DownloadError, KlingError, VideoExpiredError
-from ._events import EventHook, emit
-from ._names import safe_filename, video_name
-from ._retry import backoff
-from ._types import Clock, Sleep
+from ._events import DownloadFinished, DownloadProgress, EventHook, emit
+from ._names import redact_url, safe_filename, video_name
+from ._retry import Retries
+from ._types import Clock
 from .models import Task, Video
 
-__all__ = ["ProgressCallback", "progress_events", "save_videos", "video_filename"]
+__all__ = ["ProgressCallback", "progress_events", "save_video", "video_filename"]
 
 #: At most one download_progress event per video per this many seconds (plus the last one):
 #: a fast CDN delivers a 1 MiB batch every few ms, far more than any progress display needs.
@@ -70,9 +67,7 @@ def progress_events(
         now = monotonic()
         if now - last >= interval or received == total:
             last = now
-            emit(
-                hook, "download_progress", task_id=task_id, index=index, bytes=received, total=total
-            )
+            emit(hook, DownloadProgress(task_id, index, received, total))
         if then is not None:
             then(received, total)
 
@@ -84,14 +79,7 @@ def _url(video: Video, watermarked: bool) -> str:
     if not url:
         what = "watermark_url" if watermarked else "url"
         raise DownloadError(f"video {video.id[:80]!r} has no {what}")
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        usable = False
-    if not usable:  # file:, ftp:, javascript:, no host…: refused at once, never retried
-        shown = redact_url(url)[:200]
-        raise DownloadError(f"refusing to download a non-http(s) URL: {shown}", url=shown)
+    http_url(url)  # refused at once, never retried
     return url
 
 
@@ -104,18 +92,28 @@ async def save_video(
     refresh: Callable[[str], Awaitable[Task]],
     watermarked: bool,
     timeouts: Timeouts,
-    retry: RetryPolicy,
+    retries: Retries,
     clock: Clock,
-    sleep: Sleep,
     on_progress: ProgressCallback | None = None,
     expected_sha256: str | None = None,
-    event_hook: EventHook | None = None,
 ) -> DownloadResult:
-    """Fetch one video; resume truncated transfers, re-query a stale URL once per attempt."""
-    on_progress = progress_events(event_hook, task.task_id, index, on_progress)
-    attempt = 0
+    """Fetch one video; resume truncated transfers, re-query a stale URL once.
+
+    A truncated or failed transfer is retried as `retries` says; an attempt that received bytes
+    restarts the time budget (a long video is not cut short by `RetryPolicy.timeout`), and the
+    next attempt resumes from the `.part`.
+    """
+    report = progress_events(retries.hook, task.task_id, index, on_progress)
+    moved = False  # the current attempt received bytes
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal moved
+        moved = True
+        if report is not None:
+            report(done, total)
+
     refreshed = False
-    while True:
+    async for attempt in retries.attempts("GET", f"task {task.task_id} video {index}"):
         expires = task.expires_at  # None: unknown (no created_at), so try
         if expires is not None and datetime.fromtimestamp(clock(), UTC) >= expires:
             raise VideoExpiredError(
@@ -123,13 +121,14 @@ async def save_video(
                 "(Kling keeps videos 30 days)"
             )
         url = _url(task.videos[index], watermarked)
+        moved = False
         try:
             result = await stream_to_file(
                 session,
                 url,
                 dest,
                 timeouts=timeouts,
-                on_progress=on_progress,
+                on_progress=progress,
                 expected_sha256=expected_sha256,
             )
         except (VideoExpiredError, DiskFullError):
@@ -150,60 +149,13 @@ async def save_video(
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling no longer lists its video", url=redact_url(url)
                 ) from None
-            continue
+            attempt.again()
         except DownloadError as exc:
-            attempt += 1
-            if attempt >= retry.attempts:
-                raise
-            await sleep(backoff(attempt - 1, retry, error=exc))
-            continue
-        emit(
-            event_hook,
-            "download_finished",
-            task_id=task.task_id,
-            index=index,
-            path=str(result.path),
-            bytes=result.bytes,
-            resumed_from=result.resumed_from,
-        )
-        return result
-
-
-async def save_videos(
-    session: aiohttp.ClientSession,
-    task: Task,
-    out_dir: Path,
-    *,
-    refresh: Callable[[str], Awaitable[Task]],
-    name: str | None,
-    watermarked: bool,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    clock: Clock,
-    sleep: Sleep = asyncio.sleep,
-    on_progress: ProgressCallback | None = None,
-    event_hook: EventHook | None = None,
-) -> list[DownloadResult]:
-    """Fetch every video of a finished task into `out_dir`, one after another."""
-    if not task.videos:
-        raise DownloadError(f"task {task.task_id} ({task.task_status.value}) has no videos")
-    results = []
-    for index in range(len(task.videos)):
-        dest = out_dir / video_filename(task, index, name=name, watermarked=watermarked)
-        results.append(
-            await save_video(
-                session,
-                task,
-                index,
-                dest,
-                refresh=refresh,
-                watermarked=watermarked,
-                timeouts=timeouts,
-                retry=retry,
-                clock=clock,
-                sleep=sleep,
-                on_progress=on_progress,
-                event_hook=event_hook,
-            )
-        )
-    return results
+            if moved:  # resumed from the .part next time: the time budget starts again
+                attempt.progressed()
+            attempt.retry(exc, path=redact_url(url))
+    emit(
+        retries.hook,
+        DownloadFinished(task.task_id, index, str(result.path), result.bytes, result.resumed_from),
+    )
+    return result

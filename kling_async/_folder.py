@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-from ._errors import ConfigurationError
+from ._errors import FolderBusyError, OutputFolderError
 
 __all__ = ["LOCK_NAME", "FolderBusyError", "FolderLock", "OutputFolderError", "check_folder"]
 
@@ -47,14 +47,6 @@ else:
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-class OutputFolderError(ConfigurationError):
-    """The output folder cannot be used; the message names the path and the reason."""
-
-
-class FolderBusyError(OutputFolderError):
-    """Another process (or another batch of this one) is writing to the output folder."""
 
 
 def _why(exc: OSError) -> str:

@@ -20,6 +20,7 @@ from ._body import CreateBody
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUTS, RetryPolicy, Timeouts
 from ._errors import (
     AuthenticationError,
+    ClientClosedError,
     ConnectError,
     KlingError,
     RequestTimeoutError,
@@ -28,8 +29,8 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
-from ._events import EventHook, emit
-from ._retry import Verdict, backoff, classify
+from ._events import EventHook
+from ._retry import Retries, Verdict, classify
 from ._types import Clock, Sleep
 
 __all__ = ["HttpLayer", "new_session", "parse_envelope"]
@@ -127,26 +128,34 @@ class HttpLayer:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
-        self.retry = retry
+        #: The policy, clocks, random source and event hook every retry loop of a client uses.
+        self.retries = Retries(
+            retry, sleep=sleep, monotonic=monotonic, rng=rng or random.Random(), hook=event_hook
+        )
         self._signer = signer
         self._session = session
         self._owns_session = session is None
+        self._closed = False
         self._limiter = AsyncLimiter(rps, 1.0) if rps else None
-        self._sleep = sleep
-        self._monotonic = monotonic
-        self._hook = event_hook
-        self._rng = rng or random.Random()
         self.requests_sent = 0
 
     @property
     def session(self) -> aiohttp.ClientSession:
         """The session; ours is made lazily because aiohttp needs a running loop."""
-        if self._session is None or (self._owns_session and self._session.closed):
+        if self._closed:
+            raise ClientClosedError("this client was closed (aclose()); make a new Client")
+        if self._session is None:
             self._session = new_session(self.timeouts)
         return self._session
 
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` was called: nothing more is sent."""
+        return self._closed
+
     async def aclose(self) -> None:
         """Close the session if we made it; a borrowed one is the lender's to close."""
+        self._closed = True
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -160,17 +169,16 @@ class HttpLayer:
         retry: bool = True,
     ) -> Any:
         """Send with retries (when `retry`), re-signing once on 1003/1004; return `data`."""
-        deadline = self._monotonic() + self.retry.timeout
-        attempt = 0
         resigned = False
-        while True:
+        async for attempt in self.retries.attempts(method, path):
             try:
-                return await self.send_once(method, path, body=body, params=params)
+                data = await self.send_once(method, path, body=body, params=params)
             except KlingError as exc:
                 verdict = classify(exc)
                 if verdict is Verdict.RESIGN and not resigned:
                     resigned = True
                     self._signer.invalidate()
+                    attempt.again()
                     continue
                 if verdict is Verdict.RESIGN and isinstance(exc, AuthenticationError):
                     exc.args = (f"{exc.message} — refused twice; is this machine's clock right?",)
@@ -178,23 +186,8 @@ class HttpLayer:
                     raise
                 if not retry or verdict is not Verdict.RETRY:
                     raise
-                if attempt + 1 >= self.retry.attempts:
-                    raise
-                wait = backoff(attempt, self.retry, error=exc, rng=self._rng)
-                if self._monotonic() + wait > deadline:
-                    raise
-                emit(
-                    self._hook,
-                    "request_retry",
-                    method=method,
-                    path=path,
-                    attempt=attempt + 1,
-                    delay=round(wait, 3),
-                    error=type(exc).__name__,
-                    code=getattr(exc, "code", None),
-                )
-                await self._sleep(wait)
-                attempt += 1
+                attempt.retry(exc)
+        return data
 
     async def send_once(
         self,

@@ -262,12 +262,14 @@ class ContentDigests:
     the same bytes go on the wire), or its text for a URL.
 
     A file is hashed once per (realpath, size, mtime_ns): a 10,000-line job file sharing a few
-    images reads each image once. `digest` blocks (run it off the event loop); `cached`
-    answers at once when no work is needed.
+    images reads each image once. The `max_files` most recently hashed are remembered (a file
+    of 100,000 jobs with images of their own must not keep 400,000 digests). `digest` blocks
+    (run it off the event loop); `cached` answers at once when no work is needed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_files: int = 4096) -> None:
         self._files: dict[tuple[str, int, int], str] = {}
+        self._max = max_files
 
     def __len__(self) -> int:
         return len(self._files)
@@ -305,5 +307,7 @@ class ContentDigests:
                 why = f"cannot read file: {exc.strerror or exc}"
                 raise _err(*image._at, why, "readable", str(p)) from None
             self._files[key] = found = f"sha256:{digest.hexdigest()}"
+            if len(self._files) > self._max:  # the oldest first: hashing is one at a time
+                del self._files[next(iter(self._files))]
             return found
         return f"sha256:{digest.hexdigest()}"

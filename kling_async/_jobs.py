@@ -12,17 +12,26 @@ import asyncio
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidRequestError
-from ._identity import content_id, invalid_content_id, job_key
+from ._identity import IDENTITY_VERSION, content_id, invalid_content_id, job_key
 from ._images import ContentDigests
 from .models import ImageParser, MultiImageToVideoRequest
 
-__all__ = ["Identifier", "Job", "jobs_from_jsonl", "jobs_from_requests", "legacy_fingerprint"]
+__all__ = [
+    "Identifier",
+    "Job",
+    "Line",
+    "by_text",
+    "jobs_from_jsonl",
+    "jobs_from_requests",
+    "legacy_fingerprint",
+    "lines_from_jsonl",
+]
 
 #: JSONL keys that are ours, not the API's: "watermark" is the friendly form of watermark_info.
 _JOB_KEYS = frozenset(
@@ -83,18 +92,49 @@ def _parse_line(line_no: int, text: str, base_dir: Path, images: ImageParser | N
     return Job(line_no, request=request, source=text)
 
 
-def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Job]:
-    """Read the job file one line at a time (blank lines and # comments are skipped).
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A job file's line, not parsed yet: a batch recognises a line it has seen before by its
+    text (`digest`) far faster than it parses it."""
 
-    `images` stands in for `ImageInput.parse` (a preflight's cache that probes each file once).
-    """
+    line: int
+    text: str
+    base_dir: Path
+    images: ImageParser | None = None
+
+    @property
+    def digest(self) -> str:
+        """What the line's text is, for recognising it (versioned like identities)."""
+        return _digest(f"{IDENTITY_VERSION}\nline\n{self.text}")
+
+    def parse(self) -> Job:
+        """The job this line describes (or why it is invalid)."""
+        return _parse_line(self.line, self.text, self.base_dir, self.images)
+
+
+def lines_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Line]:
+    """Read the job file one line at a time (blank lines and # comments are skipped)."""
     base_dir = path.resolve().parent
     with path.open(encoding="utf-8-sig", errors="replace") as fh:  # -sig: Notepad adds a BOM
         for line_no, text in enumerate(fh, start=1):
             stripped = text.strip()
             if not stripped or stripped.startswith("#"):
                 continue
-            yield _parse_line(line_no, stripped, base_dir, images)
+            yield Line(line_no, stripped, base_dir, images)
+
+
+def jobs_from_jsonl(path: Path, *, images: ImageParser | None = None) -> Iterator[Job]:
+    """Read and parse the job file one line at a time (blank lines and # comments skipped).
+
+    `images` stands in for `ImageInput.parse` (a preflight's cache that probes each file once).
+    """
+    return (line.parse() for line in lines_from_jsonl(path, images=images))
+
+
+def by_text(job: Job) -> bool:
+    """Whether the job's identity follows from its line's text alone: a valid job whose images
+    are all URLs (a local file's bytes, or whether a file of that name exists, may change)."""
+    return job.request is not None and all(i.kind == "url" for i in job.request.images)
 
 
 def jobs_from_requests(requests: Iterable[MultiImageToVideoRequest]) -> Iterator[Job]:
@@ -133,19 +173,28 @@ class Identifier:
 
     def __init__(self) -> None:
         self.digests = ContentDigests()
-        self._copies: Counter[str] = Counter()
+        copies: Counter[str] = Counter()
+
+        def occurrence(content: str) -> int:
+            copies[content] += 1
+            return copies[content] - 1
+
+        #: The copy number of a content's next job (0, 1, … in file order). A batch counts
+        #: in its run ledger instead: a 100,000-line file holds 100,000 contents.
+        self.occurrence: Callable[[str], int] = occurrence
 
     async def identify(self, job: Job) -> Job:
         """The job with its identity set; an image that cannot be read makes it invalid."""
+        job, content = await self.content(job)
+        return replace(job, key=job_key(content, self.occurrence(content)))
+
+    async def content(self, job: Job) -> tuple[Job, str]:
+        """The job's content id (its identity before the copy number); a job whose image
+        cannot be read comes back invalid."""
         found = await self._content(job)
         if isinstance(found, InvalidRequestError):
-            content = invalid_content_id(_text(job))
-            job = replace(job, request=None, error=found)
-        else:
-            content = found
-        occurrence = self._copies[content]
-        self._copies[content] += 1
-        return replace(job, key=job_key(content, occurrence))
+            return replace(job, request=None, error=found), invalid_content_id(_text(job))
+        return job, found
 
     async def _content(self, job: Job) -> str | InvalidRequestError:
         request = job.request

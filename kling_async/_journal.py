@@ -17,15 +17,15 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._journal_schema import JournalError, connect
+from ._journal_schema import JournalError, connect, select_columns
 from .models import Task
 
-__all__ = ["JobRow", "JobState", "Journal", "JournalError"]
+__all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
 
 
 class JobState:
@@ -89,6 +89,19 @@ class JobRow:
         return self.line is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Jobs by state; how many are no longer in the jobs file, how many carry an error; the
+    finished videos not on disk: how many, the soonest expiry (epoch s), how many unknown."""
+
+    counts: dict[str, int]
+    removed: int
+    errors: int
+    pending: int
+    soonest: float | None
+    unknown: int
+
+
 _Op = tuple[str, tuple[Any, ...]]
 
 
@@ -124,10 +137,21 @@ class Journal:
         """Store a setting (used before the writer starts)."""
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def rows(self, state: str | None = None) -> Iterator[JobRow]:
-        """Every job (or those in `state`): by line, then the jobs no longer in the file."""
-        sql = f"SELECT {self._columns} FROM jobs" + (" WHERE state = ?" if state else "")
-        sql += " ORDER BY line IS NULL, line, 1"
+    def rows(
+        self, state: str | None = None, *, task: bool = True, with_error: bool = False
+    ) -> Iterator[JobRow]:
+        """Every job (or those in `state`, or with an error): by line, then the jobs no longer
+        in the file.
+
+        One cursor, read as it goes (SQLite sorts, spilling to disk if need be): for a
+        connection no writer shares. `task=False` leaves out the largest column. A running
+        batch reads through its ledger (`_journal_run`) instead.
+        """
+        where = " AND ".join(
+            ["1"] + ["state = ?"] * bool(state) + ["error IS NOT NULL"] * with_error
+        )
+        columns = select_columns(self._columns, task=task)
+        sql = f"SELECT {columns} FROM jobs WHERE {where} ORDER BY line IS NULL, line, 1"
         for row in self._db.execute(sql, (state,) if state else ()):
             yield JobRow.from_sql(row)
 
@@ -140,6 +164,18 @@ class Journal:
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
+    def tally(self) -> Tally:
+        """Counts SQLite makes without handing over a row (the same for any number of jobs)."""
+        removed, errors = self._db.execute(
+            "SELECT COALESCE(SUM(line IS NULL), 0), COALESCE(SUM(error IS NOT NULL), 0) FROM jobs"
+        ).fetchone()
+        pending, soonest, unknown = self._db.execute(
+            "SELECT COUNT(*), MIN(NULLIF(expires_at, 0)),"
+            " COALESCE(SUM(expires_at IS NULL OR expires_at = 0), 0) FROM jobs WHERE state = ?",
+            (JobState.SUCCEEDED,),
+        ).fetchone()
+        return Tally(self.counts(), removed, errors, pending, soonest, unknown)
 
     # -- durable writes ---------------------------------------------------------------------
     async def _write(self, *ops: _Op) -> None:
@@ -253,27 +289,6 @@ class Journal:
                 (key, line, external_id, state, json.dumps(error), time.time()),
             )
         )
-
-    async def finish_run(
-        self,
-        lines: Mapping[str, int],
-        *,
-        renames: Mapping[str, str] = {},
-        whole_file: bool = False,
-        drop: tuple[str, ...] = (),
-    ) -> None:
-        """After a run, in one transaction: matched release-0.1 rows take their job's key,
-        every job seen gets its line, and (if the whole jobs file was read) the others are
-        marked as no longer in it; `drop` removes rows of removed jobs never sent to Kling."""
-        ops: list[_Op] = [
-            ("UPDATE jobs SET key = ?, legacy = NULL WHERE key = ?", (new, old))
-            for old, new in renames.items()
-        ]
-        if whole_file:
-            ops.append(("UPDATE jobs SET line = NULL WHERE line IS NOT NULL", ()))
-        ops += [("UPDATE jobs SET line = ? WHERE key = ?", (n, key)) for key, n in lines.items()]
-        ops += [("DELETE FROM jobs WHERE key = ?", (key,)) for key in drop]
-        await self._write(*ops)
 
     def close_sync(self) -> None:
         """Close a journal that was only read (no writer thread running)."""

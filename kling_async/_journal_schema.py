@@ -22,11 +22,27 @@ __all__ = [
     "SCHEMA_VERSION",
     "JournalError",
     "connect",
+    "select_columns",
 ]
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4B415331  # "KAS1": this file is a kling-async journal
 
+#: Indexes that let a run read the journal in bounded batches, in order (by line, by expiry,
+#: release-0.1 rows by fingerprint) without sorting every row for each batch. Added to
+#: journals written before them when a run opens the file (indexes change no format).
+_SCAN_INDEXES = {
+    "jobs_line": "jobs(line)",
+    "jobs_expiry": "jobs(state, expires_at)",
+    "jobs_legacy": "jobs(legacy) WHERE legacy IS NOT NULL",
+}
+#: A cache, not a record: the identity content of job lines seen before whose identity
+#: follows from their text alone (`_jobs.by_text`), by the digest of that text, so a rerun
+#: recognises them without parsing. Added to journals written before it (no format change).
+_SOURCES = (
+    "CREATE TABLE IF NOT EXISTS sources (digest TEXT PRIMARY KEY, content TEXT NOT NULL)"
+    " WITHOUT ROWID"
+)
 _TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE jobs (
@@ -45,6 +61,8 @@ _TABLES = (
     )""",
     "CREATE INDEX jobs_state ON jobs(state)",
     "CREATE INDEX jobs_external_id ON jobs(external_id)",
+    *(f"CREATE INDEX {name} ON {spec}" for name, spec in _SCAN_INDEXES.items()),
+    _SOURCES,
 )
 #: What `SELECT {COLUMNS} FROM jobs` returns, in order (JobRow.from_sql reads it).
 COLUMNS = (
@@ -55,6 +73,18 @@ _V1_COLUMNS = (
     "'v1:' || line, line, external_id, NULL, fingerprint, state, task_id, task, expires_at,"
     " error, files"
 )
+
+
+def select_columns(columns: str, *, task: bool) -> str:
+    """`columns` (either list above), or without the task — Kling's answer, the bulk of a
+    row: rows read to count, report or write the manifest leave it out."""
+    if task:
+        return columns
+    parts = columns.split(",")
+    parts[7] = " NULL"  # `task`
+    return ",".join(parts)
+
+
 _V1_LAYOUT = [
     "line",
     "external_id",
@@ -155,6 +185,10 @@ def connect(path: Path, *, readonly: bool) -> tuple[sqlite3.Connection, str]:
             _create(db)
         elif version == 1:
             _migrate_v1(db)
+        else:
+            for name, spec in _SCAN_INDEXES.items():
+                db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {spec}")
+            db.execute(_SOURCES)
         return db, COLUMNS
     except JournalError:
         db.close()

@@ -28,10 +28,12 @@ an over-stated `maximum` costs a couple of 1303s instead of a burst of them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections import deque
 
+from ._gate import Slot
 from ._types import Clock
 
 __all__ = ["SlotGate"]
@@ -49,7 +51,10 @@ PROBE_EVERY = 10
 
 
 class SlotGate:
-    """An adaptive counting gate: `acquire` waits for a slot, `release` frees one."""
+    """An adaptive counting gate: `acquire` waits for a slot, `release` frees one.
+
+    It implements `_gate.Gate` for one process (its `Slot`s carry no lease id).
+    """
 
     def __init__(
         self,
@@ -73,8 +78,7 @@ class SlotGate:
         self.first_wait = first_wait
         self.confirmed = 0  # the most slots Kling has let us hold at once, answered creates only
         self.slow_start = slow_start
-        self._pending = 0  # creates in flight (slot taken, no answer yet)
-        self._probing = 0  # of those, creates above `confirmed`
+        self._probing = 0  # creates in flight above `confirmed`
         self._backoff = 1  # while we hold slots: × probe_interval
         self._empty_step = 0.0  # while we hold nothing: the current back-off step
         self._empty_wait = 0.0  # … and the wait drawn for it (jitter applied)
@@ -85,6 +89,8 @@ class SlotGate:
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._ids = itertools.count(1)
+        self._unanswered: set[str] = set()  # creates in flight (slot taken, no answer yet)
 
     def __repr__(self) -> str:
         return f"SlotGate(in_use={self.in_use}, limit={self.limit}, maximum={self.maximum})"
@@ -119,8 +125,8 @@ class SlotGate:
             return False
         return not self.slow_start or self.in_use < self.confirmed or self._probing < RAMP
 
-    async def acquire(self) -> bool:
-        """Wait for a slot and take it; True if it is above the proven level (a probe)."""
+    async def acquire(self) -> Slot:
+        """Wait for a slot and take it; `slot.probe` if it is above the proven level."""
         loop = asyncio.get_running_loop()
         while True:
             timer = self._probe(fresh=self.in_use == 0 or self._climb)
@@ -128,10 +134,11 @@ class SlotGate:
                 self.in_use += 1
                 self.peak = max(self.peak, self.in_use)
                 probe = self.in_use > self.confirmed
-                self._pending += 1
                 self._probing += probe
                 self.probes += probe
-                return probe
+                slot = Slot(str(next(self._ids)), probe)
+                self._unanswered.add(slot.id)
+                return slot
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -148,11 +155,12 @@ class SlotGate:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-    def hold(self) -> None:
+    def hold(self) -> Slot:
         """Count a slot we already hold without waiting (a running task found on resume)."""
         self.in_use += 1
         self.peak = max(self.peak, self.in_use)
-        self.confirmed = max(self.confirmed, self.in_use - self._pending)
+        self.confirmed = max(self.confirmed, self.in_use - len(self._unanswered))
+        return Slot(str(next(self._ids)))
 
     def _wake(self, count: int = 1) -> None:
         while count > 0 and self._waiters:
@@ -161,18 +169,20 @@ class SlotGate:
                 waiter.set_result(None)
                 count -= 1
 
-    def _answered(self, probe: bool) -> None:
-        self._pending = max(0, self._pending - 1)
-        if probe:
-            self._probing = max(0, self._probing - 1)
+    def _answered(self, slot: Slot) -> None:
+        """The create on `slot` was answered (or will never be): it is in flight no more."""
+        if slot.id in self._unanswered:
+            self._unanswered.discard(slot.id)
+            self._probing -= slot.probe
 
     # -- answers ------------------------------------------------------------------------------
 
-    def accepted(self, probe: bool = False) -> None:
+    async def accepted(self, slot: Slot) -> None:
         """The create on this slot was accepted: the level we hold is proven."""
-        self._answered(probe)
+        probe = slot.probe
+        self._answered(slot)
         # Creates still unanswered prove nothing yet.
-        self.confirmed = max(self.confirmed, self.in_use - self._pending)
+        self.confirmed = max(self.confirmed, self.in_use - len(self._unanswered))
         if probe and self._raised and self.in_use >= self.limit:
             self._raised = False
             # The account had room above our limit: try the next slot now, not one interval
@@ -181,10 +191,10 @@ class SlotGate:
             self._climb = self.limit < self.maximum
         self._wake(len(self._waiters))  # a finished probe may let several creates go
 
-    def release(self, probe: bool = False) -> None:
+    def release(self, slot: Slot) -> None:
         """Give a slot back: its task was seen ending (or its create failed before Kling took
         it). With creates waiting below the ceiling, this is when a due probe goes out."""
-        self._answered(probe)
+        self._answered(slot)  # if its create was never answered
         self.in_use = max(0, self.in_use - 1)
         self._ended += 1
         wake = 1
@@ -194,14 +204,15 @@ class SlotGate:
             wake += self.limit - before
         self._wake(wake)
 
-    def rejected(self, probe: bool = False) -> int:
+    async def rejected(self, slot: Slot) -> int:
         """A create holding a slot got 1303: return that slot, set limit = what we still hold.
 
         Returns how many slots we still hold. At 0 someone else fills the account: the limit
         drops to 0 too, so nothing is sent until the next timed probe (one create at a time)
         instead of a retry loop.
         """
-        self._answered(probe)
+        probe = slot.probe
+        self._answered(slot)
         self.rejections += 1
         self.in_use = max(0, self.in_use - 1)
         self.limit = min(self.limit, self.in_use)

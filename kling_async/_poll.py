@@ -23,8 +23,9 @@ from ._errors import (
     BadRequestError,
     KlingError,
     ResponseValidationError,
+    is_no_such_task,
 )
-from ._events import EventHook, emit
+from ._events import EventHook, TaskFinished, TaskStatusChanged, emit
 from ._followed import Followed
 from ._pacing import Alarm, Pacer
 from ._types import Clock, Sleep
@@ -155,7 +156,7 @@ class TaskTracker:
         if entry is None:
             return
         if task.task_status != entry.task.task_status:
-            emit(self._hook, "task_status", task_id=task.task_id, status=task.task_status.value)
+            emit(self._hook, TaskStatusChanged(task.task_id, task.task_status.value))
         task = entry.read(task)
         if not task.is_terminal and entry.contradicted():
             logger.warning("task %s: a callback said it ended, but it runs on", task.task_id)
@@ -166,7 +167,7 @@ class TaskTracker:
             if task.created_at is not None and task.updated_at is not None:
                 took = (task.updated_at - task.created_at).total_seconds()
             self.pacer.finished(took, announced=entry.claimed)
-            emit(self._hook, "task_finished", task_id=task.task_id, status=task.task_status.value)
+            emit(self._hook, TaskFinished(task.task_id, task.task_status.value))
             self._stop(entry, result=task)
 
     def _stop(
@@ -305,7 +306,7 @@ class TaskTracker:
                 logger.warning("status of task %s unreadable: %s", tid, exc)
                 continue
             except BadRequestError as exc:
-                if exc.code != 1203 and exc.status != 404:
+                if not is_no_such_task(exc):
                     raise
                 self._stop(entry, error=exc)  # Kling has no such task: stop following it
                 continue

@@ -100,7 +100,7 @@ class Reporter:
             self._last = (now, c.bytes)
         update = self._progress.update
         update(self._ids["submitted"], completed=c.running + c.finished)
-        limit = self.batch.client.gate.limit
+        limit = self.batch.client.slot_limit
         update(self._ids["running"], completed=c.running, note=f"slots in use (limit {limit})")
         update(self._ids["finished"], completed=c.finished, note=f"{c.failed} failed")
         update(

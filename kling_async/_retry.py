@@ -1,11 +1,35 @@
-"""Retry decisions and back-off, as pure functions: one place decides what is safe to repeat."""
+"""Retrying, in one place: what is safe to repeat (`classify`), how long to wait (`backoff`), and
+the one loop every retry site runs (`Retrying`, after stamina's `retry_context`).
+
+```python
+async for attempt in retries.attempts("GET", path):
+    try:
+        data = await send()
+    except KlingError as exc:
+        if classify(exc) is not Verdict.RETRY:
+            raise
+        attempt.retry(exc)  # raises exc once the attempts or the time budget are spent
+return data  # an attempt that asked for nothing more ends the loop
+```
+
+`Retrying` owns the counting, the deadline (`RetryPolicy.timeout`), the random source, the
+injected sleep and clock, and the instrumentation: every retry is reported as one
+`RequestRetry` event, with the same fields wherever it happens (API calls, creates, video
+downloads). The attempts are counted from the start, or (`count="without_progress"`) since the
+last attempt that moved the operation forward (`attempt.progressed()`, e.g. a download that
+received bytes); the time budget always runs from the last progress.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal, Self
 
-from ._config import RetryPolicy
+from ._config import DEFAULT_RETRY, RetryPolicy
 from ._errors import (
     AuthenticationError,
     ConcurrencyLimitError,
@@ -14,8 +38,18 @@ from ._errors import (
     ServerError,
     TransportError,
 )
+from ._events import EventHook, RequestRetry, emit
+from ._types import Clock, Sleep
 
-__all__ = ["Verdict", "backoff", "classify", "is_ambiguous_create"]
+__all__ = [
+    "Attempt",
+    "Retries",
+    "Retrying",
+    "Verdict",
+    "backoff",
+    "classify",
+    "is_ambiguous_create",
+]
 
 #: 401 codes after which a freshly signed token may succeed: not yet valid / expired.
 RESIGN_CODES = frozenset({1003, 1004})
@@ -67,3 +101,117 @@ def backoff(
     if isinstance(error, RateLimitError) and error.retry_after is not None:
         wait = max(wait, min(error.retry_after, policy.wait_max))
     return wait
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """A client's retry policy with its injected sleep, clock, random source and event hook."""
+
+    policy: RetryPolicy = DEFAULT_RETRY
+    sleep: Sleep = asyncio.sleep
+    monotonic: Clock = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+    hook: EventHook | None = None
+
+    def attempts(
+        self,
+        method: str,
+        path: str,
+        *,
+        count: Literal["all", "without_progress"] = "all",
+    ) -> Retrying:
+        """The attempts at one operation (`async for attempt in ...`); `path` names it in events."""
+        return Retrying(self, method, path, count=count)
+
+
+class Attempt:
+    """One try. End it by returning or raising, or ask for another with `retry` or `again`."""
+
+    __slots__ = ("_loop", "number")
+
+    def __init__(self, loop: Retrying, number: int) -> None:
+        self._loop = loop
+        #: 1 for the first try, 2 for the next, … (`again()` tries count too).
+        self.number = number
+
+    def retry(self, error: KlingError, *, path: str | None = None) -> None:
+        """Try again after a back-off; raises `error` when no attempt or time is left.
+
+        Reported as a `RequestRetry` event (`path` overrides the operation's, e.g. a video's
+        address after its URL was refreshed).
+        """
+        self._loop._failed(error, path)
+
+    def again(self) -> None:
+        """Try again at once, not counted as a failure (a fresh token, a refreshed URL)."""
+        self._loop._wait = 0.0
+
+    def progressed(self) -> None:
+        """This attempt moved the operation forward (a download received bytes): the time
+        budget runs from now, and a `without_progress` count starts again."""
+        self._loop._progressed()
+
+
+class Retrying:
+    """The attempts at one operation: an async iterator of `Attempt`s (see the module doc).
+
+    The first attempt starts at once; the next only when the previous one asked for it, after
+    its back-off. An attempt that asks for nothing ends the loop.
+    """
+
+    def __init__(
+        self,
+        retries: Retries,
+        method: str,
+        path: str,
+        *,
+        count: Literal["all", "without_progress"] = "all",
+    ) -> None:
+        self.retries = retries
+        self.method = method
+        self.path = path
+        self.count = count
+        self.failures = 0  # failed attempts counted (since the last progress, per `count`)
+        self._number = 0
+        self._since = retries.monotonic()  # the time budget runs from here
+        self._wait: float | None = None  # set by the current attempt: try again after this
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        if self._number:
+            wait, self._wait = self._wait, None
+            if wait is None:
+                raise StopAsyncIteration
+            if wait > 0:
+                await self.retries.sleep(wait)
+        self._number += 1
+        return Attempt(self, self._number)
+
+    def _failed(self, error: KlingError, path: str | None) -> None:
+        retries = self.retries
+        policy = retries.policy
+        if self.failures + 1 >= policy.attempts:
+            raise error
+        wait = backoff(self.failures, policy, error=error, rng=retries.rng)
+        if retries.monotonic() + wait > self._since + policy.timeout:
+            raise error
+        self.failures += 1
+        self._wait = wait
+        emit(
+            retries.hook,
+            RequestRetry(
+                method=self.method,
+                path=self.path if path is None else path,
+                attempt=self.failures,
+                delay=round(wait, 3),
+                error=type(error).__name__,
+                code=getattr(error, "code", None),
+            ),
+        )
+
+    def _progressed(self) -> None:
+        self._since = self.retries.monotonic()
+        if self.count == "without_progress":
+            self.failures = 0

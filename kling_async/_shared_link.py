@@ -30,12 +30,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._auth import Credentials
-from ._errors import ConfigurationError, KlingError
+from ._errors import (
+    ConfigurationError,
+    CoordinatorUnavailableError,
+    CoordinatorUnreachableError,
+)
 
 __all__ = [
-    "CoordinatorError",
-    "CoordinatorUnavailableError",
-    "CoordinatorUnreachableError",
     "KeepAlive",
     "RedisLink",
     "account_id",
@@ -45,18 +46,6 @@ log = logging.getLogger("kling_async")
 
 #: What a lost or refused connection looks like (BusyLoadingError is a ConnectionError).
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-class CoordinatorError(KlingError):
-    """Root of the coordinator's errors."""
-
-
-class CoordinatorUnreachableError(CoordinatorError, ConfigurationError):
-    """The coordinator URL is malformed, or Redis did not answer at start."""
-
-
-class CoordinatorUnavailableError(CoordinatorError):
-    """Redis was lost mid-run: stop creating, keep following; it comes back by itself."""
 
 
 def account_id(credentials: Credentials) -> str:

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._shared_link import CoordinatorUnavailableError, RedisLink
+from ._errors import CoordinatorUnavailableError
+from ._shared_link import RedisLink
 from ._shared_lua import RATE_CUT, RATE_SET, RATE_TAKE
 from ._types import Clock, Sleep
 

@@ -14,11 +14,12 @@ act as one gate (scripts in `_shared_lua`):
   lets at most `RAMP` unconfirmed creates out above the level Kling has accepted. Each process
   still caps what it lets the account run at its own `maximum` (`--concurrency`).
 
-Interface (shaped like `SlotGate`, with opaque handles): `await acquire() → Lease`,
-`await accepted(lease)`, `await rejected(lease) → slots still held account-wide`,
-`release(lease)` and `hold() → Lease` are synchronous (safe from a done-callback: the local
-bookkeeping is immediate, the Redis write goes through the keeper, which retries until it lands),
-`limit`, `maximum`, `in_use` (ours), `shared_in_use`, `probe_interval`, `set_maximum()`.
+It implements the slot gate's interface (`_gate.Gate`; a `Lease` is its `Slot`, the id naming
+the lease): `await acquire() → Lease`, `await accepted(lease)`, `await rejected(lease) → slots
+still held account-wide`; `release(lease)` and `hold() → Lease` are synchronous (safe from a
+done-callback: the local bookkeeping is immediate, the Redis write goes through the keeper,
+which retries until it lands); `limit`, `maximum`, `in_use` (ours), `probe_interval`,
+`set_maximum()`; besides, `shared_in_use`.
 
 Redis lost mid-run: `acquire()` waits until it is back (or raises `CoordinatorUnavailableError`
 with `fail_fast=True`), so no create starts; `accepted`/`rejected` update what they can;
@@ -37,10 +38,12 @@ import os
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._errors import CoordinatorUnavailableError
+from ._gate import Gate, Slot
 from ._limits import RAMP
-from ._shared_link import CoordinatorUnavailableError, KeepAlive, RedisLink
+from ._shared_link import KeepAlive, RedisLink
 from ._shared_lua import ACCEPTED, ACQUIRE, KEEP, REJECTED
 
 __all__ = ["Lease", "SharedSlots"]
@@ -56,12 +59,9 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One slot held in Redis from a create until its task is seen finished."""
-
-    id: str
-    probe: bool = False  # above the level Kling has accepted so far
+#: One slot held in Redis from a create until its task is seen finished (`probe`: above the
+#: level Kling has accepted so far).
+Lease = Slot
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +91,7 @@ class SharedSlots:
         self.shared_in_use = 0  # leases of every process, as last seen
         self.rejections = 0
         self.peak = 0
+        self.probes = 0  # leases granted above the level Kling has accepted
         self._held: set[str] = set()
         self._holds: set[str] = set()  # held on resume, not yet written
         self._releasing: set[str] = set()  # given back, not yet written
@@ -193,6 +194,7 @@ class SharedSlots:
             self._waiters.remove(waiter)
             self._held.add(waiter.id)
             self.peak = max(self.peak, len(self._held))
+            self.probes += flag == 2
             waiter.future.set_result(Lease(waiter.id, probe=flag == 2))
         return granted
 
@@ -296,3 +298,9 @@ class SharedSlots:
             with contextlib.suppress(CoordinatorUnavailableError):
                 await self._keep(renew_held=False)
         await self._keeper.aclose()
+
+
+if TYPE_CHECKING:  # mypy checks that the shared gate fits the interface the client uses
+
+    def _is_a_gate(slots: SharedSlots) -> Gate:
+        return slots

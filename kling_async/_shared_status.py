@@ -26,7 +26,8 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from ._shared_link import CoordinatorUnavailableError, KeepAlive, RedisLink
+from ._errors import CoordinatorUnavailableError
+from ._shared_link import KeepAlive, RedisLink
 from ._shared_lua import LEADER_CLAIM, LEADER_RESIGN, PUBLISH, WATCH
 from ._types import Clock
 

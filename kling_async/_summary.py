@@ -69,7 +69,7 @@ def overview(out_dir: Path, status: BatchStatus) -> Overview:
     try:
         recorded = journal.meta(JOBS_IN_FILE)
         for state in (JobState.SUBMITTING, JobState.SUCCEEDED):
-            for row in journal.rows(state):
+            for row in journal.rows(state, task=False):
                 word = label(row.state, row.error, row.task_id)
                 view.counts[state] -= 1
                 view.counts[word] += 1
@@ -140,17 +140,17 @@ def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool)
     if status.files_bad:
         how = "re-hashed" if verify else "checked by size"
         lines.append(
-            f"  {len(status.files_bad)} of {status.files_checked} downloaded file(s) ({how}) "
+            f"  {status.files_bad_count} of {status.files_checked} downloaded file(s) ({how}) "
             f"missing or damaged — {fetch} to fetch them again"
         )
         bad = status.files_bad[:shown]
         lines += [f"  {where(b.result)}: {b.path} {b.reason}" for b in bad]
-        lines += _more(len(status.files_bad) - len(bad))
+        lines += _more(status.files_bad_count - len(bad))  # batch_status keeps only so many
     problems = status.problems[:shown]
     for problem in problems:
         message = (problem.error or {}).get("message")
         lines.append(f"  {where(problem)}: {problem.outcome}: {message}")
-    lines += _more(len(status.problems) - len(problems))
+    lines += _more(status.problem_count - len(problems))
     return lines
 
 

@@ -28,7 +28,7 @@ from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
 from ._progress import Reporter, write_result
-from ._summary import overview, record_jobs_in_file, status_lines, summary_line
+from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
 
 __all__ = ["main"]
 
@@ -143,7 +143,7 @@ def _summary(out: Path, already_done: int) -> None:
 
 
 def _status(out: Path, *, verify: bool, show_all: bool) -> int:
-    status = batch_status(out, verify=verify)
+    status = batch_status(out, verify=verify, limit=None if show_all else SHOWN)
     for line in status_lines(out, overview(out, status), verify=verify, show_all=show_all):
         write_result(line)
     return EXIT_JOBS_FAILED if status.files_bad else EXIT_OK

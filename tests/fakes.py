@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import aiohttp
 
 
 class Recorder:
@@ -19,3 +22,18 @@ class Recorder:
 
     def monotonic(self) -> float:
         return self.now
+
+
+def token_trace(seen: list[str]) -> aiohttp.TraceConfig:
+    """A session trace that records every Authorization value sent (the tokens on the wire)."""
+
+    async def on_request_start(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        value = params.headers.get("Authorization")
+        if value is not None:
+            seen.append(value)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    return trace

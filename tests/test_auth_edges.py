@@ -4,14 +4,17 @@ wrong keys (one clear error, no retry storm, a batch that stops)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from conftest import make_png
+from fakes import token_trace
 
 import kling_async
 from kling_async import (
@@ -45,11 +48,17 @@ async def sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def client_for(sim: Simulator, clock: SkewedClock | None = None, **keys: Any) -> Client:
+def client_for(
+    sim: Simulator,
+    clock: SkewedClock | None = None,
+    session: aiohttp.ClientSession | None = None,
+    **keys: Any,
+) -> Client:
     keys = keys or {"access_key": sim.access_key, "secret_key": sim.secret_key}
     return Client(
         **keys,
         base_url=sim.url,
+        session=session,
         clock=clock or SkewedClock(),
         retry=RETRY,
         poll=POLL,
@@ -57,19 +66,15 @@ def client_for(sim: Simulator, clock: SkewedClock | None = None, **keys: Any) ->
     )
 
 
-def tokens_of(client: Client) -> list[str]:
-    """Record every Authorization value the client produces."""
-    seen: list[str] = []
-    signer = client.http._signer
-    original = signer.header
-
-    def header() -> str:
-        value = original()
-        seen.append(value)
-        return value
-
-    signer.header = header  # type: ignore[method-assign]
-    return seen
+@contextlib.asynccontextmanager
+async def recorded(sim: Simulator, clock: SkewedClock) -> AsyncIterator[tuple[Client, list[str]]]:
+    """A client, and every Authorization value it sends (through a borrowed session)."""
+    sent: list[str] = []
+    async with (
+        aiohttp.ClientSession(trace_configs=[token_trace(sent)]) as session,
+        client_for(sim, clock, session=session) as client,
+    ):
+        yield client, sent
 
 
 def request(n: int = 0) -> MultiImageToVideoRequest:
@@ -78,8 +83,7 @@ def request(n: int = 0) -> MultiImageToVideoRequest:
 
 async def test_tokens_are_renewed_across_many_lifetimes(sim: Simulator) -> None:
     clock = SkewedClock()
-    async with client_for(sim, clock) as client:
-        sent = tokens_of(client)
+    async with recorded(sim, clock) as (client, sent):
         task = await client.submit(request())
         for _ in range(4):  # two hours in four steps, each past a token's 1800 s
             sim.advance(1900)
@@ -92,8 +96,7 @@ async def test_tokens_are_renewed_across_many_lifetimes(sim: Simulator) -> None:
 
 async def test_a_token_the_server_calls_expired_is_resigned_once(sim: Simulator) -> None:
     clock = SkewedClock()
-    async with client_for(sim, clock) as client:
-        sent = tokens_of(client)
+    async with recorded(sim, clock) as (client, sent):
         task = await client.submit(request())
         # The server's clock runs ahead of ours: our token still looks fresh to us.
         sim.advance(1900)
@@ -115,8 +118,7 @@ async def test_a_token_the_server_calls_expired_is_resigned_once(sim: Simulator)
     ids=["ahead 10 min: not yet valid", "behind 40 min: already expired"],
 )
 async def test_a_skewed_clock_gives_one_clear_error(sim: Simulator, skew: float, code: int) -> None:
-    async with client_for(sim, SkewedClock(skew)) as client:
-        sent = tokens_of(client)
+    async with recorded(sim, SkewedClock(skew)) as (client, sent):
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: client.get_task("1"),
             lambda: client.submit(request()),
@@ -175,7 +177,7 @@ async def test_wrong_keys_give_one_clear_error(sim: Simulator, wrong: dict[str, 
         with pytest.raises(AuthenticationError):
             await client.submit(request())
         assert sim.stats.requests["create"] == 1
-        assert client.gate.in_use == 0
+        assert client.stats.slots_in_use == 0
 
 
 async def test_a_batch_with_wrong_keys_stops_early(sim: Simulator, tmp_path: Path) -> None:

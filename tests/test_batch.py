@@ -429,27 +429,24 @@ async def test_watermarked_copies(start_sim: StartSim, tmp_path: Path) -> None:
 async def test_unexpected_download_error_does_not_hang(
     start_sim: StartSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kling_async import _batch_fetch as _batch
-
-    real = _batch.save_video
     calls = 0
-
-    async def flaky(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls <= 2:
-            raise PermissionError("cannot write here")
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(_batch, "save_video", flaky)
     sim = await start_sim(concurrency=3)
     async with make_client(sim) as client:
+        real = client.save_video
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise PermissionError("cannot write here")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(client, "save_video", flaky)  # the batch saves through its client
         batch = run_batch(client, make_requests(4), tmp_path, download_concurrency=2)
         results = by_line(await collect(batch, timeout=10))
     bad = [r for r in results.values() if not r.ok]
     assert len(bad) == 2 and all(r.state == "succeeded" for r in bad)
     assert all("cannot write" in r.error["message"] for r in bad)  # type: ignore[index]
-    monkeypatch.setattr(_batch, "save_video", real)
     async with make_client(sim) as client:  # a rerun fetches what is missing
         again = await run(client, make_requests(4), tmp_path)
     assert all(r.ok for r in again.values())

@@ -35,6 +35,8 @@ from kling_async._create import CREATE_PATH, create_task
 from kling_async._encoding import CHUNK
 from kling_async._http import HttpLayer
 from kling_async._imagefile import CheckedFile
+from kling_async._retry import Retries
+from kling_async._types import Sleep
 from kling_async.simulator import Simulator
 
 RETRY = RetryPolicy(attempts=4, wait_initial=0.01, wait_max=0.02, timeout=30.0)
@@ -81,10 +83,12 @@ async def layer(sim: Simulator) -> AsyncIterator[HttpLayer]:
     await http.aclose()
 
 
-async def create(layer: HttpLayer, request: MultiImageToVideoRequest, **kw: Any) -> Any:
+async def create(
+    layer: HttpLayer, request: MultiImageToVideoRequest, *, sleep: Sleep | None = None, **kw: Any
+) -> Any:
     rec = Recorder()
-    kw.setdefault("sleep", rec.sleep)
-    return await create_task(layer, request, policy=RETRY, monotonic=rec.monotonic, **kw)
+    retries = Retries(RETRY, sleep=sleep or rec.sleep, monotonic=rec.monotonic)
+    return await create_task(layer, request, retries=retries, **kw)
 
 
 def received(sim: Simulator) -> list[dict[str, Any]]:

@@ -105,7 +105,7 @@ def test_other_well_formed_shapes_wake_the_tracker(raw: bytes, task_id: str, cla
     client.event_hook = events.append  # type: ignore[assignment]
     assert recv.receive(raw, {}) == 200
     assert client.notified == [task_id]
-    assert events[0].data == {"task_id": task_id, "claimed_status": claimed}
+    assert events[0] == kling.CallbackReceived(task_id=task_id, claimed_status=claimed)
     assert (recv.accepted, recv.ignored, recv.rejected) == (1, 0, 0)
 
 
@@ -295,7 +295,7 @@ async def test_callbacks_make_wait_return_long_before_the_poll_interval(png_path
         assert task.task_status == "succeed"
         assert time.monotonic() - started < 5  # the first poll was due after 30 s
         assert recv.accepted >= 1 and sim.stats.callbacks_sent >= 1
-        assert client.gate.in_use == 0  # the confirmed end freed the slot
+        assert client.stats.slots_in_use == 0  # the confirmed end freed the slot
     kinds = [e.kind for e in events]
     assert "callback_received" in kinds and kinds.index("callback_received") < kinds.index(
         "task_finished"
@@ -313,13 +313,13 @@ async def test_a_claimed_end_frees_the_slot_before_any_poll(png_path: Path) -> N
         make = kling.MultiImageToVideoRequest
         first = await client.submit(make(images=[png_path], prompt="first"))
         second = await asyncio.wait_for(client.submit(make(images=[png_path], prompt="2nd")), 10)
-        assert client.tracker.sweeps == 0  # freed by the callback: no poll was due (30 s)
+        assert client.stats.sweeps == 0  # freed by the callback: no poll was due (30 s)
         assert sim.stats.rejected_concurrency == 0
         done = await asyncio.wait_for(
             asyncio.gather(client.wait(first), client.wait(second)), 10
         )  # the second's callback leaves only claimed tasks: one sweep confirms both
         assert [t.task_status for t in done] == ["succeed", "succeed"]
-        assert client.gate.in_use == 0
+        assert client.stats.slots_in_use == 0
 
 
 async def test_duplicate_callbacks_are_harmless(png_path: Path) -> None:
@@ -346,14 +346,14 @@ async def test_a_forged_success_does_not_finish_the_task(png_path: Path) -> None
         request = kling.MultiImageToVideoRequest(images=[png_path], prompt="forged")
         task = await client.submit(request)
         waiter = asyncio.ensure_future(client.wait(task, timeout=10))
-        sweeps = client.tracker.sweeps
+        sweeps = client.stats.sweeps
         forged = {"task_id": task.task_id, "task_status": "succeed", "task_result": {}}
         async with http.post(recv.url, json=forged) as resp:
             assert resp.status == 200  # accepted as a hint...
         await asyncio.sleep(0.3)
-        assert client.tracker.sweeps > sweeps  # ...which made the client ask Kling at once
+        assert client.stats.sweeps > sweeps  # ...which made the client ask Kling at once
         assert not waiter.done()  # and Kling said it is not finished
-        assert client.gate.in_use == 1  # the slot the claim freed is held again
+        assert client.stats.slots_in_use == 1  # the slot the claim freed is held again
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
 

@@ -52,10 +52,10 @@ async def test_cancelling_wait_keeps_the_task_followed(
         waiter = asyncio.ensure_future(client.wait(task))
         await asyncio.sleep(0.05)
         await cancel(waiter)
-        assert client.gate.in_use == 1  # the task still runs on Kling: its slot stays held
+        assert client.stats.slots_in_use == 1  # the task still runs on Kling: its slot stays held
         final = await client.wait(task, timeout=10)  # a new wait picks it up again
         assert final.task_status == "succeed"
-        assert client.gate.in_use == 0
+        assert client.stats.slots_in_use == 0
     assert not others()
 
 
@@ -67,7 +67,7 @@ async def test_a_timeout_around_wait_is_a_plain_cancellation(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await client.wait(task)
-        assert len(client.tracker) == 1
+        assert client.stats.following == 1
     assert not others()
 
 
@@ -83,7 +83,7 @@ async def test_cancelling_submit_queued_for_a_slot(
         await asyncio.sleep(0.1)
         assert not second.done()  # queued behind the one slot
         await cancel(second)
-        assert client.gate.in_use == 1 and not client.gate._waiters
+        assert client.stats.slots_in_use == 1
         assert sim.stats.accepted_creates == 1  # the queued one never reached Kling
     assert not others()
 
@@ -102,7 +102,7 @@ async def test_cancelling_submit_mid_request_gives_the_slot_back(
                 break
             await asyncio.sleep(0.01)
         await cancel(pending)
-        assert client.gate.in_use == 0
+        assert client.stats.slots_in_use == 0
         task = await client.submit(request_.with_external_id("after"))  # the slot is usable
         assert (await client.wait(task, timeout=10)).task_status == "succeed"
     assert not others()

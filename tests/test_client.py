@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,12 +20,15 @@ from aiohttp.test_utils import TestServer
 from kling_async import (
     BadRequestError,
     Client,
+    ClientClosedError,
+    ClientStats,
     DownloadError,
     Event,
     InvalidRequestError,
     Limits,
     MultiImageToVideoRequest,
     PollPolicy,
+    RequestRetry,
     ResponseValidationError,
     RetryPolicy,
     Task,
@@ -91,6 +95,7 @@ class FakeKling:
     next_status: str | None = None  # the state new tasks reach after `finish_after` queries
     finish_after: int = -1
     bad_shape: bool = False
+    list_answer: Any = None  # answer list requests with this `data` instead
     base: str = ""
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -169,7 +174,8 @@ class FakeKling:
         for task in ordered:
             self._advance(task)
         chunk = ordered[(page - 1) * size : page * size]
-        return web.json_response(self.envelope(0, [t.wire(self.base) for t in chunk]))
+        data = [t.wire(self.base) for t in chunk] if self.list_answer is None else self.list_answer
+        return web.json_response(self.envelope(0, data))
 
     async def cdn(self, request: web.Request) -> web.Response:
         self.cdn_auth.append(request.headers.get("Authorization"))
@@ -229,12 +235,12 @@ async def test_submit_wait_download(client: Client, fake: FakeKling, tmp_path: P
     (body,) = fake.creates
     assert body["external_task_id"] == task.external_task_id
     assert body["mode"] == "pro"
-    assert client.gate.in_use == 1
+    assert client.stats.slots_in_use == 1
     done = await client.wait(task)
     assert done.status is TaskStatus.SUCCEED
     assert done.videos[0].duration == "5.1"
     await asyncio.sleep(0)
-    assert client.gate.in_use == 0  # the slot came back when the task ended
+    assert client.stats.slots_in_use == 0  # the slot came back when the task ended
     files = await client.download(done, tmp_path / "out")
     assert [f.name for f in files] == [f"{task.external_task_id}.mp4"]
     assert files[0].read_bytes() == VIDEO
@@ -309,12 +315,19 @@ async def test_get_task_bad_shape(client: Client, fake: FakeKling) -> None:
     assert (info.value.field, info.value.value) == ("task_status", "'queued'")
 
 
-async def test_list_and_iter(client: Client, fake: FakeKling) -> None:
-    client.gate.set_maximum(10)
-    client.gate.limit = 10
-    for _ in range(5):
-        await client.submit(request())
-    await client.tracker.aclose()  # keep the background sweeps out of the list counts
+async def test_list_and_iter(fake: FakeKling, access_key: str, secret_key: str) -> None:
+    limits = Limits(concurrency=10, rps=10_000)
+    async with fake_client(fake, access_key, secret_key, limits=limits) as client:
+        await _list_and_iter(client, fake)
+
+
+async def _list_and_iter(client: Client, fake: FakeKling) -> None:
+    tasks = [await client.submit(request()) for _ in range(5)]
+    for task in tasks:  # all finished: no background sweep adds to the list counts below
+        fake.finish(task.task_id)
+        await client.wait(task)
+    assert client.stats.following == 0
+    fake.lists.clear()
     page = await client.list_tasks(1, 2)
     assert [t.task_id for t in page] == ["867283741759111205", "867283741759111204"]
     assert all(isinstance(t, Task) for t in page)
@@ -359,11 +372,8 @@ async def test_iter_validation(client: Client, fake: FakeKling, size: int) -> No
     assert fake.lists == []
 
 
-async def test_list_not_an_array(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        return {"not": "a list"}
-
-    monkeypatch.setattr(client.http, "call", call)
+async def test_list_not_an_array(client: Client, fake: FakeKling) -> None:
+    fake.list_answer = {"not": "a list"}
     with pytest.raises(ResponseValidationError, match="array"):
         await client.list_tasks()
 
@@ -373,7 +383,7 @@ async def test_submit_adopt_existing(client: Client, fake: FakeKling) -> None:
     with pytest.raises(BadRequestError) as info:
         await client.submit(request(external_task_id="resume-1"))
     assert info.value.code == 1201
-    assert client.gate.in_use == 1  # the refused create gave its slot back
+    assert client.stats.slots_in_use == 1  # the refused create gave its slot back
     again = await client.submit(request(), external_task_id="resume-1", adopt_existing=True)
     assert again.task_id == first.task_id
     assert len(fake.tasks) == 1
@@ -382,7 +392,7 @@ async def test_submit_adopt_existing(client: Client, fake: FakeKling) -> None:
 async def test_submit_blocks_when_gate_full(client: Client, fake: FakeKling) -> None:
     first = await client.submit(request())
     second = await client.submit(request())
-    assert client.gate.in_use == 2
+    assert client.stats.slots_in_use == 2
     third = asyncio.create_task(client.submit(request()))
     await asyncio.sleep(0.1)
     assert not third.done()  # concurrency=2: waits for a slot, sends nothing
@@ -391,7 +401,7 @@ async def test_submit_blocks_when_gate_full(client: Client, fake: FakeKling) -> 
     created = await asyncio.wait_for(third, 2)
     assert created.task_id not in (first.task_id, second.task_id)
     assert len(fake.creates) == 3
-    assert client.gate.peak == 2
+    assert client.stats.slot_peak == 2
     assert fake.refusals == 0
 
 
@@ -413,9 +423,9 @@ async def test_concurrency_refusal_shrinks_the_gate(
         await asyncio.sleep(0.1)
         assert not second.done()
         assert fake.refusals == 1
-        assert client.gate.limit == 1  # we hold one: that is the account's real capacity
-        assert client.gate.rejections == 1
-        assert client.gate.in_use == 1
+        stats = client.stats
+        assert client.slot_limit == stats.slot_limit == 1  # we hold one: the real capacity
+        assert (stats.rejections, stats.slots_in_use) == (1, 1)
         fake.finish(first.task_id)
         await asyncio.wait_for(second, 2)
         assert fake.refusals == 1  # no hammering while nothing could free a slot
@@ -440,7 +450,7 @@ async def test_concurrency_refusal_with_nothing_held_waits_on_the_gate(
     gate_states: list[tuple[int, int]] = []
 
     def refused() -> None:
-        gate_states.append((client.gate.limit, client.gate.in_use))
+        gate_states.append((client.slot_limit, client.stats.slots_in_use))
         if fake.refusals == 2:
             fake.max_running = 1  # the other user's task ended
 
@@ -449,20 +459,30 @@ async def test_concurrency_refusal_with_nothing_held_waits_on_the_gate(
         task = await asyncio.wait_for(client.submit(request()), 2)
         # Each refused create was the only one out; after the first, a probe at a limit of one.
         assert [held for _, held in gate_states] == [1, 1] and gate_states[1][0] == 1
-        assert client.gate.rejections == 2
+        assert client.stats.rejections == 2
         assert task.status is TaskStatus.SUBMITTED
-        assert 2 <= fake.refusals == client.gate.rejections
+        assert 2 <= fake.refusals == client.stats.rejections
         assert len(fake.creates) == fake.refusals + 1
-        assert client.gate.in_use == 1
+        assert client.stats.slots_in_use == 1
         assert not [s for s in sleeps if s >= 0.5]  # no client-side back-off sleeps either
 
 
-async def test_borrowed_session_survives(fake: FakeKling, api_key: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        client = Client(api_key=api_key, base_url=fake.base, session=session)
-        assert client.http.session is session
+async def test_borrowed_session_survives(fake: FakeKling, access_key: str, secret_key: str) -> None:
+    sent: list[str] = []
+
+    async def on_request_start(*args: Any) -> None:
+        sent.append(args[2].url.path)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        client = fake_client(fake, access_key, secret_key, session=session)
+        await client.list_tasks()
+        assert sent == [PATH]  # the client's requests go through the borrowed session
         await client.aclose()
         assert not session.closed
+        with pytest.raises(ClientClosedError):
+            await client.list_tasks()
 
 
 async def test_notify_wakes_polling(fake: FakeKling, access_key: str, secret_key: str) -> None:
@@ -488,7 +508,7 @@ async def test_aclose_cancels_pending_waits(client: Client) -> None:
     await client.aclose()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert client.gate.in_use == 0
+    assert client.stats.slots_in_use == 0
 
 
 async def finished(client: Client, fake: FakeKling) -> Task:
@@ -520,6 +540,13 @@ async def test_download_retries_cdn_errors(client: Client, fake: FakeKling, tmp_
     kinds = [e.kind for e in events]
     assert kinds[-1] == "download_finished"
     assert "download_progress" in kinds
+    # Reported as every other retry is, naming the video's address (its query left out).
+    retries = [e for e in events if isinstance(e, RequestRetry)]
+    assert [(e.method, e.attempt, e.error) for e in retries] == [
+        ("GET", 1, "DownloadHTTPError"),
+        ("GET", 2, "DownloadHTTPError"),
+    ]
+    assert all(e.path.startswith(fake.base + "/cdn/") and "?" not in e.path for e in retries)
     fake.cdn_failures = 10
     with pytest.raises(DownloadError):
         await client.download(done, tmp_path / "again")  # RetryPolicy(attempts=3)
@@ -567,3 +594,55 @@ async def test_callback_url_added(fake: FakeKling, access_key: str, secret_key: 
         "http://127.0.0.1:9/hook",
         "https://mine.example.com/cb",
     ]
+
+
+async def test_a_closed_client_says_so(fake: FakeKling, access_key: str, secret_key: str) -> None:
+    client = fake_client(fake, access_key, secret_key)
+    task = await client.submit(request())
+    await client.aclose()
+    assert client.closed
+    calls = [
+        lambda: client.submit(request()),
+        lambda: client.get_task(task.task_id),
+        lambda: client.list_tasks(),
+        lambda: client.wait(task),
+        lambda: client.download(task, "never"),
+    ]
+    for call in calls:
+        with pytest.raises(ClientClosedError, match="closed"):
+            await call()
+    with pytest.raises(ClientClosedError):
+        client.follow(task)
+    with pytest.raises(ClientClosedError):
+        async with client:
+            pass
+    assert len(fake.creates) == 1  # nothing was sent after aclose()
+    await client.aclose()  # closing again is harmless
+
+
+async def test_follow_holds_a_slot_for_a_task_created_elsewhere(
+    client: Client, fake: FakeKling
+) -> None:
+    earlier = await client.submit(request())  # stands in for a task an earlier run created
+    async with fake_client(fake, client.credentials.access_key, client.credentials.secret_key) as c:
+        done = c.follow(earlier, hold_slot=True)
+        assert (c.stats.slots_in_use, c.stats.following) == (1, 1)
+        fake.finish(earlier.task_id)
+        assert (await asyncio.wait_for(done, 2)).status is TaskStatus.SUCCEED
+        await asyncio.sleep(0)
+        assert (c.stats.slots_in_use, c.stats.following) == (0, 0)
+        watched = await c.get_task(earlier.task_id)
+        assert (await asyncio.wait_for(c.follow(watched), 2)).status is TaskStatus.SUCCEED
+        assert c.stats.slot_peak == 1  # followed without hold_slot: no slot
+
+
+async def test_save_video_and_stats(client: Client, fake: FakeKling, tmp_path: Path) -> None:
+    done = await finished(client, fake)
+    saved = await client.save_video(done, 0, tmp_path / "clip.mp4")
+    assert saved.path == tmp_path / "clip.mp4" and saved.bytes == len(VIDEO)
+    assert saved.sha256 == hashlib.sha256(VIDEO).hexdigest() and saved.resumed_from == 0
+    stats = client.stats
+    assert isinstance(stats, ClientStats)
+    assert stats.requests_sent >= 2 and stats.sweeps >= 1
+    assert (stats.slots_in_use, stats.slot_limit, stats.slot_peak) == (0, 2, 1)
+    assert (stats.rejections, stats.following) == (0, 0)

@@ -1,10 +1,14 @@
 """Process death: `kling-async run` killed with SIGKILL at random moments, then rerun until done.
 
 Each seed gets its own batch (jobs file and out dir) against one shared simulator process; the
-kill delays are spread over a run (stratified by seed), so kills land while jobs are being
-submitted, polled and downloaded. What the journal shows right after each kill is recorded, and
-the set of phases hit is asserted. After the reruns: no job created twice, every job downloaded,
-every file's sha256 equal to what the simulator served, no `.part` left.
+kill delays are spread over a run (stratified over the seeds), so kills land while jobs are
+being submitted, polled and downloaded. What the journal shows right after each kill is
+recorded. After the reruns: no job created twice, every job downloaded, every file's sha256
+equal to what the simulator served, no `.part` left.
+
+By default a few seeds run (`QUICK_SEEDS`, spread over the whole run); all 16 run with the
+`exhaustive` marker (`pytest -m exhaustive`, as `.ci/run` does), which also asserts that the
+kills hit every phase (submit, poll, download, mid-transfer).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from fault_helpers import tally
 from kling_async.simulator import VideoContent
 
 SEEDS = range(16)
+#: One seed from each quarter of the run, two of them killed twice (odd seeds).
+QUICK_SEEDS = (1, 6, 9, 14)
 JOBS = 6
 SIZE = 300_000
 #: A clean run of one batch takes about this long once its journal exists (6 jobs, cap 3,
@@ -91,7 +97,9 @@ def under_way(out: Path, proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
     return lambda: (out / "journal.sqlite3").exists() or proc.poll() is not None
 
 
-def one_seed(sim: SimProcess, root: Path, seed: int) -> Outcome:
+def one_seed(sim: SimProcess, root: Path, seed: int, stratum: int, strata: int) -> Outcome:
+    """Run `seed`'s batch, killing it first within the `stratum`-th of `strata` equal slices of
+    a run."""
     rng = random.Random(seed)
     outcome = Outcome(seed)
     jobs = write_jobs(
@@ -108,7 +116,7 @@ def one_seed(sim: SimProcess, root: Path, seed: int) -> Outcome:
         try:
             if k == 0:  # spread over the run, measured from the moment the batch is under way
                 wait_for(under_way(out, proc))
-                time.sleep(SPAN * (seed + rng.random()) / len(SEEDS))
+                time.sleep(SPAN * (stratum + rng.random()) / strata)
             else:  # anywhere in a rerun, its start-up (~0.4 s) included
                 time.sleep(rng.uniform(0.2, 1.0))
         finally:
@@ -140,25 +148,35 @@ def check_batch(out: Path, stats: dict[str, Any], content: VideoContent) -> None
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_rerun(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "seeds",
+    [
+        pytest.param(QUICK_SEEDS, id="quick"),
+        pytest.param(tuple(SEEDS), id="all-seeds", marks=pytest.mark.exhaustive),
+    ],
+)
+def test_sigkill_at_random_moments_then_rerun(tmp_path: Path, seeds: tuple[int, ...]) -> None:
     started = time.monotonic()
     with SimProcess(*SIM_ARGS) as sim:
         # Three batches at a time: they share the simulator (and a 2-core machine).
+        # The i-th seed's first kill lands in the i-th of len(seeds) slices of a run.
         with ThreadPoolExecutor(max_workers=3) as pool:
-            outcomes = list(pool.map(lambda s: one_seed(sim, tmp_path, s), SEEDS))
+            outcomes = list(
+                pool.map(lambda s: one_seed(sim, tmp_path, s, seeds.index(s), len(seeds)), seeds)
+            )
         stats = tally(sim.get("/__sim/stats")["stats"])
     assert_no_duplicate_creates(stats)
     content = VideoContent(SIZE)
-    for seed in SEEDS:
+    for seed in seeds:
         check_batch(tmp_path / f"out-{seed}", stats, content)
-    assert stats["accepted_creates"] == JOBS * len(SEEDS)
+    assert stats["accepted_creates"] == JOBS * len(seeds)
     kills = [phases for o in outcomes for phases in o.phases]
     hit = set().union(*kills)
-    assert {"submit", "poll", "download", "mid-transfer"} <= hit, kills
     # A kill mid-transfer costs at most the bytes not yet written: .part files are resumed.
-    assert stats["video_bytes_served"] <= (JOBS * len(SEEDS) + 4 * len(kills)) * SIZE
-    assert sum("finished" not in p for p in kills) >= len(SEEDS)  # real kills, not late ones
+    assert stats["video_bytes_served"] <= (JOBS * len(seeds) + 4 * len(kills)) * SIZE
+    assert sum("finished" not in p for p in kills) >= len(seeds)  # real kills, not late ones
+    if len(seeds) == len(SEEDS):  # enough kills that every phase is hit, whatever the load
+        assert {"submit", "poll", "download", "mid-transfer"} <= hit, kills
     seen = Counter(phase for phases in kills for phase in phases)
-    print(f"\n{len(kills)} kills over {len(SEEDS)} seeds; phases hit: {dict(seen)}")
+    print(f"\n{len(kills)} kills over {len(seeds)} seeds; phases hit: {dict(seen)}")
     print(f"runs: {sum(o.runs for o in outcomes)}, {time.monotonic() - started:.1f} s")
-    assert time.monotonic() - started < 60

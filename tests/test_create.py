@@ -26,11 +26,13 @@ from kling_async import (
     RetryPolicy,
     ServerError,
     TaskStatus,
+    TaskSubmitted,
 )
 from kling_async._auth import JwtSigner
 from kling_async._body import CreateBody
 from kling_async._create import CREATE_PATH, create_task, new_external_id
 from kling_async._http import HttpLayer
+from kling_async._retry import Retries
 
 BASE = "http://api.test"
 URL = BASE + CREATE_PATH
@@ -72,16 +74,14 @@ class Harness:
         request = request or MultiImageToVideoRequest(
             images=["https://cdn.example.com/a.png"], prompt="a dog"
         )
-        kw.setdefault("policy", self.policy)
-        return await create_task(
-            self.layer,
-            request,
+        retries = Retries(
+            self.policy,
             sleep=self.rec.sleep,
             monotonic=self.rec.monotonic,
-            event_hook=self.events.append,
             rng=random.Random(1),
-            **kw,
+            hook=self.events.append,
         )
+        return await create_task(self.layer, request, retries=retries, **kw)
 
     def posts(self) -> list[dict[str, Any]]:
         return [
@@ -133,7 +133,7 @@ async def test_success_generates_external_id(h: Harness) -> None:
     assert body["image_list"] == [{"image": "https://cdn.example.com/a.png"}]
     assert h.gets() == []
     assert [e.kind for e in h.events] == ["task_submitted"]
-    assert h.events[0].data == {"task_id": "t-1", "external_task_id": key}
+    assert h.events[0] == TaskSubmitted(task_id="t-1", external_task_id=key)
 
 
 async def test_success_keeps_given_external_id(h: Harness) -> None:
@@ -246,21 +246,14 @@ async def test_rate_limit_retried(h: Harness) -> None:
     assert [e.kind for e in h.events] == ["request_retry", "request_retry", "task_submitted"]
 
 
-async def test_concurrency_not_retried_when_disabled(h: Harness) -> None:
+async def test_concurrency_is_the_callers_to_handle(h: Harness) -> None:
+    # 1303: the slot gate decides when to try again (Client.submit), not a back-off here.
     h.m.post(URL, status=429, payload=env(1303), repeat=True)
     with pytest.raises(ConcurrencyLimitError):
-        await h.create(retry_concurrency=False)
+        await h.create()
     assert len(h.posts()) == 1
     assert h.rec.waits == []
-
-
-async def test_concurrency_retried(h: Harness) -> None:
-    h.m.post(URL, status=429, payload=env(1303), repeat=2)
-    h.m.post(URL, payload=env(0, task("t-8")))
-    assert (await h.create()).task_id == "t-8"
-    assert len(h.posts()) == 3
-    assert all(w >= 1.0 for w in h.rec.waits)
-    assert [e.kind for e in h.events][:2] == ["concurrency_backoff", "concurrency_backoff"]
+    assert h.events == []
 
 
 @pytest.mark.parametrize(

@@ -100,9 +100,9 @@ def test_download_progress_is_throttled() -> None:
         on_progress(step << 20, 8 << 20)
     now[0] = 0.85
     on_progress(8 << 20, 8 << 20)  # the last one always goes out
-    assert [e.data["bytes"] >> 20 for e in events] == [1, 5, 8]
+    assert [e.bytes >> 20 for e in events if isinstance(e, kling.DownloadProgress)] == [1, 5, 8]
     assert len(seen) == 8  # the user's own callback still sees every step
-    assert events[0].data == {"task_id": "t1", "index": 0, "bytes": 1 << 20, "total": 8 << 20}
+    assert events[0] == kling.DownloadProgress(task_id="t1", index=0, bytes=1 << 20, total=8 << 20)
 
 
 def test_no_hook_means_no_wrapper() -> None:

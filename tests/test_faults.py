@@ -191,7 +191,7 @@ async def test_1303_storm(start_sim: StartSim, tmp_path: Path) -> None:
     sim = await start_sim(concurrency=4, faults=FaultConfig(scripts={"create": ("1303",) * 15}))
     async with make_client(sim, probe_interval=0.05, concurrency=4) as client:
         results = await run(client, make_requests(16), tmp_path)
-        rejections = client.gate.rejections
+        rejections = client.stats.rejections
     stats = check_all_done(sim, tmp_path, results, 16)
     assert stats["rejected_concurrency"] >= 15 and rejections >= 15
     assert stats["peak_running"] <= 4
@@ -225,7 +225,7 @@ async def test_cap_lowered_mid_run_and_slots_taken_then_released(
 
     async with make_client(sim, probe_interval=0.05, concurrency=4, event_hook=on_event) as client:
         results = await run(client, make_requests(24), tmp_path)
-        limit = client.gate.limit
+        limit = client.slot_limit
     stats = check_all_done(sim, tmp_path, results, 24)
     # Refused, backed off, never hammering: a few dozen 1303s at most for 24 jobs.
     assert 1 <= stats["rejected_concurrency"] <= 60

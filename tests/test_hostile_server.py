@@ -33,6 +33,7 @@ from kling_async import (
     ServerError,
     Task,
     TaskTimeoutError,
+    TaskUnreadable,
     TransportError,
 )
 from kling_async._http import MAX_ANSWER_BYTES
@@ -242,7 +243,7 @@ async def test_bad_task_shapes_become_response_validation_errors(
         # The outcome was unknown: the client asked by external id before each resend.
         assert fake.hits["create"] == RETRY.attempts
         assert fake.hits["query"] == RETRY.attempts
-        assert client.gate.in_use == 0  # the slot came back
+        assert client.stats.slots_in_use == 0  # the slot came back
 
 
 @pytest.mark.parametrize(
@@ -319,8 +320,8 @@ async def test_odd_list_items_leave_the_rest_of_the_page(fake: Fake) -> None:
     # A full page (4 items, 2 of them unreadable) is not the last one: the walk goes on.
     assert walked == ["1", "3", "1", "3"]
     assert fake.hits["list"] == 3
-    bad = [e for e in events if e.kind == "task_unreadable"]
-    assert len(bad) == 2 * 3 and {e.data["source"] for e in bad} == {"list"}
+    bad = [e for e in events if isinstance(e, TaskUnreadable)]
+    assert len(bad) == 2 * 3 and {e.source for e in bad} == {"list"}
 
 
 async def test_an_unreadable_task_ends_wait_but_is_still_followed(fake: Fake) -> None:
@@ -331,15 +332,13 @@ async def test_an_unreadable_task_ends_wait_but_is_still_followed(fake: Fake) ->
             await client.wait(task, timeout=30)
         assert info.value.field == "task_status"
         assert fake.hits["query"] == POLL.unreadable_limit  # within a few polls, not a timeout
-        runner = client.tracker._runner
-        assert runner is not None and not runner.done()  # still following, not dead
-        assert len(client.tracker) == 1
+        assert client.stats.following == 1
         before = fake.hits["query"]
         await asyncio.sleep(0.1)
-        assert fake.hits["query"] > before
+        assert fake.hits["query"] > before  # still following, not dead
         fake.set("query", ok(task_json("1", "succeed")))
         assert (await client.wait(task, timeout=2)).task_status == "succeed"
-        assert len(client.tracker) == 0
+        assert client.stats.following == 0
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -18,12 +19,14 @@ from kling_async import (
     AccountError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConcurrencyLimitError,
     ConnectError,
     ContentPolicyError,
     Credentials,
     Event,
     RateLimitError,
+    RequestRetry,
     RequestTimeoutError,
     ResponseValidationError,
     RetryPolicy,
@@ -47,10 +50,16 @@ def env(code: int = 0, data: Any = None, *, message: str = "SUCCEED", rid: str =
 
 
 class Harness:
-    def __init__(self, layer: HttpLayer, rec: Recorder, clock: list[float]) -> None:
+    def __init__(
+        self, layer: HttpLayer, rec: Recorder, clock: list[float], signer: JwtSigner
+    ) -> None:
         self.layer = layer
         self.rec = rec
         self.clock = clock
+        self.signer = signer
+
+    def policy(self, policy: RetryPolicy) -> None:
+        self.layer.retries = replace(self.layer.retries, policy=policy)
 
 
 @pytest.fixture
@@ -68,7 +77,7 @@ async def h(access_key: str, secret_key: str) -> AsyncIterator[Harness]:
         monotonic=rec.monotonic,
         rng=random.Random(0),
     )
-    yield Harness(layer, rec, clock)
+    yield Harness(layer, rec, clock, signer)
     await layer.aclose()
 
 
@@ -209,7 +218,7 @@ async def test_retried_then_success(
     h: Harness, mock_http: aioresponses, status: int, code: int
 ) -> None:
     events: list[Event] = []
-    h.layer._hook = events.append
+    h.layer.retries = replace(h.layer.retries, hook=events.append)
     mock_http.get(URL + "/t", status=status, payload=env(code), repeat=2)
     mock_http.get(URL + "/t", payload=env(0, {"ok": True}))
     assert await h.layer.call("GET", PATH + "/t") == {"ok": True}
@@ -218,8 +227,17 @@ async def test_retried_then_success(
     assert 0.25 <= h.rec.waits[0] <= 0.5
     assert 0.25 <= h.rec.waits[1] <= 1.0
     assert [e.kind for e in events] == ["request_retry", "request_retry"]
-    assert events[0].data["code"] == code
-    assert events[1].data["attempt"] == 2
+    assert all(isinstance(e, RequestRetry) for e in events)
+    assert events[0] == RequestRetry(
+        method="GET",
+        path=PATH + "/t",
+        attempt=1,
+        delay=round(h.rec.waits[0], 3),
+        error=events[0].error,
+        code=code,
+    )
+    assert events[0].error in ("ServerError", "RateLimitError")
+    assert events[1].attempt == 2  # type: ignore[attr-defined]
 
 
 async def test_retry_after_honoured(h: Harness, mock_http: aioresponses) -> None:
@@ -283,8 +301,8 @@ async def test_no_retry_when_disabled(h: Harness, mock_http: aioresponses) -> No
 
 
 async def test_total_budget(h: Harness, mock_http: aioresponses) -> None:
-    h.layer.retry = RetryPolicy(
-        attempts=100, wait_initial=4.0, wait_max=4.0, wait_jitter=False, timeout=10.0
+    h.policy(
+        RetryPolicy(attempts=100, wait_initial=4.0, wait_max=4.0, wait_jitter=False, timeout=10.0)
     )
     mock_http.get(URL + "/t", status=503, payload=env(5001), repeat=True)
     with pytest.raises(ServerError):
@@ -295,8 +313,8 @@ async def test_total_budget(h: Harness, mock_http: aioresponses) -> None:
 
 
 async def test_budget_counts_time_spent_in_requests(h: Harness, mock_http: aioresponses) -> None:
-    h.layer.retry = RetryPolicy(
-        attempts=100, wait_initial=1.0, wait_max=1.0, wait_jitter=False, timeout=9.5
+    h.policy(
+        RetryPolicy(attempts=100, wait_initial=1.0, wait_max=1.0, wait_jitter=False, timeout=9.5)
     )
 
     def slow(url: Any, **kwargs: Any) -> None:
@@ -311,7 +329,7 @@ async def test_budget_counts_time_spent_in_requests(h: Harness, mock_http: aiore
 async def test_resign_once_on_expired(h: Harness, mock_http: aioresponses) -> None:
     mock_http.get(URL + "/t", status=401, payload=env(1004, message="token expired"))
     mock_http.get(URL + "/t", payload=env(0, "ok"))
-    first = h.layer._signer.header()
+    first = h.signer.header()
     h.clock[0] += 1  # the new token must differ from the cached one
     assert await h.layer.call("GET", PATH + "/t") == "ok"
     sent = [c.kwargs["headers"]["Authorization"] for c in calls(mock_http, "GET", URL + "/t")]
@@ -401,10 +419,10 @@ async def test_own_session_closed(api_key: str) -> None:
     await layer.aclose()
     assert session.closed
     await layer.aclose()  # idempotent
-    fresh = layer.session  # used again after close: a new session
-    assert fresh is not session
-    await layer.aclose()
-    assert fresh.closed
+    with pytest.raises(ClientClosedError, match="closed"):  # no new session behind our back
+        layer.session  # noqa: B018
+    with pytest.raises(ClientClosedError):
+        await layer.call("GET", PATH + "/t")
 
 
 async def test_borrowed_session_not_closed(api_key: str, mock_http: aioresponses) -> None:

@@ -216,7 +216,7 @@ async def test_batch_status_and_manifest(tmp_path: Path) -> None:
         (4, "failed"),
         (5, "rejected"),
     ]
-    write_manifest(Journal(tmp_path / JOURNAL_NAME), tmp_path / "results.jsonl")
+    write_manifest(tmp_path / JOURNAL_NAME, tmp_path / "results.jsonl")
     import json
 
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kling_async import _limits
+from kling_async._gate import Gate, Slot
 from kling_async._limits import SlotGate
 
 
@@ -32,18 +33,23 @@ async def settle() -> None:
 
 async def test_acquire_release_and_peak() -> None:
     gate = SlotGate(3)
-    for _ in range(3):
-        await gate.acquire()
+    slots = [await gate.acquire() for _ in range(3)]
     assert (gate.in_use, gate.limit, gate.peak) == (3, 3, 3)
-    gate.release()
+    assert len({slot.id for slot in slots}) == 3  # each a handle of its own
+    gate.release(slots.pop())
     assert gate.in_use == 2
-    await gate.acquire()
+    slots.append(await gate.acquire())
     assert gate.peak == 3
-    for _ in range(3):
-        gate.release()
-    gate.release()  # extra releases never go negative
+    for slot in slots:
+        gate.release(slot)
+    gate.release(slots[0])  # extra releases never go negative
     assert gate.in_use == 0
     assert "in_use=0" in repr(gate)
+
+
+def test_the_gate_implements_the_interface() -> None:
+    gate: Gate = SlotGate(2)  # mypy checks the shape; this, that the module says so
+    assert isinstance(gate.hold(), Slot)
 
 
 def test_maximum_validated() -> None:
@@ -53,11 +59,11 @@ def test_maximum_validated() -> None:
 
 async def test_waiters_wake_in_order() -> None:
     gate = SlotGate(1)
-    await gate.acquire()
+    held = [await gate.acquire()]
     order: list[int] = []
 
     async def worker(n: int) -> None:
-        await gate.acquire()
+        held.append(await gate.acquire())
         order.append(n)
 
     tasks = []
@@ -66,7 +72,7 @@ async def test_waiters_wake_in_order() -> None:
         await settle()
     assert order == []
     for expected in range(4):
-        gate.release()
+        gate.release(held[expected])
         await settle()
         assert order == list(range(expected + 1))
     await asyncio.gather(*tasks)
@@ -76,13 +82,13 @@ async def test_waiters_wake_in_order() -> None:
 
 async def test_cancelled_waiter_does_not_block_others() -> None:
     gate = SlotGate(1)
-    await gate.acquire()
+    slot = await gate.acquire()
     first = asyncio.create_task(gate.acquire())
     second = asyncio.create_task(gate.acquire())
     await settle()
     first.cancel()
     await settle()
-    gate.release()
+    gate.release(slot)
     await asyncio.wait_for(second, 1)
     assert gate.in_use == 1
     assert first.cancelled()
@@ -90,11 +96,11 @@ async def test_cancelled_waiter_does_not_block_others() -> None:
 
 async def test_woken_then_cancelled_passes_the_slot_on() -> None:
     gate = SlotGate(1)
-    await gate.acquire()
+    slot = await gate.acquire()
     first = asyncio.create_task(gate.acquire())
     second = asyncio.create_task(gate.acquire())
     await settle()
-    gate.release()  # wakes `first`…
+    gate.release(slot)  # wakes `first`…
     first.cancel()  # …which is cancelled before it runs: the wake must go to `second`
     await asyncio.wait_for(second, 1)
     assert first.cancelled()
@@ -104,14 +110,13 @@ async def test_woken_then_cancelled_passes_the_slot_on() -> None:
 async def test_rejected_sets_limit_to_held() -> None:
     clock = Clock()
     gate = SlotGate(5, monotonic=clock)
-    for _ in range(4):
-        await gate.acquire()
-    assert gate.rejected() == 3  # the refused create's slot is returned
+    slots = [await gate.acquire() for _ in range(4)]
+    assert await gate.rejected(slots.pop()) == 3  # the refused create's slot is returned
     assert (gate.in_use, gate.limit, gate.rejections) == (3, 3, 1)
     blocked = asyncio.create_task(gate.acquire())
     await settle()
     assert not blocked.done()  # limit 3, we hold 3
-    gate.release()
+    gate.release(slots[0])
     await asyncio.wait_for(blocked, 1)
     assert gate.in_use == 3
 
@@ -133,8 +138,7 @@ async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     # Someone else fills the account: nothing is sent until a timed probe, one at a time.
     clock = Clock()
     gate = empty_gate(clock, first_wait=0.2)
-    await gate.acquire()
-    assert gate.rejected(True) == 0
+    assert await gate.rejected(await gate.acquire()) == 0
     assert (gate.in_use, gate.limit) == (0, 0)
     first = asyncio.create_task(gate.acquire())
     second = asyncio.create_task(gate.acquire())
@@ -145,8 +149,9 @@ async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     await settle()
     assert (gate.limit, gate.in_use) == (1, 1)  # one probe goes out, the other still waits
     assert first.done() != second.done()
-    waiting = second if first.done() else first
-    gate.rejected(True)  # refused again: back to 0, the next probe twice as far
+    waiting, probe = (second, first) if first.done() else (first, second)
+    assert probe.result().probe
+    await gate.rejected(probe.result())  # refused again: back to 0, the next probe twice as far
     again = asyncio.create_task(gate.acquire())  # the refused create comes back to the gate
     clock.now += 0.2
     await asyncio.sleep(0.3)
@@ -155,62 +160,71 @@ async def test_rejected_with_nothing_held_waits_for_the_next_probe() -> None:
     await asyncio.wait_for(asyncio.wait({waiting, again}, return_when="FIRST_COMPLETED"), 5)
     await settle()
     assert (gate.limit, gate.in_use) == (1, 1)
-    gate.accepted(True)  # the account has room again: the next slot is tried at once
+    probe = again if again.done() else waiting
+    await gate.accepted(probe.result())  # the account has room again: the next slot at once
     await asyncio.wait_for(asyncio.gather(waiting, again), 5)
     assert gate.in_use == 2
 
 
-def test_empty_gate_backoff_doubles_up_to_the_probe_interval() -> None:
+async def test_empty_gate_backoff_doubles_up_to_the_probe_interval() -> None:
     clock = Clock()
     gate = empty_gate(clock, first_wait=1.0, probe_interval=6.0)
     waits = []
     for _ in range(6):
-        gate.in_use, gate._pending, gate._probing = 1, 1, 1  # a probe out, then refused
-        gate.rejected(True)
+        gate.limit = 1  # the probe that is due goes out, and is refused
+        await gate.rejected(await gate.acquire())
         waits.append(gate._due() - clock.now)
     assert waits == [1.0, 2.0, 4.0, 6.0, 6.0, 6.0]
     jittered = SlotGate(4, probe_interval=6.0, first_wait=1.0, monotonic=clock)
     for _ in range(20):
-        jittered.rejected()
+        jittered.limit = 1
+        await jittered.rejected(await jittered.acquire())
         assert 1.0 <= jittered._due() - clock.now <= 6.0  # never under the documented 1 s
+
+
+async def refused_at(gate: SlotGate, held: int) -> list[Slot]:
+    """`held` creates accepted (their slots held), then one more refused: limit = held."""
+    slots = []
+    for _ in range(held):
+        slots.append(await gate.acquire())
+        await gate.accepted(slots[-1])
+    await gate.rejected(await gate.acquire())
+    assert gate.limit == held
+    return slots
 
 
 @pytest.mark.usefixtures("every_end")
 async def test_a_probe_goes_out_when_one_of_our_tasks_ends() -> None:
     clock = Clock()
     gate = SlotGate(3, probe_interval=10, monotonic=clock)
-    for _ in range(2):
-        gate.accepted(await gate.acquire())
-    gate.rejected(await gate.acquire())  # limit 2, hold 2
-    assert gate.limit == 2
+    held = await refused_at(gate, 2)
     waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
     await settle()
     clock.now += 10  # due, but no timer: while we hold slots our view is only fresh at a release
     await asyncio.sleep(0.05)
     assert not any(w.done() for w in waiters) and gate.limit == 2
-    gate.release()  # one of ours ended: its slot and a probe go out together
+    gate.release(held[0])  # one of ours ended: its slot and a probe go out together
     await settle()
     assert all(w.done() for w in waiters)
     assert (gate.limit, gate.in_use) == (3, 3)
-    assert [w.result() for w in waiters] == [False, True]  # the second is above the proven 2
+    # the second is above the proven 2
+    assert [w.result().probe for w in waiters] == [False, True]
 
 
 @pytest.mark.usefixtures("every_end")
 async def test_a_release_before_the_probe_is_due_only_refills() -> None:
     clock = Clock()
     gate = SlotGate(3, probe_interval=10, monotonic=clock)
-    for _ in range(2):
-        gate.accepted(await gate.acquire())
-    gate.rejected(await gate.acquire())  # the third is refused: limit 2
+    held = await refused_at(gate, 2)  # the third is refused: limit 2
     waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
     await settle()
     clock.now += 5
-    gate.release()
+    gate.release(held[0])
     await settle()
     assert [w.done() for w in waiters] == [True, False]
     assert gate.limit == 2
     clock.now += 5  # now due (10 s after the refusal): the next release probes
-    gate.release()
+    gate.release(held[1])
     await settle()
     assert waiters[1].done() and gate.limit == 3
     waiters[0].result()
@@ -220,46 +234,39 @@ async def test_a_release_before_the_probe_is_due_only_refills() -> None:
 async def test_a_refused_probe_doubles_the_wait_once() -> None:
     clock = Clock()
     gate = SlotGate(4, probe_interval=10, monotonic=clock)
-    for _ in range(3):
-        gate.accepted(await gate.acquire())
-    gate.rejected(await gate.acquire())  # limit 3
+    held = await refused_at(gate, 3)
     gate._ended = 10**6  # enough of our tasks ended: only the time counts here
     assert gate._due() == clock.now + 10
     clock.now += 10
     extra = asyncio.create_task(gate.acquire())
     other = asyncio.create_task(gate.acquire())
     await settle()
-    gate.release()
+    gate.release(held[0])
     await settle()
-    probe = extra.result() or other.result()
-    assert probe
-    gate.rejected(True)  # refused: twice the interval before the next
+    [refill, probe] = sorted((extra.result(), other.result()), key=lambda slot: slot.probe)
+    assert probe.probe and not refill.probe
+    await gate.rejected(probe)  # refused: twice the interval before the next
     gate._ended = 10**6
     assert gate._due() == clock.now + 20
-    gate.rejected()  # the cap fell: a plain create refused keeps the wait
+    await gate.rejected(refill)  # the cap fell: a plain create refused keeps the wait
     gate._ended = 10**6
     assert gate._due() == clock.now + 20
-    for task in (extra, other):
-        if not task.done():
-            task.cancel()
-    await asyncio.gather(extra, other, return_exceptions=True)
 
 
 @pytest.mark.usefixtures("every_end")
 async def test_an_accepted_probe_climbs_at_once() -> None:
     clock = Clock()
     gate = SlotGate(5, probe_interval=10, monotonic=clock)
-    for _ in range(3):
-        gate.accepted(await gate.acquire())
-    gate.rejected(await gate.acquire())  # limit 3
+    held = await refused_at(gate, 3)
     clock.now += 10
     waiters = [asyncio.create_task(gate.acquire()) for _ in range(3)]
     await settle()
-    gate.release()  # probe: limit 4, two go (a refill and the probe)
+    gate.release(held[0])  # probe: limit 4, two go (a refill and the probe)
     await settle()
     assert gate.limit == 4 and sum(w.done() for w in waiters) == 2
-    gate.accepted(False)
-    gate.accepted(True)  # the cap rose: the next slot is tried at once, without a release
+    for slot in sorted((w.result() for w in waiters if w.done()), key=lambda slot: slot.probe):
+        # the refill, then the probe: the cap rose, the next slot is tried without a release
+        await gate.accepted(slot)
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
     assert (gate.limit, gate.in_use) == (5, 5)
 
@@ -269,17 +276,16 @@ async def test_a_probe_also_waits_for_enough_of_our_tasks_to_end() -> None:
     # a probe waits for PROBE_EVERY of our tasks to end too (× the back-off).
     clock = Clock()
     gate = SlotGate(4, probe_interval=1, monotonic=clock)
-    for _ in range(2):
-        gate.accepted(await gate.acquire())
-    gate.rejected(await gate.acquire())  # limit 2
+    held = await refused_at(gate, 2)
     clock.now += 100
     for _ in range(_limits.PROBE_EVERY - 1):
-        gate.release()
-        gate.accepted(await gate.acquire())  # the refill, no probe
+        gate.release(held.pop(0))
+        held.append(await gate.acquire())  # the refill, no probe
+        await gate.accepted(held[-1])
         assert gate.limit == 2
     waiters = [asyncio.create_task(gate.acquire()) for _ in range(2)]
     await settle()
-    gate.release()  # the PROBE_EVERY-th end: a probe goes out with the refill
+    gate.release(held.pop(0))  # the PROBE_EVERY-th end: a probe goes out with the refill
     await settle()
     assert gate.limit == 3 and all(w.done() for w in waiters)
 
@@ -290,23 +296,37 @@ async def test_only_answered_creates_prove_a_level() -> None:
     gate = SlotGate(8, slow_start=True)
     first = await gate.acquire()
     second = await gate.acquire()
-    assert first and second
+    assert first.probe and second.probe
     third = asyncio.create_task(gate.acquire())
     await settle()
     assert not third.done()  # two unconfirmed creates are out
-    gate.accepted(first)
+    await gate.accepted(first)
     assert gate.confirmed == 1  # the second is still unanswered
     await settle()
-    assert third.done() and third.result()  # above the proven 1: a probe
-    gate.accepted(second)
-    gate.accepted(True)
+    assert third.done() and third.result().probe  # above the proven 1: a probe
+    await gate.accepted(second)
+    await gate.accepted(third.result())
     assert gate.confirmed == 3
+
+
+async def test_a_task_ending_is_no_answer_to_a_create_in_flight() -> None:
+    # Releasing the slot of a task seen ending (its create answered long ago) must not count
+    # as an answer to a create still in flight: that create proves nothing until answered.
+    gate = SlotGate(8, slow_start=True)
+    old = await gate.acquire()
+    await gate.accepted(old)
+    flying = await gate.acquire()
+    gate.release(old)  # the old task ended
+    other = await gate.acquire()
+    await gate.accepted(other)
+    assert gate.confirmed == 1  # `flying` is still unanswered: only 1 of the 2 held is proven
+    await gate.accepted(flying)
+    assert gate.confirmed == 2
 
 
 async def test_set_maximum() -> None:
     gate = SlotGate(4, monotonic=Clock())
-    for _ in range(2):
-        await gate.acquire()
+    held = [await gate.acquire() for _ in range(2)]
     gate.set_maximum(1)
     assert (gate.maximum, gate.limit) == (1, 1)
     blocked = asyncio.create_task(gate.acquire())
@@ -314,8 +334,8 @@ async def test_set_maximum() -> None:
     assert not blocked.done()
     gate.set_maximum(0)
     assert gate.maximum == 1
-    gate.release()
-    gate.release()
+    gate.release(held[0])
+    gate.release(held[1])
     await asyncio.wait_for(blocked, 1)
     gate.set_maximum(3)
     assert gate.maximum == 3
@@ -336,16 +356,16 @@ async def test_raising_maximum_wakes_waiters() -> None:
 
 async def test_hold_counts_a_slot_without_waiting() -> None:
     gate = SlotGate(1)
-    gate.hold()  # a running task found on resume
-    gate.hold()  # even beyond the limit: it exists whether we like it or not
+    first = gate.hold()  # a running task found on resume
+    second = gate.hold()  # even beyond the limit: it exists whether we like it or not
     assert (gate.in_use, gate.peak) == (2, 2)
     blocked = asyncio.create_task(gate.acquire())
     await settle()
     assert not blocked.done()
-    gate.release()
+    gate.release(first)
     await settle()
     assert not blocked.done()
-    gate.release()
+    gate.release(second)
     await asyncio.wait_for(blocked, 1)
 
 

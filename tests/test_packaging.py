@@ -70,6 +70,7 @@ def test_metadata_licence_and_urls_agree(wheel: zipfile.ZipFile) -> None:
     assert meta["Version"] == kling_async.__version__
 
 
+@pytest.mark.exhaustive  # ~30 s of venv, pip and mypy: CI runs it (`pytest -m exhaustive`)
 def test_editable_install_is_seen_by_mypy_in_a_users_project(tmp_path: Path) -> None:
     """After `pip install -e .` in a fresh venv, a user's file type-checks with mypy --strict."""
     env = tmp_path / "venv"

@@ -87,13 +87,18 @@ async def cdn() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Client]:
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def client(sleeps: Sleeps) -> AsyncIterator[Client]:
     """A client whose sleeps are recorded (a refused URL must not be retried)."""
     async with Client(
         access_key="AKpaths0123456789",
         secret_key="SKpaths-0123456789abcdef0123456789abcdef",
         base_url="http://127.0.0.1:1",
-        sleep=Sleeps(),
+        sleep=sleeps,
     ) as c:
         yield c
 
@@ -158,12 +163,14 @@ async def test_unicode_ids_do_not_share_a_file(client: Client, cdn: str, tmp_pat
         "",
     ],
 )
-async def test_non_http_video_urls_are_refused(client: Client, tmp_path: Path, url: str) -> None:
+async def test_non_http_video_urls_are_refused(
+    client: Client, sleeps: Sleeps, tmp_path: Path, url: str
+) -> None:
     t = task("1", "ext", [{"id": "v", "url": url, "watermark_url": url}])
     for watermarked in (False, True):
         with pytest.raises(DownloadError):
             await client.download(t, tmp_path, watermarked=watermarked)
-    assert client._sleep.calls == []  # type: ignore[attr-defined]  # refused, not retried
+    assert sleeps.calls == []  # refused, not retried
     assert all_files(tmp_path) == set()
 
 

@@ -19,6 +19,8 @@ from kling_async import (
     ServerError,
     Task,
     TaskStatus,
+    TaskSubmitted,
+    TaskUnreadable,
 )
 from kling_async._poll import TaskTracker
 from kling_async.models import TaskInfo
@@ -212,11 +214,13 @@ async def test_futures_resolve_on_terminal_and_callbacks_run() -> None:
     assert [t.status for t in done] == [TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.SUCCEED]
     assert sorted(seen) == [("a", TaskStatus.SUCCEED), ("b", TaskStatus.FAILED), ("c", "succeed")]
     assert len(tr) == 0
-    kinds = [(e.kind, e.data["task_id"]) for e in events]
+    kinds = [(e.kind, getattr(e, "task_id", None)) for e in events]
     assert ("task_status", "a") in kinds
     assert kinds.count(("task_finished", "a")) == 1
-    await asyncio.sleep(0)
-    assert tr._runner is not None and tr._runner.done()  # nothing left: the sweeper stops
+    waits, sweeps = len(pace.waits), tr.sweeps
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (len(pace.waits), tr.sweeps) == (waits, sweeps)  # nothing left: the sweeper stops
     await tr.aclose()
 
 
@@ -239,13 +243,15 @@ async def test_interval_backs_off_and_resets() -> None:
 
 async def test_track_terminal_task_resolves_at_once() -> None:
     api = FakeApi()
-    tr = tracker(api, Pace())
+    pace = Pace()
+    tr = tracker(api, pace)
     done = mk("z", "succeed")
     fut = tr.track(done)
     assert fut.done()
     assert fut.result() is done
     assert len(tr) == 0
-    assert tr._runner is None
+    await asyncio.sleep(0)
+    assert (tr.sweeps, pace.waits) == (0, [])  # no sweeper started
 
 
 async def test_track_twice_shares_the_future() -> None:
@@ -452,10 +458,10 @@ def test_event_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -> No
         raise RuntimeError("user bug")
 
     with caplog.at_level(logging.DEBUG, logger="kling_async"):
-        emit(broken, "task_submitted", task_id="t")  # must not raise
-        emit(None, "task_submitted", task_id="t")
+        emit(broken, TaskSubmitted("t", "e"))  # must not raise
+        emit(None, TaskSubmitted("t", "e"))
     assert "event hook raised" in caplog.text
-    assert "task_submitted {'task_id': 't'}" in caplog.text
+    assert "task_submitted {'task_id': 't', 'external_task_id': 'e'}" in caplog.text
 
 
 # -- answers that cannot be read --------------------------------------------------------------
@@ -483,9 +489,9 @@ async def test_unreadable_answers_fail_the_result_but_keep_following() -> None:
     await tr.sweep()
     assert later.result().status is TaskStatus.SUCCEED
     assert ended.done() and len(tr) == 0
-    bad = [e for e in events if e.kind == "task_unreadable"]
+    bad = [e for e in events if isinstance(e, TaskUnreadable)]
     assert len(bad) == POLICY.unreadable_limit
-    assert bad[0].data["task_id"] == "a" and bad[0].data["field"] == "task_status"
+    assert bad[0].task_id == "a" and bad[0].field == "task_status"
     await tr.aclose()
 
 

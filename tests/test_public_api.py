@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
     {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
     {"_adaptive", "_health", "_stall", "_server_time"},
+    {"_gate", "_stats"},
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
@@ -27,11 +28,13 @@ LAYERS: list[set[str]] = [
     {"_request_rate"},
     {"_http", "_download", "_followed", "_shared_link"},
     {"_create", "_poll", "_fetch", "_shared_slots", "_shared_rate", "_shared_status"},
+    {"_queries", "_slots"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_labels"},
-    {"_batch_io", "_preflight"},
+    {"_batch_io", "_preflight", "_journal_run"},
     {"_batch_fetch", "_batch_submit", "_batch_status"},
+    {"_batch_feed"},
     {"_batch_resume"},
     {"_batch_create"},
     {"_batch"},
@@ -191,6 +194,21 @@ def test_public_names_documented() -> None:
         elif inspect.isfunction(obj) and not obj.__doc__:
             missing.append(name)
     assert not missing, f"public names without a docstring: {missing}"
+
+
+def test_exported_names_live_in_the_package() -> None:
+    """`kling_async.Task`, not `kling_async.models._task.Task`: what users import is what
+    reprs, tracebacks and documentation show (as httpx and anyio do)."""
+    elsewhere = [
+        f"{name}: {obj.__module__}"
+        for name in kling_async.__all__
+        if isinstance(obj := getattr(kling_async, name), type) or inspect.isfunction(obj)
+        if obj.__module__ != "kling_async"
+    ]
+    assert not elsewhere
+    assert repr(kling_async.Task) == "<class 'kling_async.Task'>"
+    error = kling_async.ServerError("boom", status=500, code=5000)
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == "kling_async.ServerError"
 
 
 def test_core_names_exported() -> None:

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Any
 
 import pytest
+from fakes import Recorder
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kling_async import (
     ConfigurationError,
     ConnectError,
+    Event,
     InvalidRequestError,
     KlingError,
+    RequestRetry,
     RequestTimeoutError,
     ResponseValidationError,
     RetryPolicy,
+    ServerError,
 )
 from kling_async._errors import error_from_response
-from kling_async._retry import Verdict, backoff, classify, is_ambiguous_create
+from kling_async._retry import (
+    Retries,
+    Retrying,
+    Verdict,
+    backoff,
+    classify,
+    is_ambiguous_create,
+)
 
 
 def api(code: int, status: int = 400, retry_after: float | None = None) -> KlingError:
@@ -151,3 +164,115 @@ def test_backoff_bounds_property(
         assert wait >= min(max(initial, 1.0), maximum)
     else:
         assert wait >= min(initial / 2, maximum)
+
+
+# -- Retrying: the one loop every retry site runs ----------------------------------------------
+
+
+def retries(rec: Recorder, events: list[Event] | None = None, **policy: Any) -> Retries:
+    policy.setdefault("wait_jitter", False)
+    return Retries(
+        RetryPolicy(**policy),
+        sleep=rec.sleep,
+        monotonic=rec.monotonic,
+        rng=random.Random(7),
+        hook=None if events is None else events.append,
+    )
+
+
+async def fail_then(
+    loop: Retrying, failures: int, *, again: int = 0, took: float = 0.0, rec: Recorder
+) -> tuple[str, list[int]]:
+    """Run `loop` over attempts that fail `failures` times (after `again` re-tries at once)."""
+    numbers = []
+    async for attempt in loop:
+        numbers.append(attempt.number)
+        rec.now += took
+        if again:
+            again -= 1
+            attempt.again()
+        elif failures:
+            failures -= 1
+            attempt.retry(api(5000, 500))
+    return "done", numbers
+
+
+async def test_an_attempt_that_asks_for_nothing_ends_the_loop() -> None:
+    rec = Recorder()
+    assert await fail_then(retries(rec).attempts("GET", "/x"), 0, rec=rec) == ("done", [1])
+    assert rec.waits == []
+
+
+async def test_retries_wait_the_backoff_and_report_one_event_shape() -> None:
+    rec, events = Recorder(), []  # type: ignore[var-annotated]
+    loop = retries(rec, events, attempts=4, wait_initial=0.5).attempts("POST", "/v1/x")
+    assert await fail_then(loop, 2, rec=rec) == ("done", [1, 2, 3])
+    assert rec.waits == [0.5, 1.0]
+    assert events == [
+        RequestRetry("POST", "/v1/x", 1, 0.5, "ServerError", 5000),
+        RequestRetry("POST", "/v1/x", 2, 1.0, "ServerError", 5000),
+    ]
+
+
+async def test_the_last_attempt_raises_its_error() -> None:
+    rec = Recorder()
+    loop = retries(rec, attempts=3).attempts("GET", "/x")
+    with pytest.raises(ServerError):
+        await fail_then(loop, 5, rec=rec)
+    assert len(rec.waits) == 2  # three attempts in all
+
+
+async def test_the_time_budget_counts_waits_and_attempts() -> None:
+    rec = Recorder()
+    loop = retries(rec, attempts=100, wait_initial=1.0, wait_max=1.0, timeout=9.5)
+    with pytest.raises(ServerError):
+        await fail_then(loop.attempts("GET", "/x"), 100, took=2.0, rec=rec)
+    assert rec.waits == [1.0, 1.0, 1.0]  # 2+1+2+1+2+1+2 = 11: a fourth wait ends past 9.5
+
+
+async def test_again_is_at_once_and_not_counted() -> None:
+    rec = Recorder()
+    loop = retries(rec, attempts=2).attempts("GET", "/x")
+    assert await fail_then(loop, 1, again=3, rec=rec) == ("done", [1, 2, 3, 4, 5])
+    assert len(rec.waits) == 1  # the one counted failure
+
+
+async def test_the_injected_random_source_draws_the_jitter() -> None:
+    async def waits(seed: int) -> list[float]:
+        rec = Recorder()
+        loop = Retries(RetryPolicy(), sleep=rec.sleep, rng=random.Random(seed))
+        await fail_then(loop.attempts("GET", "/x"), 4, rec=rec)
+        return rec.waits
+
+    assert await waits(1) == await waits(1)
+    assert await waits(1) != await waits(2)
+
+
+async def test_progress_restarts_the_time_budget() -> None:
+    rec = Recorder()
+    policy = {"attempts": 100, "wait_initial": 1.0, "wait_max": 1.0, "timeout": 5.0}
+    loop = retries(rec, **policy).attempts("GET", "/video")
+    tries = 0
+    async for attempt in loop:  # each attempt runs 3 s and receives bytes before it fails
+        tries += 1
+        rec.now += 3.0
+        if tries < 6:
+            attempt.progressed()
+            attempt.retry(api(5000, 500))
+    assert tries == 6  # 6 × 3 s + waits: far past 5 s, but never 5 s without progress
+
+
+@pytest.mark.parametrize(("count", "tries"), [("all", 3), ("without_progress", 10)])
+async def test_what_progress_does_to_the_count(count: Any, tries: int) -> None:
+    rec = Recorder()
+    loop = retries(rec, attempts=3).attempts("GET", "/video", count=count)
+    seen = 0
+    with contextlib.suppress(ServerError):
+        async for attempt in loop:
+            seen += 1
+            if seen == 10:
+                break
+            attempt.progressed()  # every attempt got some bytes
+            attempt.retry(api(5000, 500))
+    # Counted from the start, 3 attempts; counted since the last progress, never exhausted.
+    assert seen == tries

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kling_async import Event, ResponseValidationError, Task
+from kling_async import Event, ResponseValidationError, Task, TaskUnreadable, VideoSkipped
 from kling_async.models import SECONDS_BELOW, epoch_seconds, read_page, read_task
 
 MS = 1_722_769_557_708  # 2024-08-04 11:05:57.708 UTC, the docs' example
@@ -309,10 +309,15 @@ def test_a_skipped_video_is_logged_and_emitted(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING, logger="kling_async"):
         task = read_task(data, "query", hook=events.append)
     assert [v.url for v in task.videos] == [URL]
-    (event,) = events
-    assert event.kind == "video_skipped"
-    assert event.data["task_id"] == "867283741759111202"
-    assert event.data["video_id"] == "v9" and event.data["index"] == 0
+    assert events == [
+        VideoSkipped(
+            task_id="867283741759111202",
+            source="query",
+            message="videos[0] (id 'v9') has no url: skipped",
+            index=0,
+            video_id="v9",
+        )
+    ]
     assert "has no url" in caplog.text and "v9" in caplog.text
 
 
@@ -333,11 +338,11 @@ def test_a_list_page_keeps_the_readable_items(caplog: pytest.LogCaptureFixture) 
     assert [t.task_id for t in page] == ["1", "867283741759111202"]
     assert page.items == 4
     assert [e.field for e in page.unreadable] == ["task_status", None]
-    assert [(e.kind, e.data["task_id"], e.data["index"]) for e in events] == [
+    assert [(e.kind, e.task_id, e.index) for e in events if isinstance(e, TaskUnreadable)] == [
         ("task_unreadable", "2", 1),
         ("task_unreadable", None, 2),
     ]
-    assert events[0].data["value"] == "'queued'"
+    assert isinstance(events[0], TaskUnreadable) and events[0].value == "'queued'"
     assert caplog.text.count("unreadable answer") == 2
 
 

@@ -22,6 +22,7 @@ from batch_helpers import (
     sql,
     write_jobs,
 )
+from redis_helpers import until
 
 from kling_async import (
     BatchResult,
@@ -32,6 +33,8 @@ from kling_async import (
     PollPolicy,
     ResponseValidationError,
     TaskFailedError,
+    TaskUnreadable,
+    VideoSkipped,
     batch_status,
     run_batch,
 )
@@ -76,11 +79,11 @@ async def test_an_unreadable_task_ends_its_wait_within_a_few_polls(start_sim: St
         assert "in_queue" in str(info.value)
         assert sim.stats.requests["query"] <= POLL.unreadable_limit + 1
         # The task is still followed, its slot held: no answer said it ended.
-        assert len(client.tracker) == 1 and client.gate.in_use == 1
+        assert client.stats.following == 1 and client.stats.slots_in_use == 1
         sim.control(shapes={"unreadable": {}})  # the answers become readable again
         done = await asyncio.wait_for(client.wait(task), 5)
         assert done.status == "succeed" and done.external_task_id == "odd-1"
-        assert client.gate.in_use == 0 and len(client.tracker) == 0
+        assert client.stats.slots_in_use == 0 and client.stats.following == 0
 
 
 async def test_a_finished_but_unreadable_task_frees_its_slot(start_sim: StartSim) -> None:
@@ -92,10 +95,10 @@ async def test_a_finished_but_unreadable_task_frees_its_slot(start_sim: StartSim
         task = await client.submit(make_requests(1)[0], external_task_id="odd-2")
         with pytest.raises(ResponseValidationError, match="created_at = 'not a time'"):
             await asyncio.wait_for(client.wait(task), 5)
-        assert client.gate.in_use == 0 and len(client.tracker) == 0
-    bad = [e for e in events if e.kind == "task_unreadable"]
+        assert client.stats.slots_in_use == 0 and client.stats.following == 0
+    bad = [e for e in events if isinstance(e, TaskUnreadable)]
     assert len(bad) >= POLL.unreadable_limit
-    assert bad[0].data["task_id"] == task.task_id and bad[0].data["field"] == "created_at"
+    assert bad[0].task_id == task.task_id and bad[0].field == "created_at"
 
 
 async def test_the_slot_of_an_unreadable_task_is_given_back_at_its_deadline(
@@ -107,9 +110,10 @@ async def test_the_slot_of_an_unreadable_task_is_given_back_at_its_deadline(
         task = await client.submit(make_requests(1)[0], external_task_id="odd-3")
         with pytest.raises(ResponseValidationError):
             await asyncio.wait_for(client.wait(task, timeout=5), 5)
-        assert client.gate.in_use == 1
-        await asyncio.wait_for(client.tracker.ended(task), 5)
-        assert client.gate.in_use == 0 and len(client.tracker) == 0
+        assert client.stats.slots_in_use == 1
+        # followed until its deadline (poll.timeout), no longer
+        assert await until(lambda: client.stats.following == 0, timeout=5)
+        assert client.stats.slots_in_use == 0 and client.stats.following == 0
 
 
 @pytest.mark.parametrize("slots", [2, 5], ids=["single-queries", "list-sweeps"])
@@ -206,9 +210,9 @@ async def test_a_video_without_url_is_skipped_with_a_warning(
         files = await client.download(done, tmp_path)
     assert len(sim.task(task.task_id)["task_result"]["videos"]) == 2  # type: ignore[index]
     assert len(done.videos) == 1 and [f.name for f in files] == ["one-url.mp4"]
-    skipped = [e for e in events if e.kind == "video_skipped"]
-    assert skipped and skipped[0].data["task_id"] == task.task_id
-    assert skipped[0].data["video_id"] == f"no-url-{task.task_id}"
+    skipped = [e for e in events if isinstance(e, VideoSkipped)]
+    assert skipped and skipped[0].task_id == task.task_id
+    assert skipped[0].video_id == f"no-url-{task.task_id}"
     assert "has no url" in caplog.text
 
 
@@ -224,8 +228,8 @@ async def test_a_list_page_with_an_unreadable_item_gives_the_rest(start_sim: Sta
     (error,) = page.unreadable
     assert error.field == "task_result.videos" and error.value == "'none'"
     assert len(walked) == 3
-    bad = [e for e in events if e.kind == "task_unreadable" and e.data.get("source") == "list"]
-    assert len(bad) >= 2 and bad[0].data["field"] == "task_result.videos"
+    bad = [e for e in events if isinstance(e, TaskUnreadable) and e.source == "list"]
+    assert len(bad) >= 2 and bad[0].field == "task_result.videos"
 
 
 async def test_newer_callbacks_with_numeric_ids_are_accepted(start_sim: StartSim) -> None:
@@ -273,7 +277,7 @@ async def test_1303_with_nothing_of_ours_running_waits_on_the_gate(
         assert sim.stats.requests["create"] == refused
         sim.held_slots = 0
         task = await asyncio.wait_for(submit, 5)
-        assert task.status == "submitted" and client.gate.in_use == 1
+        assert task.status == "submitted" and client.stats.slots_in_use == 1
 
 
 def test_the_cli_runs_a_batch_against_odd_answers(tmp_path: Path) -> None:

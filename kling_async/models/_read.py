@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._errors import ResponseValidationError
-from .._events import EventHook, emit
+from .._events import EventHook, TaskUnreadable, emit
 from ._task import Task
 from ._tolerant import Note
 
@@ -63,9 +63,9 @@ def unreadable(exc: ValidationError, what: str, data: Any) -> ResponseValidation
 
 
 def _report(notes: list[Note], task: Task, what: str, hook: EventHook | None) -> None:
-    for kind, message, data in notes:
+    for message, event in notes:
         logger.warning("%s: task %s: %s", what, task.task_id, message)
-        emit(hook, kind, task_id=task.task_id, source=what, message=message, **data)
+        emit(hook, event(task_id=task.task_id, source=what, message=message))
 
 
 def read_task(data: Any, what: str, *, hook: EventHook | None = None) -> Task:
@@ -114,8 +114,10 @@ def report_unreadable(
     hook: EventHook | None,
     *,
     level: int = logging.WARNING,
-    **data: Any,
+    task_id: str | None = None,
+    source: str | None = None,
+    index: int | None = None,
 ) -> None:
-    """Log an unreadable answer and emit `task_unreadable` (field, value, message)."""
+    """Log an unreadable answer and emit `TaskUnreadable` (field, value, message)."""
     logger.log(level, "unreadable answer: %s", exc)
-    emit(hook, "task_unreadable", field=exc.field, value=exc.value, message=str(exc), **data)
+    emit(hook, TaskUnreadable(exc.field, exc.value, str(exc), task_id, source, index))

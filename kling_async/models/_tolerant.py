@@ -27,12 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
-from .._events import EventKind
+from .._events import Event, VideoSkipped
 
 __all__ = [
     "SECONDS_BELOW",
@@ -55,7 +57,8 @@ logger = logging.getLogger("kling_async")
 SECONDS_BELOW = 1e11
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 #: A note of the reading: (event kind, message, event data).
-Note = tuple[EventKind, str, dict[str, Any]]
+#: (message, the event for it given the task id and where it was read).
+Note = tuple[str, Callable[..., Event]]
 
 
 def as_text(value: Any) -> Any:
@@ -110,11 +113,14 @@ def as_status(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def note(info: ValidationInfo, kind: EventKind, message: str, **data: Any) -> None:
-    """Record a note in the reading's context, or log it when read without one."""
+def note(info: ValidationInfo, message: str, event: Callable[..., Event]) -> None:
+    """Record a note in the reading's context, or log it when read without one.
+
+    `event(task_id=, source=, message=)` makes the event reported for it once the task is read.
+    """
     notes = info.context.get("notes") if isinstance(info.context, dict) else None
     if isinstance(notes, list):
-        notes.append((kind, message, data))
+        notes.append((message, event))
     else:
         logger.warning("%s", message)
 
@@ -131,10 +137,10 @@ def readable_videos(value: Any, info: ValidationInfo) -> Any:
             shown = as_text(item.get("id"))
             note(
                 info,
-                "video_skipped",
                 f"videos[{index}] (id {str(shown)[:60]!r}) has no url: skipped",
-                index=index,
-                video_id=shown if isinstance(shown, str) else None,
+                partial(
+                    VideoSkipped, index=index, video_id=shown if isinstance(shown, str) else None
+                ),
             )
             continue
         kept.append(item)

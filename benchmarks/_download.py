@@ -63,7 +63,7 @@ async def _fetch(mode: str, url: str, dest: Path) -> int:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         if mode == "kling-async":
-            from kling_async._download import stream_to_file
+            from kling_async._download_stream import stream_to_file
 
             return (await stream_to_file(session, url, dest)).bytes
         async with session.get(url) as resp:

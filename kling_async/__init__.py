@@ -9,7 +9,7 @@ from ._batch_status import BatchStatus, FileProblem, batch_status
 from ._callbacks import CallbackReceiver
 from ._client import Client
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
-from ._download import DownloadResult
+from ._download_stream import DownloadResult
 from ._errors import (
     AccountError,
     APIError,

@@ -25,7 +25,8 @@ from ._config import (
     Timeouts,
 )
 from ._create import create_task, prepared
-from ._download import DownloadResult
+from ._download_retry import ProgressCallback, save_video, video_filename
+from ._download_stream import DownloadResult
 from ._errors import (
     ClientClosedError,
     DownloadError,
@@ -33,7 +34,6 @@ from ._errors import (
     TaskTimeoutError,
 )
 from ._events import Event, EventHook
-from ._fetch import ProgressCallback, save_video, video_filename
 from ._gate import Gate
 from ._http import HttpLayer
 from ._images import EncodingCache

@@ -28,7 +28,7 @@ from batch_helpers import (
 )
 from fault_helpers import StartSim, not_ok, run, tally
 
-from kling_async import _download, run_batch
+from kling_async import _download_stream, run_batch
 from kling_async.simulator import VideoContent
 
 start_sim = fault_helpers.start_sim  # the fixture, shared with the other fault tests
@@ -37,7 +37,7 @@ SIZE = 40_000
 
 
 class FillingDisk:
-    """Stands in for `_download._write`: the disk holds `room` more bytes, then every write
+    """Stands in for `_download_stream._write`: the disk holds `room` more bytes, then every write
     fails with ENOSPC (after writing what still fitted, as a real disk does)."""
 
     def __init__(self, room: int) -> None:
@@ -45,7 +45,7 @@ class FillingDisk:
         self.full_errors = 0
         self.writes_after_full = 0
         self._lock = threading.Lock()  # each download writes on its own worker thread
-        self._real: Callable[..., None] = _download._write
+        self._real: Callable[..., None] = _download_stream._write
 
     def write(self, fh: Any, batch: list[bytes]) -> None:
         with self._lock:
@@ -75,7 +75,7 @@ async def test_disk_fills_mid_batch_then_rerun(
     n, parallel = 12, 2
     sim = await start_sim(concurrency=4, gen_seconds=0.1)
     disk = FillingDisk(room=int(3.5 * SIZE))
-    monkeypatch.setattr(_download, "_write", disk.write)
+    monkeypatch.setattr(_download_stream, "_write", disk.write)
     requests = make_requests(n)
     async with make_client(sim, concurrency=4) as client:
         batch = run_batch(client, requests, tmp_path, download_concurrency=parallel)
@@ -136,7 +136,7 @@ async def test_disk_full_at_fsync_leaves_no_file(
     start_sim: StartSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC surfacing only at flush/fsync time (delayed allocation): never renamed."""
-    real = _download._finish
+    real = _download_stream._finish
     done = 0
 
     def finish(fh: Any) -> None:
@@ -147,7 +147,7 @@ async def test_disk_full_at_fsync_leaves_no_file(
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fh)
 
-    monkeypatch.setattr(_download, "_finish", finish)
+    monkeypatch.setattr(_download_stream, "_finish", finish)
     sim = await start_sim(concurrency=3)
     requests = make_requests(5)
     async with make_client(sim, concurrency=3) as client:

@@ -1,4 +1,4 @@
-"""Tests for kling_async._download against a real aiohttp server on 127.0.0.1."""
+"""Tests for kling_async._download_stream against a real aiohttp server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import aiohttp
 import cdn_helpers
 import pytest
 
-from kling_async import _download
+from kling_async import _download_stream
 from kling_async._config import Timeouts
-from kling_async._download import (
+from kling_async._download_stream import (
     DownloadHTTPError,
     DownloadResult,
     VideoGoneError,
@@ -256,7 +256,7 @@ async def test_disk_full(server, session, tmp_path: Path, monkeypatch) -> None:
     def full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_download, "_write", full)
+    monkeypatch.setattr(_download_stream, "_write", full)
     with pytest.raises(DownloadError, match="disk full") as info:
         await stream_to_file(session, f"{base}/video", tmp_path / "v.mp4", chunk_size=1 << 16)
     assert isinstance(info.value.__cause__, OSError)

@@ -22,8 +22,8 @@ from typing import IO, Any
 import cdn_helpers
 import pytest
 
-from kling_async import _download, _sink
-from kling_async._download import stream_to_file
+from kling_async import _download_stream, _sink
+from kling_async._download_stream import stream_to_file
 from kling_async._errors import DownloadError
 
 server = cdn_helpers.server
@@ -33,14 +33,14 @@ SMALL = 16 << 10  # chunk_size: ~19 batches for the 300 KB body
 
 
 class Writes:
-    """Stands in for `_download._write`: records each batch, can lag or fail at the n-th."""
+    """Stands in for `_download_stream._write`: records each batch, can lag or fail at the n-th."""
 
     def __init__(self, *, delay: float = 0.0, fail_at: int | None = None) -> None:
         self.delay, self.fail_at = delay, fail_at
         self.sizes: list[int] = []  # bytes of each batch written
         self.after_failure = 0
         self.lock = threading.Lock()
-        self.real = _download._write
+        self.real = _download_stream._write
 
     def __call__(self, fh: IO[bytes], batch: list[Any]) -> None:
         time.sleep(self.delay)
@@ -80,7 +80,7 @@ async def test_failed_write_stops_later_writes_and_leaves_a_prefix(
     base, _ = server
     dest = tmp_path / "v.mp4"
     writes = Writes(delay=0.01, fail_at=2)  # slow: later batches queue up behind the failure
-    monkeypatch.setattr(_download, "_write", writes)
+    monkeypatch.setattr(_download_stream, "_write", writes)
     with pytest.raises(DownloadError, match="cannot write") as info:
         await stream_to_file(session, f"{base}/video", dest, chunk_size=SMALL)
     assert isinstance(info.value.__cause__, OSError)
@@ -118,7 +118,7 @@ async def test_cancel_while_batches_are_queued_keeps_every_handed_off_batch(
     st.stall_at = 250_000
     dest = tmp_path / "v.mp4"
     writes = Writes(delay=0.02)  # the disk lags: the loop waits on the pipeline when cancelled
-    monkeypatch.setattr(_download, "_write", writes)
+    monkeypatch.setattr(_download_stream, "_write", writes)
     progress: list[int] = []
     task = asyncio.create_task(
         stream_to_file(
@@ -170,7 +170,7 @@ async def test_digest_covers_exactly_the_bytes_written_whatever_the_timing(
     st.chunked = seed % 2 == 1
     st.cut_at = cut = 70_000 + seed * 9_999  # the first attempt is cut: the second resumes
     rng = random.Random(seed)
-    real_write, real_hash = _download._write, _sink._hash
+    real_write, real_hash = _download_stream._write, _sink._hash
 
     def jittery_write(fh: IO[bytes], batch: list[Any]) -> None:
         time.sleep(rng.random() * 0.003)
@@ -180,7 +180,7 @@ async def test_digest_covers_exactly_the_bytes_written_whatever_the_timing(
         time.sleep(rng.random() * 0.003)
         real_hash(hasher, batch)
 
-    monkeypatch.setattr(_download, "_write", jittery_write)
+    monkeypatch.setattr(_download_stream, "_write", jittery_write)
     monkeypatch.setattr(_sink, "_hash", jittery_hash)
     dest = tmp_path / "v.mp4"
     with pytest.raises(DownloadError, match="truncated"):

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 import kling_async as kling
-from kling_async._fetch import progress_events
+from kling_async._download_retry import progress_events
 from kling_async.simulator import Simulator
 
 FAST_RETRY = kling.RetryPolicy(wait_initial=0.01, wait_max=0.05, concurrency_wait_initial=0.05)

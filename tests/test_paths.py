@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kling_async import Client, DownloadError, Task
-from kling_async._fetch import video_filename
+from kling_async._download_retry import video_filename
 
 MS = int(time.time() * 1000)  # recent: the 30-day retention has not passed
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from ._config import Timeouts
-from ._download import DownloadResult, ProgressCallback, http_url, stream_to_file
+from ._download_stream import DownloadResult, ProgressCallback, http_url, stream_to_file
 from ._errors import (
     DiskFullError,
     DownloadError,

@@ -35,11 +35,14 @@ from ._errors import (
 )
 from ._events import Event, EventHook
 from ._gate import Gate
+from ._health import ApiHealth, check_base_url
 from ._http import HttpLayer
 from ._images import EncodingCache
 from ._limits import SlotGate
 from ._poll import TaskTracker
 from ._queries import check_page, check_task_id, list_raw, query_raw
+from ._request_rate import RequestRate
+from ._server_time import ServerClock
 from ._slots import Slots
 from ._stats import ClientStats
 from ._types import Clock, PathLike, Sleep
@@ -74,16 +77,22 @@ class Client:
         self.credentials = credentials or Credentials.from_env(
             access_key, secret_key, api_key, environ=environ
         )
-        self.base_url = (base_url or base_url_from_env(environ)).rstrip("/")
+        self.base_url = check_base_url(
+            base_url or base_url_from_env(environ),
+            what="base_url" if base_url else "KLING_BASE_URL",
+        ).rstrip("/")
         self.timeouts, self.retry, self.poll, self.limits = timeouts, retry, poll, limits
         self.event_hook = event_hook
         #: Given to every submitted request that has none (e.g. a CallbackReceiver's url).
         self.callback_url = callback_url
         self._clock = clock
         rng = random.Random()
+        #: The server's time, learnt from the `Date` of every answer: tokens are signed by it
+        #: and video expiry is judged by it, so a machine whose clock is off still works.
+        self.server_clock = ServerClock(wall=clock)
         self._http = HttpLayer(
             base_url=self.base_url,
-            signer=JwtSigner(self.credentials, clock=clock),
+            signer=JwtSigner(self.credentials, clock=self.server_clock.server_now),
             session=session,
             timeouts=timeouts,
             retry=retry,
@@ -92,6 +101,8 @@ class Client:
             monotonic=monotonic,
             event_hook=self._emit,
             rng=rng,
+            server_clock=self.server_clock,
+            wall=clock,
         )
         self._gate: Gate = SlotGate(
             limits.concurrency,
@@ -155,6 +166,16 @@ class Client:
     def _check_open(self) -> None:
         if self._http.closed:
             raise ClientClosedError("this client was closed (aclose()); make a new Client")
+
+    @property
+    def health(self) -> ApiHealth:
+        """The API's health as this client sees it: never answered, up, down, or given up."""
+        return self._http.health
+
+    @property
+    def request_rate(self) -> RequestRate:
+        """The adaptive request rate all this client's API requests share (`.state()`)."""
+        return self._http.rate
 
     @property
     def slot_limit(self) -> int:

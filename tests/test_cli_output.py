@@ -205,7 +205,7 @@ def test_help_shows_defaults_and_describes_every_argument() -> None:
     flat = " ".join(text.split())
     assert "--concurrency N the account's concurrent tasks" in flat
     assert f"(default: {DEFAULT_LIMITS.concurrency})" in flat
-    assert f"(default: {DEFAULT_LIMITS.rps})" in flat
+    assert "--rps R a ceiling on API requests per second (default: none;" in flat
     assert f"(default: {DEFAULT_POLL.interval})" in flat
     assert f"(default: {DEFAULT_LIMITS.download_concurrency})" in flat
     status = " ".join(run_cli(["status", "--help"], clean_env()).stdout.split())

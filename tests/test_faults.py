@@ -8,12 +8,14 @@ ever created twice. Fault seeds are fixed, so every run injects the same faults.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import fault_helpers
 import pytest
 from batch_helpers import (
+    FAST_RETRY,
     SimProcess,
     assert_no_duplicate_creates,
     assert_videos_complete,
@@ -159,13 +161,14 @@ async def test_create_answers_lost_after_creation_5_percent(
 
 
 async def test_1302_storm(start_sim: StartSim, tmp_path: Path) -> None:
-    scripts = {kind: ("1302",) * 4 for kind in ("create", "query", "list")}
-    rates = {kind: {"1302": 0.1} for kind in ("create", "query", "list")}
-    sim = await start_sim(concurrency=4, faults=FaultConfig(scripts=scripts, rates=rates, seed=4))
-    async with make_client(sim, concurrency=4) as client:
+    """An account that allows 4 requests/s: the adaptive rate learns it from the 1302s (none of
+    which ends a job) and every job is done."""
+    sim = await start_sim(concurrency=4, rate_limit=4)
+    async with make_client(sim, concurrency=4, retry=replace(FAST_RETRY, attempts=None)) as client:
         results = await run(client, make_requests(16), tmp_path)
+        assert client.request_rate.state().rate.cuts >= 1
     stats = check_all_done(sim, tmp_path, results, 16)
-    assert stats["errors_by_code"][1302] >= 12
+    assert stats["errors_by_code"][1302] >= 1
 
 
 async def test_1302_past_the_retry_budget_is_retried_by_a_rerun(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ._batch_feed import Feeder, result_as
 from ._batch_io import result_from_row
 from ._batch_submit import lookup_external
-from ._errors import AccountError, AuthenticationError, KlingError
+from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
@@ -109,7 +109,7 @@ class Resumer(Feeder):
             found = await lookup_external(self.client, row.external_id)
         except KlingError as exc:  # cannot tell if it exists: a later run asks again
             self.counts.seen += 1
-            if isinstance(exc, AccountError | AuthenticationError):
+            if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             await self._unsubmitted(row.key, row.external_id, exc)
             return

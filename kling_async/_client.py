@@ -347,7 +347,7 @@ class Client:
             watermarked=watermarked,
             timeouts=self.timeouts,
             retries=self._http.retries,
-            clock=self._clock,
+            server_clock=self.server_clock,
             on_progress=on_progress,
         )
 

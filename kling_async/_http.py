@@ -216,6 +216,7 @@ class HttpLayer:
                 verdict = classify(exc)
                 if verdict is Verdict.RESIGN and not resigned:
                     resigned = True
+                    self.server_clock.trust_latest()  # the refusal's Date is the server's time
                     self._signer.invalidate()
                     attempt.again()
                     continue

@@ -19,6 +19,7 @@ from typing import Any
 from ._config import PollPolicy
 from ._errors import (
     AccountError,
+    ApiUnreachableError,
     AuthenticationError,
     BadRequestError,
     KlingError,
@@ -43,7 +44,7 @@ GetOne = Callable[[str], Awaitable[Any]]
 #: A task whose slot a false claim freed is held again: (the task, its new `ended`).
 Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
-_FATAL = (AuthenticationError, AccountError)
+_FATAL = (AuthenticationError, AccountError, ApiUnreachableError)
 _TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 

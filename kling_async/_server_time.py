@@ -61,7 +61,8 @@ class ServerClock:
     """Learns server − local from `Date` headers; `server_now()` is the server's time now."""
 
     def __init__(self, *, wall: Clock = time.time, maxlen: int = 32) -> None:
-        self._wall = wall
+        #: This machine's clock (the one the offset is measured against).
+        self.wall = wall
         self._samples: deque[tuple[float, float]] = deque(maxlen=maxlen)
         self._estimate: tuple[float, float] | None = None  # (offset, uncertainty)
 
@@ -84,6 +85,16 @@ class ServerClock:
         self._estimate = ((low + high) / 2, (high - low) / 2)
         return True
 
+    def trust_latest(self) -> None:
+        """Keep only the latest answer's interval: the server has just refused a token signed by
+        our estimate (its clock stepped, so the older answers' majority is wrong)."""
+        if self._samples:
+            latest = self._samples[-1]
+            self._samples.clear()
+            self._samples.append(latest)
+            low, high = latest
+            self._estimate = ((low + high) / 2, (high - low) / 2)
+
     @property
     def offset(self) -> float | None:
         """Seconds to add to this machine's clock to get the server's (None: not learnt yet)."""
@@ -96,7 +107,7 @@ class ServerClock:
 
     def server_now(self) -> float:
         """The server's time now (Unix seconds); this machine's until an offset is learnt."""
-        return self._wall() + (self.offset or 0.0)
+        return self.wall() + (self.offset or 0.0)
 
     def expires_in(self, expires_at: datetime | None) -> float | None:
         """Seconds until `expires_at` by the server's clock (negative: past); None if unknown."""

@@ -175,7 +175,7 @@ def test_account_error_exit_1_then_rerun(
 def test_download_command_and_status_expiry(
     sim_thread: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = sim_thread(concurrency=3, auth_uses_sim_clock=False)
+    st = sim_thread(concurrency=3)
     # Every download fails at once (404, re-query, 404): the run ends with videos not on disk.
     st.call(st.sim.faults.script, "video", *["404"] * 8)
     jobs, out = jobs_file(tmp_path, 4), tmp_path / "out"

@@ -121,6 +121,7 @@ class Client:
             sleep=sleep,
             monotonic=monotonic,
             event_hook=self._emit,
+            busy=partial(self._http.rate.queue_time, "create"),
         )
         self._slots = Slots(
             self._gate, self._tracker, self._http.retries, probe_interval=limits.probe_interval

@@ -70,12 +70,16 @@ class TaskTracker:
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
         retake: Retake | None = None,
+        busy: Callable[[], float] | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
         self.pacer = Pacer(policy)
         #: Called when a query contradicts a callback's claim (the slot is ours again).
         self.retake = retake
+        #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
+        #: costs a create its turn, so sweeps wait at least that long (None: never).
+        self.busy = busy
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
@@ -247,7 +251,10 @@ class TaskTracker:
         """Seconds until the next sweep (see `Pacer.delay`)."""
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
-        return self.pacer.delay(self._monotonic(), running, claimed)
+        delay = self.pacer.delay(self._monotonic(), running, claimed)
+        if self.busy is not None and not claimed:
+            delay = max(delay, self.busy())  # a claim is still confirmed as soon as planned
+        return delay
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""

@@ -211,6 +211,14 @@ class RequestRate:
         """The request that left at `ticket` was answered 1302; True if that cut the rate."""
         return self.controller.throttled(self._monotonic(), ticket)
 
+    def queue_time(self, lane: str) -> float:
+        """Seconds the requests waiting in `lane` need at the rate now (0 when nothing binds)."""
+        rate = self._rate()
+        queue = self._lanes.get(lane)
+        if not queue or math.isinf(rate):
+            return 0.0
+        return sum(not w.done() for w in queue) / rate
+
     def state(self) -> RateView:
         """The rate now, and how many requests wait in each lane."""
         waiting = {lane: sum(not w.done() for w in queue) for lane, queue in self._lanes.items()}

@@ -123,6 +123,14 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     return payload.get("data")
 
 
+def _small(body: bytes | CreateBody | None) -> bool:
+    """True unless the request uploads more than 1 MiB (an upload may take a while)."""
+    if body is None:
+        return True
+    size = len(body) if isinstance(body, bytes) else body.size
+    return size is not None and size <= 1 << 20
+
+
 class HttpLayer:
     """Signs, sends, parses and retries API calls; owns (or borrows) the aiohttp session."""
 
@@ -249,7 +257,9 @@ class HttpLayer:
         self._check_health()
         sent_at = self._monotonic()
         try:
-            data = await self._watched(self._send(method, path, body=body, params=params))
+            data = await self._watched(
+                self._send(method, path, body=body, params=params), sent_at, _small(body)
+            )
         except KlingError as exc:
             self._answered(exc, sent_at, ticket)
             raise
@@ -261,18 +271,30 @@ class HttpLayer:
         if gave_up is not None:
             raise ApiUnreachableError(gave_up.message)
 
-    async def _watched(self, request: Any) -> Any:
+    async def _watched(self, request: Any, sent_at: float, small: bool) -> Any:
         """Await `request`; while the API is not known to answer, give it up on time even if
-        this request hangs (a timer rather than the read timeout decides)."""
+        this request hangs (a timer rather than the read timeout decides).
+
+        A `small` request (no large body to upload) unanswered for `never_worked` seconds
+        counts as failed: a server that accepts connections and never answers is no API.
+        """
         if self.health.health is Health.UP:
             return await request
         task = asyncio.ensure_future(request)
+        hung = False
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=WATCH_EVERY)
                 if done:
                     return task.result()
-                self._health_changed(self.health.check(self._monotonic()))
+                now = self._monotonic()
+                if small and not hung and now - sent_at >= self.health.rules.never_worked:
+                    hung = True
+                    error = f"no answer within {now - sent_at:.0f} s (requests hang)"
+                    change = self.health.record(Outcome.TRANSPORT, now, error, sent_at=sent_at)
+                else:
+                    change = self.health.check(now)
+                self._health_changed(change)
                 self._check_health()
         finally:
             if not task.done():

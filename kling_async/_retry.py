@@ -21,9 +21,10 @@ received bytes); the time budget always runs from the last progress.
 
 Transient conditions (1302, 5000–5002/5xx, no answer) are waited out, not counted, unless the
 policy sets `attempts`: a 1302 waits only a moment (the adaptive request rate paces the resend);
-during an outage (`ApiHealth.waiting`) a failed request is tried again every `OUTAGE_POLL`
-seconds at most, so the run resumes soon after the API does; once the API is given up
-(`ApiHealth.gave_up`) the loop raises `ApiUnreachableError` with its one message.
+until the API first answers and during an outage, a request that got no answer is tried
+again every `OUTAGE_POLL` seconds at most, so the run resumes soon after the API does; once
+the API is given up (`ApiHealth.gave_up`) the loop raises `ApiUnreachableError` with its one
+message.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHook, RequestRetry, emit
-from ._health import ApiHealth
+from ._health import ApiHealth, Health
 from ._types import Clock, Sleep
 
 __all__ = [
@@ -236,8 +237,10 @@ class Retrying:
         else:
             wait = backoff(self.failures, policy, error=error, rng=retries.rng)
             self.failures += 1
-        if health is not None and health.waiting and isinstance(error, TransportError):
-            wait = min(wait, OUTAGE_POLL)  # resume soon after the API does
+        unsure = health is not None and health.health is not Health.UP
+        if unsure and isinstance(error, TransportError):
+            # Resume soon after the API does, or give it up on time if it never answered.
+            wait = min(wait, OUTAGE_POLL)
         if policy.timeout is not None and retries.monotonic() + wait > self._since + policy.timeout:
             raise error
         self._wait = wait

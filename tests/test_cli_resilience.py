@@ -77,6 +77,19 @@ def test_nothing_listening_gives_up_with_one_message(tmp_path: Path) -> None:
     assert text.count("\n") < 20, text  # one message, not one line per job
 
 
+def test_an_api_that_hangs_from_the_start_gives_up_too(tmp_path: Path) -> None:
+    # Connections are accepted and never answered: no request fails, each just hangs.
+    with SimThread(outages=((0, 60),), outage_mode="hang") as st:
+        started = time.monotonic()
+        proc = run(st, tmp_path, 20, timeout=60)
+        took = time.monotonic() - started
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert took < 15, took
+        text = proc.stdout + proc.stderr
+        assert text.count("giving up: nothing answers at") == 1, text
+        assert "requests hang" in text
+
+
 def test_base_url_without_scheme_is_a_usage_error(tmp_path: Path) -> None:
     args = ["run", str(jobs(tmp_path, 1)), "--out", str(tmp_path / "out")]
     proc = run_cli([*args, "--base-url", "127.0.0.1:8080"], clean_env(), timeout=20)

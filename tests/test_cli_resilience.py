@@ -13,13 +13,19 @@ from batch_helpers import (
     SimThread,
     assert_videos_complete,
     clean_env,
+    collect,
     free_port,
     job_line,
+    make_client,
+    make_requests,
     run_cli,
     write_jobs,
 )
 
+from kling_async import RetryPolicy, run_batch
 from kling_async.simulator import FaultConfig, VideoContent
+
+DAY = 86_400.0
 
 FAST = ["--poll-interval", "0.05", "--no-progress"]
 
@@ -124,3 +130,46 @@ def test_links_that_expire_half_a_second_after_each_query(tmp_path: Path) -> Non
         assert proc.returncode == 0, proc.stdout + proc.stderr
         all_downloaded(st, tmp_path, 20, 200_000)
         assert not list((tmp_path / "out" / "videos").glob("*.part"))
+
+
+def staged(st: SimThread, out: Path, n: int) -> None:
+    """Tasks that succeeded but whose videos could not be fetched yet (the CDN failed)."""
+    st.call(st.sim.faults.set_rates, "video", {"5000": 1.0})
+
+    async def stage() -> None:
+        quick = RetryPolicy(attempts=1, wait_initial=0.01)
+        async with make_client(st.sim, retry=quick) as client:
+            results = await collect(run_batch(client, make_requests(n), out))
+        assert {r.state for r in results} == {"succeeded"}
+
+    st.run(stage())
+    st.call(st.sim.faults.clear)
+
+
+def test_local_clock_behind_the_server_video_past_expiry_is_expired(tmp_path: Path) -> None:
+    # The server is 60 s ahead: by its clock the videos are 30 s past Kling's 30 days, by ours
+    # 30 s short of them. Judged by the server's time: `expired`, and no .part left.
+    out = tmp_path / "out"
+    with SimThread(clock_offset=60) as st:
+        staged(st, out, 3)
+        st.call(st.sim.advance, 30 * DAY + 30)
+        proc = run_cli(["download", str(out), "--no-progress"], clean_env(**st.env()), timeout=60)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert proc.stdout.count(": expired") == 3, proc.stdout
+        assert "unavailable" not in proc.stdout
+        assert not list((out / "videos").glob("*.part"))
+
+
+def test_local_clock_ahead_of_the_server_video_before_expiry_is_downloaded(
+    tmp_path: Path,
+) -> None:
+    # The server is 60 s behind: by our clock the videos are 30 s past their 30 days, by the
+    # server's 30 s short of them. Judged by the server's time: still fetched.
+    out = tmp_path / "out"
+    with SimThread(clock_offset=-60) as st:
+        staged(st, out, 3)
+        st.call(st.sim.advance, 30 * DAY - 30)
+        proc = run_cli(["download", str(out), "--no-progress"], clean_env(**st.env()), timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        content = VideoContent(40_000)
+        assert assert_videos_complete(out, content.sha256, expect=3) == 3

@@ -123,10 +123,15 @@ class Client:
             event_hook=self._emit,
             busy=partial(self._http.rate.queue_time, "create"),
         )
+        self._http.rate.on_drained = self._drained
         self._slots = Slots(
             self._gate, self._tracker, self._http.retries, probe_interval=limits.probe_interval
         )
         self.encodings = EncodingCache()
+
+    def _drained(self, lane: str) -> None:
+        if lane == "create":  # sweeps were spaced out behind queued creates: plan anew
+            self._tracker.replan()
 
     def _emit(self, event: Event) -> None:
         # Looked up at each event: a hook set later (`client.event_hook = fn`) gets them all.

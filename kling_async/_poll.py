@@ -45,6 +45,8 @@ GetOne = Callable[[str], Awaitable[Any]]
 Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
 _FATAL = (AuthenticationError, AccountError, ApiUnreachableError)
+#: While creates queue for the request rate, sweeps are this many generation times apart.
+SPACED = 0.5
 _TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
@@ -78,7 +80,7 @@ class TaskTracker:
         #: Called when a query contradicts a callback's claim (the slot is ours again).
         self.retake = retake
         #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
-        #: costs a create its turn, so sweeps wait at least that long (None: never).
+        #: costs a create its turn, so sweeps are spaced out (None: never).
         self.busy = busy
         self.page_size = page_size
         self.max_pages = max_pages
@@ -252,9 +254,18 @@ class TaskTracker:
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
         delay = self.pacer.delay(self._monotonic(), running, claimed)
-        if self.busy is not None and not claimed:
-            delay = max(delay, self.busy())  # a claim is still confirmed as soon as planned
+        queued = 0.0 if self.busy is None or claimed else self.busy()
+        if queued > 0:
+            # Creates wait for the request rate, not for slots: seeing a task end sooner frees
+            # nothing they need, so a sweep per half generation time (each finds about R·T/2
+            # ended tasks; slots are held T + T/4 on average) is enough until the queue
+            # drains (`replan`).
+            delay = max(delay, queued, SPACED * (self.typical_duration() or 0.0))
         return delay
+
+    def replan(self) -> None:
+        """Compute the pause before the next sweep again (e.g. the creates' queue drained)."""
+        self._alarm.replan()
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""

@@ -134,6 +134,8 @@ class RequestRate:
         self._lanes: dict[str, deque[asyncio.Future[float]]] = {}
         self._turn = 0  # index of the lane whose turn it is
         self._pump: asyncio.Task[None] | None = None
+        #: Called with a lane's name when its last waiter got its token.
+        self.on_drained: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         state = self.controller.state(self._monotonic())
@@ -164,14 +166,16 @@ class RequestRate:
 
     def _next(self) -> asyncio.Future[float] | None:
         """The waiter whose turn it is: lanes in turn, each first in first out."""
-        lanes = list(self._lanes.values())
+        lanes = list(self._lanes.items())
         for step in range(len(lanes)):
             index = (self._turn + step) % len(lanes)
-            queue = lanes[index]
+            name, queue = lanes[index]
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
                     self._turn = index + 1
+                    if not queue and self.on_drained is not None:
+                        self.on_drained(name)
                     return waiter
         return None
 

@@ -4,7 +4,6 @@ from types import FunctionType
 
 from ._auth import Credentials
 from ._batch import Batch, run_batch
-from ._batch_io import BatchResult
 from ._batch_status import BatchStatus, FileProblem, batch_status
 from ._callbacks import CallbackReceiver
 from ._client import Client
@@ -61,9 +60,12 @@ from ._events import (
     VideoSkipped,
 )
 from ._images import EncodingCache, ImageInput
+from ._journal import JobState
 from ._journal_schema import JournalError
 from ._preflight import PreflightReport, preflight
 from ._prices import PriceTable
+from ._records import FileRecord, JobError
+from ._results import BatchResult
 from ._stats import ClientStats
 from .models import MultiImageToVideoRequest, Task, TaskPage, TaskStatus, Video
 
@@ -104,10 +106,13 @@ __all__ = [
     "EventHook",
     "EventKind",
     "FileProblem",
+    "FileRecord",
     "FolderBusyError",
     "ImageInput",
     "InvalidRequestError",
+    "JobError",
     "JobRejected",
+    "JobState",
     "JournalError",
     "KlingError",
     "Limits",

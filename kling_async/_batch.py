@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_create import Creator
+from ._batch_downloads import DownloadStage
 from ._batch_feed import InFlight
-from ._batch_fetch import DownloadStage
-from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult, job_error, write_manifest
 from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
 from ._folder import FolderLock, OutputFolderError
 from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
 from ._journal import JobState, Journal
+from ._records import JobError, job_error
+from ._results import JOURNAL_NAME, MANIFEST_NAME, BatchResult, write_manifest
 from ._types import PathLike
 from .models import MultiImageToVideoRequest, Task
 
@@ -69,7 +70,6 @@ class Batch(Creator):
         )
         self._downloaders = download_concurrency or client.limits.download_concurrency
         self._submitters = submitters or min(client.limits.concurrency, 16)
-        self.interrupted = False
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
         self._drained = asyncio.Event()  # set while the results queue is short
         self._drained.set()
@@ -95,7 +95,6 @@ class Batch(Creator):
             await engine
         finally:
             if not engine.done():
-                self.interrupted = True
                 engine.cancel()
             await asyncio.gather(engine, return_exceptions=True)
 
@@ -112,20 +111,12 @@ class Batch(Creator):
                 raise OutputFolderError(f"cannot create {self.videos_dir}: {why}") from None
             self._load(journal)
             self._fetcher = DownloadStage(
-                self.client,
-                self.out_dir,
-                journal,
-                self.counts,
-                self._emit,
-                self._settle,
-                taken=self._legacy_paths(),
+                self.client, self.out_dir, self.counts, taken=self._legacy_paths()
             )
             self._fetcher.on_full = self.stop_submitting  # new videos would have nowhere to go
             await self._resume()
             workers = [asyncio.create_task(self._submitter()) for _ in range(self._submitters)]
-            workers += [
-                asyncio.create_task(self._fetcher.worker()) for _ in range(self._downloaders)
-            ]
+            workers += [asyncio.create_task(self._downloader()) for _ in range(self._downloaders)]
             await asyncio.gather(*workers[: self._submitters])
             await self._report_unseen(journal_only=self._jobs is None)
             while self._outstanding:
@@ -229,7 +220,7 @@ class Batch(Creator):
             return
         exc = done.exception()
         if exc is not None:  # Kling lost the task, or polling hit a fatal error
-            error = job_error(exc) if isinstance(exc, KlingError) else {"message": str(exc)}
+            error = job_error(exc) if isinstance(exc, KlingError) else JobError(str(exc))
             if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             # SUBMITTING: a rerun asks Kling by external id and creates it again if still unknown
@@ -243,7 +234,7 @@ class Batch(Creator):
             self._to_disk(key, ext, task)
             return
         self.counts.failed += 1
-        error = {"message": task.task_status_msg or "task failed", "type": "TaskFailedError"}
+        error = JobError(task.task_status_msg or "task failed", "TaskFailedError")
         await self.journal.update_task(key, JobState.FAILED, task, error=error)
         result = BatchResult(None, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
         self._emit(key, result)

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._batch_io import BatchResult, job_error
 from ._batch_resume import Resumer
 from ._batch_submit import Outcome, create_for_batch, lookup_external
 from ._errors import (
@@ -31,6 +30,8 @@ from ._events import JobRejected, emit
 from ._identity import generated_external_id, job_key
 from ._jobs import Identifier, Job, Line, by_text
 from ._journal import JobRow, JobState, Journal
+from ._records import NOT_SENT, JobError, job_error
+from ._results import BatchResult
 from .models import MultiImageToVideoRequest
 
 if TYPE_CHECKING:
@@ -130,7 +131,6 @@ class Creator(Resumer):
 
     async def _send(self, job: Job, row: JobRow | None) -> None:
         key = job.key
-        self.counts.seen += 1
         resumed = row is not None and row.state == JobState.SUBMITTING  # our intent is on record
         if job.request is None:
             assert job.error is not None
@@ -171,9 +171,9 @@ class Creator(Resumer):
             self._follow(key, ext, task, hold_slot=hold, watermark=wm, line=job.line)
             return
         if result.outcome is Outcome.ABANDONED:
-            self.counts.seen -= 1  # not reported live, like the jobs never taken, but the
-            # row (kept: the create may yet land) must say why it is unfinished.
-            why = {"type": "NotSubmitted", "message": f"not sent: {self.stop_reason}"}
+            # Not reported live, like the jobs never taken, but the row (kept: the create
+            # may yet land) must say why it is unfinished.
+            why = JobError(f"not sent: {self.stop_reason}", NOT_SENT)
             await self.journal.update(key, JobState.SUBMITTING, error=why)
             return
         assert result.error is not None
@@ -194,9 +194,10 @@ class Creator(Resumer):
             if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             error = job_error(exc)
-            error["message"] = (
-                f"not sent: could not check that external_task_id {ext!r} is free "
-                f"({error['message']}); the next run checks again"
+            error = replace(
+                error,
+                message=f"not sent: could not check that external_task_id {ext!r} is free "
+                f"({error.message}); the next run checks again",
             )
             await self.journal.record(
                 key, line=job.line, external_id=ext, state=JobState.PENDING, error=error
@@ -238,5 +239,5 @@ class Creator(Resumer):
         await self.journal.record(
             key, line=line, external_id=ext, state=JobState.REJECTED, error=error
         )
-        emit(self.client.event_hook, JobRejected(line, error["message"]))
+        emit(self.client.event_hook, JobRejected(line, error.message))
         self._emit(key, BatchResult(line, ext, JobState.REJECTED, error=error))

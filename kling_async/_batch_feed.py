@@ -18,13 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._batch_fetch import BatchCounts, DownloadStage, Fetch
-from ._batch_io import BatchResult, check_file, job_error, result_from_row
+from ._batch_downloads import BatchCounts, DownloadStage, Fetch, Saved
 from ._batch_submit import lookup_external
 from ._errors import KlingError
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
 from ._names import safe_filename
+from ._records import JobError, check_file, job_error
+from ._results import BatchResult, result_from_row
 from .models import Task
 
 if TYPE_CHECKING:
@@ -99,7 +100,6 @@ class Feeder:
                     row = self.ledger.get(key)
                     if row is None or key in self._inflight:
                         continue
-                    self.counts.seen += 1
                     self._outstanding += 1
                     self._inflight[key] = InFlight(row.watermark)
                     await self._refetch(row, bad)
@@ -123,7 +123,6 @@ class Feeder:
             self._fetcher.queue(Fetch(key, ext, task, watermark))
             return
         self._inflight.pop(key, None)
-        self.counts.seen -= 1  # counted again when the feeder queues it
         self._feed()  # before settling: the batch must not look done in between
         self._settle()
 
@@ -147,11 +146,10 @@ class Feeder:
         # one whose row the page shows clean, downloaded since) is not queued again.
         if row.task is None or row.key in self._inflight or self.ledger.reported(row.key):
             return
-        self.counts.seen += 1
         self._outstanding += 1
         self._inflight[row.key] = InFlight(row.watermark)
         task = Task.model_validate(row.task)
-        fetch = Fetch(row.key, row.external_id, task, row.watermark, tuple(row.files or ()))
+        fetch = Fetch(row.key, row.external_id, task, row.watermark, row.files or ())
         if row.legacy is not None:
             self._adopt_legacy_parts(fetch)
         self._fetcher.queue(fetch)
@@ -172,7 +170,7 @@ class Feeder:
         bad: dict[str, frozenset[str]] = {}
         for row in rows:
             paths = frozenset(
-                str(record.get("path"))
+                record.path
                 for record in row.files or ()
                 if check_file(self.out_dir, record, rehash=self._verify)
             )
@@ -188,29 +186,61 @@ class Feeder:
             task = await lookup_external(self.client, row.task_id)  # a fresh URL
         except KlingError as exc:  # cannot ask now: stays "succeeded", the next run retries
             error = job_error(exc)
-            error["message"] = f"{lost} missing or damaged on disk; {error['message']}"
+            error = replace(error, message=f"{lost} missing or damaged on disk; {error.message}")
             await self._write(row.key, JobState.SUCCEEDED, error)
             self._emit(row.key, result_as(row, JobState.SUCCEEDED, error))
             self._settle()
             return
         if task is None:
-            error = {
-                "type": "VideoExpiredError",
-                "message": f"{lost} missing or damaged on disk, and Kling no longer has task "
-                f"{row.task_id}",
-            }
+            error = JobError(
+                f"{lost} missing or damaged on disk, and Kling no longer has task {row.task_id}",
+                "VideoExpiredError",
+            )
             await self._write(row.key, JobState.EXPIRED, error)
             self._emit(row.key, result_as(row, JobState.EXPIRED, error))
             self._settle()
             return
-        error = {"type": "FileMissing", "message": f"{lost} missing or damaged: fetching again"}
+        error = JobError(f"{lost} missing or damaged: fetching again", "FileMissing")
         await self._write(row.key, JobState.SUCCEEDED, error)
-        files = tuple(row.files or ())
+        files = row.files or ()
         self._fetcher.queue(Fetch(row.key, row.external_id, task, row.watermark, files, bad))
 
-    async def _write(self, key: str, state: str, error: dict[str, Any]) -> None:
+    async def _write(self, key: str, state: JobState, error: JobError) -> None:
         assert self._journal is not None
         await self._journal.update(key, state, error=error)
+
+    # -- downloads ----------------------------------------------------------------------------
+    async def _downloader(self) -> None:
+        """One download worker: the stage brings a job's videos to disk, the batch records
+        and reports what came of it. Runs until cancelled."""
+        while True:
+            fetch = await self._fetcher.next()
+            try:
+                saved = await self._fetcher.download(fetch)
+                try:
+                    await self._record(fetch.key, saved)
+                except Exception as exc:  # not recorded: a worker must live on, a rerun fetches
+                    saved = Saved(JobState.SUCCEEDED, error=JobError(str(exc), type(exc).__name__))
+                self.counts.downloaded += saved.state == JobState.DOWNLOADED
+                task = fetch.task
+                result = BatchResult(
+                    None,
+                    fetch.ext,
+                    saved.state,
+                    task.task_id,
+                    saved.files,
+                    saved.error,
+                    task.expires_at,
+                )
+                self._emit(fetch.key, result)
+            finally:
+                self._fetcher.done()
+                self._settle()
+
+    async def _record(self, key: str, saved: Saved) -> None:
+        assert self._journal is not None
+        files = saved.files if saved.state == JobState.DOWNLOADED else None
+        await self._journal.update(key, saved.state, error=saved.error, files=files)
 
 
 def _v1_name(ext: str, index: int, count: int, watermarked: bool) -> str:
@@ -223,5 +253,6 @@ def _v1_name(ext: str, index: int, count: int, watermarked: bool) -> str:
     return safe_filename(stem)
 
 
-def result_as(row: JobRow, state: str, error: dict[str, Any]) -> BatchResult:
+def result_as(row: JobRow, state: JobState, error: JobError) -> BatchResult:
+    """The result of a row, now in `state` for `error`."""
     return replace(result_from_row(row), state=state, error=error, files=())

@@ -16,19 +16,16 @@ import asyncio
 import uuid
 from collections.abc import Container
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from ._batch_feed import Feeder, result_as
-from ._batch_io import result_from_row
 from ._batch_submit import lookup_external
 from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
+from ._records import NOT_SENT, JobError
+from ._results import result_from_row
 from .models import Task
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Resumer"]
 
@@ -36,7 +33,7 @@ __all__ = ["Resumer"]
 def _retryable(row: JobRow) -> bool:
     """A rejection we made (invalid job, id taken or in use) is decided again every run; one
     Kling made (its error code is on record) stands while the job is unchanged."""
-    return (row.error or {}).get("code") is None
+    return row.error is None or row.error.code is None
 
 
 class Resumer(Feeder):
@@ -89,7 +86,6 @@ class Resumer(Feeder):
         for page in ledger.pages(JobState.SUBMITTED, task=True):
             for row in page:
                 if row.task is not None and row.key not in self._inflight:
-                    self.counts.seen += 1
                     task = Task.model_validate(row.task)
                     self._follow(
                         row.key, row.external_id, task, hold_slot=True, watermark=row.watermark
@@ -108,7 +104,6 @@ class Resumer(Feeder):
         try:
             found = await lookup_external(self.client, row.external_id)
         except KlingError as exc:  # cannot tell if it exists: a later run asks again
-            self.counts.seen += 1
             if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             await self._unsubmitted(row.key, row.external_id, exc)
@@ -116,7 +111,6 @@ class Resumer(Feeder):
         if found is None:
             self.ledger.set_uncreated(row.key, True)
             return
-        self.counts.seen += 1
         assert self._journal is not None
         await self._journal.update_task(row.key, JobState.SUBMITTED, found)
         hold = not found.is_terminal
@@ -146,10 +140,9 @@ class Resumer(Feeder):
     def _seen_known(self, line: int, row: JobRow) -> None:
         """A job the journal knows, read again at `line`: report it if it is done (and not
         reported yet)."""
-        if row.state not in JobState.TERMINAL or row.key in self._inflight:
+        if not row.state.is_terminal or row.key in self._inflight:
             return
         if self.ledger.report(row.key):  # the first report of it this run
-            self.counts.seen += 1
             self._emit(
                 row.key, result_from_row(row, line=line, in_file=True, earlier=True), line=line
             )
@@ -177,14 +170,10 @@ class Resumer(Feeder):
                     continue
                 if journal_only:
                     if ledger.uncreated(key):
-                        error = {
-                            "type": "NotSubmitted",
-                            "message": "not created yet: `run` sends it",
-                        }
+                        error = JobError("not created yet: `run` sends it", NOT_SENT)
                         self._emit(key, result_as(row, JobState.SUBMITTING, error))
-                    elif row.state in JobState.TERMINAL or row.state == JobState.PENDING:
+                    elif row.state.is_terminal or row.state == JobState.PENDING:
                         self._emit(key, result_from_row(row, earlier=True))
-                elif row.state in JobState.TERMINAL and row.state != JobState.REJECTED:
-                    self.counts.seen += 1
+                elif row.state.is_terminal and row.state != JobState.REJECTED:
                     self._emit(key, result_from_row(row, in_file=False, earlier=True))
             await self._room_for_results()

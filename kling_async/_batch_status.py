@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._batch_io import JOURNAL_NAME, BatchResult, check_file, result_from_row
 from ._folder import OutputFolderError
 from ._journal import JobState, Journal
+from ._records import check_file
+from ._results import JOURNAL_NAME, BatchResult, result_from_row
 
 __all__ = ["BatchStatus", "FileProblem", "batch_status"]
 
@@ -76,7 +77,7 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
                 if reason := check_file(out_dir, record, rehash=verify):
                     bad_count += 1
                     if limit is None or len(bad) < limit:
-                        problem = FileProblem(result_from_row(row), str(record.get("path")), reason)
+                        problem = FileProblem(result_from_row(row), record.path, reason)
                         bad.append(problem)
         errors = itertools.islice(journal.rows(task=False, with_error=True), limit)
         problems = [result_from_row(row) for row in errors]

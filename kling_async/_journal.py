@@ -17,19 +17,21 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ._journal_schema import JournalError, connect, select_columns
+from ._records import FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
 
 
-class JobState:
-    """The states a job moves through (strings, as stored)."""
+class JobState(StrEnum):
+    """The states a job moves through (stored as their values)."""
 
     PENDING = "pending"  # never sent, retried by the next run (its external id was unchecked)
     SUBMITTING = "submitting"  # intent recorded; the create's outcome may be unknown
@@ -40,7 +42,13 @@ class JobState:
     REJECTED = "rejected"  # invalid job or refused create: never billed
     EXPIRED = "expired"  # finished but past retention before we saved it
 
-    TERMINAL = frozenset({DOWNLOADED, FAILED, REJECTED, EXPIRED})
+    @property
+    def is_terminal(self) -> bool:
+        """Nothing more happens to the job: downloaded, failed, rejected or expired."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.DOWNLOADED, JobState.FAILED, JobState.REJECTED, JobState.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +66,12 @@ class JobRow:
     external_id: str
     watermark: bool | None
     legacy: str | None
-    state: str
+    state: JobState
     task_id: str | None
     task: dict[str, Any] | None
     expires_at: float | None
-    error: dict[str, Any] | None
-    files: list[dict[str, Any]] | None
+    error: JobError | None
+    files: tuple[FileRecord, ...] | None
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> JobRow:
@@ -75,12 +83,12 @@ class JobRow:
             ext,
             None if watermark is None else bool(watermark),
             legacy,
-            state,
+            JobState(state),
             task_id,
             json.loads(task) if task else None,
             expires,
-            json.loads(error) if error else None,
-            json.loads(files) if files else None,
+            JobError.from_dict(json.loads(error)) if error else None,
+            tuple(map(FileRecord.from_dict, json.loads(files))) if files else None,
         )
 
     @property
@@ -233,7 +241,7 @@ class Journal:
         )
 
     async def update_task(
-        self, key: str, state: str, task: Task, *, error: dict[str, Any] | None = None
+        self, key: str, state: JobState, task: Task, *, error: JobError | None = None
     ) -> None:
         """Move a job to `state` with Kling's latest view of its task (and its expiry)."""
         await self.update(
@@ -247,12 +255,12 @@ class Journal:
     async def update(
         self,
         key: str,
-        state: str,
+        state: JobState,
         *,
         task: dict[str, Any] | None = None,
         expires_at: float | None = None,
-        error: dict[str, Any] | None = None,
-        files: list[dict[str, Any]] | None = None,
+        error: JobError | None = None,
+        files: Sequence[FileRecord] | None = None,
     ) -> None:
         """Move a job to `state`, storing what is given (None leaves a column as it was)."""
         await self._write(
@@ -265,8 +273,8 @@ class Journal:
                     task.get("task_id") if task else None,
                     json.dumps(task) if task else None,
                     expires_at,
-                    json.dumps(error) if error else None,
-                    json.dumps(files) if files is not None else None,
+                    json.dumps(error.as_dict()) if error else None,
+                    json.dumps([f.as_dict() for f in files]) if files is not None else None,
                     time.time(),
                     key,
                 ),
@@ -274,7 +282,7 @@ class Journal:
         )
 
     async def record(
-        self, key: str, *, line: int | None, external_id: str, state: str, error: dict[str, Any]
+        self, key: str, *, line: int | None, external_id: str, state: JobState, error: JobError
     ) -> None:
         """Insert or replace a job that never reached Kling (rejected, or pending a retry)."""
         # Upsert on `key` only: INSERT OR REPLACE would also delete any other row that
@@ -286,7 +294,7 @@ class Journal:
                 " line = excluded.line, external_id = excluded.external_id,"
                 " state = excluded.state, task_id = NULL, task = NULL, expires_at = NULL,"
                 " error = excluded.error, files = NULL, updated = excluded.updated",
-                (key, line, external_id, state, json.dumps(error), time.time()),
+                (key, line, external_id, state, json.dumps(error.as_dict()), time.time()),
             )
         )
 

@@ -237,7 +237,7 @@ class RunLedger:
     def legacy_paths(self) -> LegacyPaths:
         """Load and return the paths release-0.1 rows' files hold."""
         for page in self._scan("key LIKE 'v1:%'", (), ("rowid",), task=False):
-            paths = [(str(r.get("path", "")).lower(),) for row in page for r in row.files or ()]
+            paths = [(r.path.lower(),) for row in page for r in row.files or ()]
             self._db.executemany("INSERT OR IGNORE INTO temp.legacy_paths VALUES (?)", paths)
         return LegacyPaths(self._db)
 

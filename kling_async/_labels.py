@@ -13,11 +13,9 @@ row at all: *not reached*.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ._errors import APIError
 from ._journal import JobState
+from ._records import NOT_SENT, JobError
 
 __all__ = [
     "ALREADY_DONE",
@@ -71,12 +69,11 @@ def _api_error_names() -> frozenset[str]:
 
 
 _KLING_ANSWERED = _api_error_names()
-_NOT_SENT = "NotSubmitted"  # the batch stopped (or Kling had no task) before it was sent
 
 
 def label(
     state: str,
-    error: Mapping[str, Any] | None = None,
+    error: JobError | None = None,
     task_id: str | None = None,
     *,
     earlier: bool = False,
@@ -88,7 +85,7 @@ def label(
             return STATUS_UNKNOWN
         if not error:
             return UNCONFIRMED
-        if error.get("type") == _NOT_SENT or error.get("type") in _KLING_ANSWERED:
+        if error.type == NOT_SENT or error.type in _KLING_ANSWERED:
             return NOT_SUBMITTED
         return OUTCOME_UNKNOWN
     if state == JobState.SUCCEEDED:
@@ -98,11 +95,11 @@ def label(
     return state
 
 
-def cause(error: Mapping[str, Any] | None) -> str:
+def cause(error: JobError | None) -> str:
     """A short name for why a job is where it is: its error's type ("batch stopped" for a job
     the batch stopped before sending)."""
     if not error:
         return "unknown"
-    if error.get("type") == _NOT_SENT:
+    if error.type == NOT_SENT:
         return "batch stopped"
-    return str(error.get("type") or "error")
+    return error.type or "error"

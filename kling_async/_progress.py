@@ -26,6 +26,7 @@ from rich.progress import (
 
 from ._batch import Batch, BatchResult
 from ._labels import ALREADY_DONE
+from ._records import JobError
 
 __all__ = ["Reporter", "write_result"]
 
@@ -124,16 +125,15 @@ class Reporter:
         if result.line is None:  # its task (already paid for) is still followed and fetched
             where = f"{result.external_task_id} (no longer in the jobs file)"
         if result.ok:
-            files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in result.files)
+            files = ", ".join(f"{f.path} ({f.bytes:,} B)" for f in result.files)
             text = f"{where}: {word}{':' if result.from_earlier_run else ''} {files}"
         else:
-            error = result.error or {}
-            extra = "".join(
-                f", {key}={error[key]}" for key in ("code", "request_id", "field") if error.get(key)
-            )
+            error = result.error or JobError("")
+            shown = {"code": error.code, "request_id": error.request_id, "field": error.field}
+            extra = "".join(f", {key}={value}" for key, value in shown.items() if value)
             when = " in an earlier run" if result.from_earlier_run else ""
-            message = error.get("message", "")
-            if error.get("type") == "ApiUnreachableError":
+            message = error.message
+            if error.type == "ApiUnreachableError":
                 message = "the API was given up (see the last line)"  # said once, not per job
             text = f"{where}: {word}{when}: {message}{extra}"
         if self._progress is not None and self._above_bars:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._batch_io import JOURNAL_NAME, MANIFEST_NAME, BatchResult
 from ._batch_status import BatchStatus
 from ._journal import JobState, Journal
 from ._labels import ALREADY_DONE, LABELS, NOT_REACHED, PROBLEM_CAUSES, cause, label
+from ._results import JOURNAL_NAME, MANIFEST_NAME, BatchResult
 
 __all__ = [
     "JOBS_IN_FILE",
@@ -148,7 +148,7 @@ def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool)
         lines += _more(status.files_bad_count - len(bad))  # batch_status keeps only so many
     problems = status.problems[:shown]
     for problem in problems:
-        message = (problem.error or {}).get("message")
+        message = problem.error.message if problem.error else None
         lines.append(f"  {where(problem)}: {problem.outcome}: {message}")
     lines += _more(status.problem_count - len(problems))
     return lines

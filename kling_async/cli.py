@@ -21,13 +21,13 @@ from . import (
     batch_status,
     run_batch,
 )
-from ._batch_io import JOURNAL_NAME
 from ._cli_parser import build_parser
 from ._config import DEFAULT_LIMITS, DEFAULT_POLL
 from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
 from ._progress import Reporter, write_result
+from ._results import JOURNAL_NAME
 from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
 
 __all__ = ["main"]

@@ -28,8 +28,8 @@ from kling_async import (
     PollPolicy,
     RetryPolicy,
 )
-from kling_async._batch_io import JOURNAL_NAME, MANIFEST_NAME
 from kling_async._journal import JobRow, Journal
+from kling_async._results import JOURNAL_NAME, MANIFEST_NAME
 from kling_async.simulator import Simulator
 
 URL_IMAGE = "https://example.com/ref.png"
@@ -152,11 +152,11 @@ def assert_videos_complete(out: Path, sha_of: Any, *, expect: int | None = None)
         ids = video_ids(row)
         assert len(row.files) == len(ids)
         for record, vid in zip(row.files, ids, strict=True):
-            path = out / record["path"]
+            path = out / record.path
             data = path.read_bytes()
-            assert len(data) == record["bytes"]
+            assert len(data) == record.bytes
             digest = hashlib.sha256(data).hexdigest()
-            assert digest == record["sha256"]
+            assert digest == record.sha256
             assert digest == sha_of(vid), f"line {row.line}: file differs from served video"
             checked += 1
     parts = list((out / "videos").glob("*.part")) if (out / "videos").exists() else []

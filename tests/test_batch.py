@@ -98,12 +98,12 @@ async def test_failed_tasks_reported_with_klings_message(
     assert failed and done and len(failed) + len(done) == 16
     for result in failed:
         assert result.error is not None
-        assert result.error["message"] in DEFAULT_FAILURE_MESSAGES
+        assert result.error.message in DEFAULT_FAILURE_MESSAGES
         assert result.task_id and not result.files and not result.ok
     rows = {row["line"]: row for row in manifest(tmp_path)}
     for result in failed:
         assert rows[result.line]["state"] == "failed"
-        assert rows[result.line]["error"]["message"] == result.error["message"]  # type: ignore[index]
+        assert rows[result.line]["error"]["message"] == result.error.message  # type: ignore[union-attr]
     assert sim.stats.as_dict()["tasks_by_status"]["failed"] == len(failed)
     assert_videos_complete(tmp_path, sha_of(sim), expect=len(done))
 
@@ -132,7 +132,7 @@ async def test_invalid_lines_rejected_rest_go_on(start_sim: StartSim, tmp_path: 
         results = await run(client, jobs, tmp_path / "out")
     assert sorted(results) == [2, 4, 5, 6, 7, 8, 10, 11, 12, 13]  # blanks and comments skipped
     assert {n for n, r in results.items() if r.ok} == {2, 10, 13}
-    reasons = {n: r.error["message"] for n, r in results.items() if not r.ok}  # type: ignore[index]
+    reasons = {n: r.error.message for n, r in results.items() if not r.ok}  # type: ignore[union-attr]
     assert all(results[n].state == "rejected" for n in reasons)
     assert "not valid JSON" in reasons[4]
     assert "unknown field" in reasons[5] and "colour" in reasons[5]
@@ -159,7 +159,7 @@ async def test_api_refused_create_is_rejected_not_retried(
         results = await run(client, make_requests(3), tmp_path)
     refused = [r for r in results.values() if r.state == "rejected"]
     assert len(refused) == 1 and refused[0].error is not None
-    assert refused[0].error["code"] == 1301 and refused[0].error["request_id"]
+    assert refused[0].error.code == 1301 and refused[0].error.request_id
     assert sum(r.ok for r in results.values()) == 2
 
 
@@ -199,14 +199,19 @@ async def test_truncated_downloads_resume_with_range(start_sim: StartSim, tmp_pa
     assert assert_videos_complete(tmp_path, sha_of(sim), expect=5) == 5
 
 
-async def test_403_404_video_urls_refreshed_by_requery(start_sim: StartSim, tmp_path: Path) -> None:
-    sim = await start_sim(concurrency=3, faults=FaultConfig(scripts={"video": ("403", "404")}))
+@pytest.mark.parametrize("refusal", ["403", "404"])
+async def test_403_404_video_urls_refreshed_by_requery(
+    start_sim: StartSim, tmp_path: Path, refusal: str
+) -> None:
+    # One refusal per run: two in a row could both land on one video, whose URL is re-queried
+    # once only (a second refusal of a fresh URL is an answer), which made this test flaky.
+    sim = await start_sim(concurrency=3, faults=FaultConfig(scripts={"video": (refusal,)}))
     async with make_client(sim, concurrency=3) as client:
         results = await run(client, make_requests(4), tmp_path)
     stats = sim.stats.as_dict()
-    assert all(r.ok for r in results.values())
-    assert stats["requests"]["video"] == 4 + 2
-    assert stats["requests"].get("query", 0) >= 2  # one re-query per refused URL
+    assert all(r.ok for r in results.values()), [(r.state, r.error) for r in results.values()]
+    assert stats["requests"]["video"] == 4 + 1
+    assert stats["requests"].get("query", 0) >= 1  # the refused URL is re-queried
     assert_videos_complete(tmp_path, sha_of(sim), expect=4)
 
 
@@ -252,7 +257,7 @@ async def test_video_past_retention_is_expired(start_sim: StartSim, tmp_path: Pa
         second = await run(client, None, tmp_path)
     assert {r.state for r in second.values()} == {"expired"}
     for result in second.values():
-        assert result.error is not None and "video" in result.error["message"]
+        assert result.error is not None and "video" in result.error.message
         assert not result.ok
     assert batch_status(tmp_path).counts == {"expired": 3}
     assert {row["state"] for row in manifest(tmp_path)} == {"expired"}
@@ -271,7 +276,7 @@ async def test_expired_by_our_clock_without_any_fetch(start_sim: StartSim, tmp_p
     async with make_client(sim, clock=later) as client:
         second = await run(client, None, tmp_path)
     assert {r.state for r in second.values()} == {"expired"}
-    assert all("30 days" in r.error["message"] for r in second.values())  # type: ignore[index]
+    assert all("30 days" in r.error.message for r in second.values())  # type: ignore[union-attr]
     assert sim.stats.as_dict()["requests"].get("video", 0) == 0
 
 
@@ -293,8 +298,8 @@ async def test_account_error_stops_submitting_then_rerun_finishes(
     assert created == 3
     downloaded = [r for r in results.values() if r.ok]
     assert len(downloaded) == created  # running tasks finished and downloaded
-    refused = [r for r in results.values() if r.error and r.error.get("code") == 1102]
-    assert refused and all(r.error["request_id"] for r in refused)  # type: ignore[index]
+    refused = [r for r in results.values() if r.error and r.error.code == 1102]
+    assert refused and all(r.error.request_id for r in refused)  # type: ignore[union-attr]
     # The refusal is on record for `status` and the manifest, not only in the live result.
     rows = {row["line"]: row for row in manifest(tmp_path)}
     for result in refused:
@@ -402,8 +407,8 @@ async def test_duplicate_external_ids_in_one_batch(start_sim: StartSim, tmp_path
         results = await run(client, jobs, tmp_path / "out")
     assert results[1].ok and results[3].ok
     assert results[2].state == "rejected"
-    assert "same-id" in results[2].error["message"]  # type: ignore[index]
-    assert "line 1" in results[2].error["message"]  # type: ignore[index]
+    assert "same-id" in results[2].error.message  # type: ignore[union-attr]
+    assert "line 1" in results[2].error.message  # type: ignore[union-attr]
     assert sim.stats.as_dict()["creates_by_external_id"]["same-id"] == 1
     rows = {row["line"]: row for row in manifest(tmp_path / "out")}
     assert rows[1]["state"] == "downloaded" and rows[2]["state"] == "rejected"
@@ -420,9 +425,9 @@ async def test_watermarked_copies(start_sim: StartSim, tmp_path: Path) -> None:
         assert row.task is not None
         (video,) = row.task["task_result"]["videos"]
         plain, marked = row.files  # type: ignore[misc]
-        assert plain["sha256"] == sim.video_sha256(video["id"])
-        assert marked["sha256"] == sim.video_sha256(video["id"], watermark=True)
-        assert marked["path"].endswith(".wm.mp4") and marked["watermarked"]
+        assert plain.sha256 == sim.video_sha256(video["id"])
+        assert marked.sha256 == sim.video_sha256(video["id"], watermark=True)
+        assert marked.path.endswith(".wm.mp4") and marked.watermarked
     assert all(len(r.files) == 2 for r in results.values())
 
 
@@ -446,7 +451,7 @@ async def test_unexpected_download_error_does_not_hang(
         results = by_line(await collect(batch, timeout=10))
     bad = [r for r in results.values() if not r.ok]
     assert len(bad) == 2 and all(r.state == "succeeded" for r in bad)
-    assert all("cannot write" in r.error["message"] for r in bad)  # type: ignore[index]
+    assert all("cannot write" in r.error.message for r in bad)  # type: ignore[union-attr]
     async with make_client(sim) as client:  # a rerun fetches what is missing
         again = await run(client, make_requests(4), tmp_path)
     assert all(r.ok for r in again.values())
@@ -468,7 +473,7 @@ async def test_local_image_files_and_one_that_vanished(
     async with make_client(sim) as client:
         results = await run(client, requests, tmp_path / "out")
     assert results[1].ok and results[3].ok
-    assert results[2].state == "rejected" and "gone.png" in results[2].error["message"]  # type: ignore[index]
+    assert results[2].state == "rejected" and "gone.png" in results[2].error.message  # type: ignore[union-attr]
     assert sim.stats.as_dict()["accepted_creates"] == 2
 
 

@@ -317,7 +317,7 @@ async def test_batch_rejects_only_the_job_whose_file_changed(
         results = by_line(await collect(run_batch(client, requests, tmp_path / "out")))
     assert results[3].state == "rejected"
     assert results[3].error is not None
-    assert "images[0]" in results[3].error["message"] and "changed" in results[3].error["message"]
+    assert "images[0]" in results[3].error.message and "changed" in results[3].error.message
     assert {n: r.state for n, r in results.items() if n != 3} == {
         1: "downloaded",
         2: "downloaded",

@@ -141,7 +141,7 @@ def check_batch(out: Path, stats: dict[str, Any], content: VideoContent) -> None
         assert stats["creates_by_external_id"].get(row.external_id) == 1, row
     assert assert_videos_complete(out, content.sha256, expect=JOBS) == JOBS
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(
-        Path(r.files[0]["path"]).name for r in rows if r.files
+        Path(r.files[0].path).name for r in rows if r.files
     )
     assert [row["state"] for row in manifest(out)] == ["downloaded"] * JOBS
     assert not (out / "results.jsonl.tmp").exists()

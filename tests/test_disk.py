@@ -93,7 +93,7 @@ async def test_disk_fills_mid_batch_then_rerun(
     for result in results.values():
         if not result.ok:
             assert result.state in ("succeeded", "submitting"), not_ok(results)
-            assert result.error is not None and "disk" in result.error["message"]
+            assert result.error is not None and "disk" in result.error.message
     rows = {row["line"]: row for row in manifest(tmp_path)}
     assert {line for line, row in rows.items() if row["state"] == "downloaded"} == {
         r.line for r in downloaded
@@ -106,7 +106,7 @@ async def test_disk_fills_mid_batch_then_rerun(
         if row.state == "downloaded":
             assert row.files is not None
             (record,) = row.files
-            recorded[Path(record["path"]).name] = content.sha256(video_ids(row)[0])
+            recorded[Path(record.path).name] = content.sha256(video_ids(row)[0])
     assert {p.name: sha256(p) for p in videos.glob("*.mp4")} == recorded
     # ... and what is left over is a .part holding a prefix of the served video.
     parts = list(videos.glob("*.part"))

@@ -91,8 +91,8 @@ async def test_5xx_burst_longer_than_retry_budget_is_recorded_then_rerun(
     failed = [r for r in first.values() if not r.ok]
     assert failed, first
     for result in failed:
-        assert result.error is not None and result.error["code"] == 5001
-        assert result.error["request_id"]
+        assert result.error is not None and result.error.code == 5001
+        assert result.error.request_id
     assert sim.faults.pending("create") == 0
     async with make_client(sim, concurrency=3) as client:
         again = await run(client, requests, tmp_path)
@@ -182,7 +182,7 @@ async def test_1302_past_the_retry_budget_is_retried_by_a_rerun(
     async with make_client(sim, concurrency=1, retry=quick) as client:
         first = await run(client, requests, tmp_path)
     refused = [r for r in first.values() if not r.ok]
-    assert refused and all(r.error and r.error["code"] == 1302 for r in refused)
+    assert refused and all(r.error and r.error.code == 1302 for r in refused)
     assert all(r.state != "rejected" for r in refused), refused
     async with make_client(sim, concurrency=3) as client:
         again = await run(client, requests, tmp_path)
@@ -292,7 +292,7 @@ async def test_video_gone_for_good_is_a_clear_error_then_rerun(
         first = await run(client, requests, tmp_path)
     assert {r.state for r in first.values()} == {"succeeded"}
     for result in first.values():
-        assert result.error is not None and "404" in result.error["message"]
+        assert result.error is not None and "404" in result.error.message
     assert not list((tmp_path / "videos").glob("*.mp4"))
     sim.faults.clear()
     async with make_client(sim, concurrency=3) as client:
@@ -319,7 +319,7 @@ async def test_retention_passes_mid_batch(start_sim: StartSim, tmp_path: Path) -
     for result in results.values():
         if result.state == "expired":
             assert result.error is not None
-            assert "retention" in result.error["message"] or "expired" in result.error["message"]
+            assert "retention" in result.error.message or "expired" in result.error.message
     assert {row["state"] for row in manifest(tmp_path)} == states
     assert not list((tmp_path / "videos").glob("*.part"))
     stats = sim.stats.as_dict()
@@ -347,7 +347,7 @@ async def test_pack_depleted_mid_batch(start_sim: StartSim, tmp_path: Path) -> N
     for row in journal_rows(tmp_path):  # jobs never taken have no row: a rerun sends them
         if row.state != "downloaded":
             assert row.state == "submitting" and row.error, row
-            assert row.error.get("code") == 1102 or "AccountError" in row.error["message"]
+            assert row.error.code == 1102 or "AccountError" in row.error.message
     sim.faults.clear()
     async with make_client(sim, concurrency=4) as client:
         again = await run(client, requests, tmp_path)
@@ -373,7 +373,7 @@ async def test_account_error_while_polling(start_sim: StartSim, tmp_path: Path) 
     assert batch.stop_reason is not None and "AccountError" in batch.stop_reason
     assert sim.stats.as_dict()["errors_by_code"][1102] == 1
     for result in results.values():
-        assert result.ok or (result.error and result.error.get("code") == 1102), result
+        assert result.ok or (result.error and result.error.code == 1102), result
     for row in journal_rows(tmp_path):
         assert row.state == "downloaded" or row.error, row
     sim.faults.clear()

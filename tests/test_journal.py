@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from kling_async import batch_status
-from kling_async._batch_io import JOURNAL_NAME, write_manifest
 from kling_async._journal import JobState, Journal
+from kling_async._records import FileRecord, JobError
+from kling_async._results import JOURNAL_NAME, write_manifest
 
 
 def reopen(path: Path) -> Journal:
@@ -32,12 +33,12 @@ async def test_lifecycle_of_a_row(tmp_path: Path) -> None:
     assert row is not None and row.state == JobState.SUBMITTING and row.task is None
     task = {"task_id": "T1", "task_status": "submitted"}
     await journal.update("k1", JobState.SUBMITTED, task=task, expires_at=123.0)
-    await journal.update("k1", JobState.SUCCEEDED, error={"message": "download failed"})
+    await journal.update("k1", JobState.SUCCEEDED, error=JobError("download failed"))
     row = journal.get("k1")
     assert row is not None
     assert (row.state, row.task_id, row.task, row.expires_at) == ("succeeded", "T1", task, 123.0)
-    assert row.error == {"message": "download failed"}
-    files = [{"path": "videos/a.mp4", "bytes": 3, "sha256": "00"}]
+    assert row.error == JobError("download failed")
+    files = (FileRecord("videos/a.mp4", 3, "00"),)
     await journal.update("k1", JobState.DOWNLOADED, files=files)
     await journal.aclose()
     again = reopen(path)
@@ -56,7 +57,7 @@ async def test_lifecycle_of_a_row(tmp_path: Path) -> None:
 async def test_intent_again_keeps_what_is_known(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     await journal.intent("k1", line=1, external_id="ext-1", watermark=False)
-    await journal.update("k1", JobState.SUBMITTING, error={"message": "lost"})
+    await journal.update("k1", JobState.SUBMITTING, error=JobError("lost"))
     await journal.intent("k1", line=1, external_id="ext-1", watermark=False)
     row = journal.get("k1")
     assert row is not None and row.state == "submitting"
@@ -87,7 +88,7 @@ async def test_group_commit_many_writers(tmp_path: Path) -> None:
 async def test_failed_write_reaches_its_waiter_and_the_writer_survives(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     with pytest.raises(sqlite3.IntegrityError):
-        await journal.record("k1", line=1, external_id=None, state="rejected", error={})  # type: ignore[arg-type]
+        await journal.record("k1", line=1, external_id=None, state="rejected", error=JobError(""))  # type: ignore[arg-type]
     await journal.intent(
         "k2", line=2, external_id="ext-2", watermark=False
     )  # the writer thread is still alive
@@ -101,14 +102,14 @@ async def test_record_does_not_delete_another_row(tmp_path: Path) -> None:
     await journal.intent("k1", line=1, external_id="same", watermark=False)
     await journal.update("k1", JobState.SUBMITTED, task={"task_id": "T"})
     await journal.record(
-        "k2", line=2, external_id="same", state=JobState.REJECTED, error={"message": "dup"}
+        "k2", line=2, external_id="same", state=JobState.REJECTED, error=JobError("dup")
     )
     await journal.record(
-        "k2", line=2, external_id="same", state=JobState.REJECTED, error={"message": "dup again"}
+        "k2", line=2, external_id="same", state=JobState.REJECTED, error=JobError("dup again")
     )
     one, two = journal.get("k1"), journal.get("k2")
     assert one is not None and one.state == "submitted" and one.task_id == "T"
-    assert two is not None and two.state == "rejected" and two.error == {"message": "dup again"}
+    assert two is not None and two.state == "rejected" and two.error == JobError("dup again")
     await journal.aclose()
 
 
@@ -178,7 +179,7 @@ async def test_batch_status_and_manifest(tmp_path: Path) -> None:
         JobState.DOWNLOADED,
         task={"task_id": "T1"},
         expires_at=later,
-        files=[{"path": "videos/e1.mp4", "bytes": 1, "sha256": "ab"}],
+        files=[FileRecord("videos/e1.mp4", 1, "ab")],
     )
     await journal.intent("k2", line=2, external_id="e2", watermark=False)
     await journal.update("k2", JobState.SUCCEEDED, task={"task_id": "T2"}, expires_at=later)
@@ -188,7 +189,7 @@ async def test_batch_status_and_manifest(tmp_path: Path) -> None:
         JobState.SUCCEEDED,
         task={"task_id": "T3"},
         expires_at=soon,
-        error={"message": "download failed", "type": "DownloadError"},
+        error=JobError("download failed", "DownloadError"),
     )
     await journal.intent("k4", line=4, external_id="e4", watermark=False)
     await journal.update(
@@ -196,14 +197,14 @@ async def test_batch_status_and_manifest(tmp_path: Path) -> None:
         JobState.FAILED,
         task={"task_id": "T4"},
         expires_at=later,
-        error={"message": "Image pixel is invalid", "type": "TaskFailedError"},
+        error=JobError("Image pixel is invalid", "TaskFailedError"),
     )
     await journal.record(
         "k5",
         line=5,
         external_id="e5",
         state=JobState.REJECTED,
-        error={"message": "bad", "field": "line"},
+        error=JobError("bad", field="line"),
     )
     await journal.aclose()
     status = batch_status(tmp_path)

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from kling_async import BatchResult
+from kling_async import BatchResult, JobError, JobState
 from kling_async._labels import LABELS, label
 
 
 def test_a_submitting_row_says_what_it_is() -> None:
-    auth = {"type": "AuthenticationError", "code": 1002, "message": "bad signature"}
+    auth = JobError("bad signature", "AuthenticationError", 1002, answered=True)
     assert label("submitting") == "unconfirmed"
     assert label("submitting", auth) == "not submitted"
-    assert label("submitting", {"type": "AccountError", "code": 1102}) == "not submitted"
-    assert label("submitting", {"type": "NotSubmitted", "message": "not sent: x"}) == (
-        "not submitted"
-    )
-    assert label("submitting", {"type": "RequestTimeoutError"}) == "outcome unknown"
-    assert label("submitting", {"type": "TaskTimeoutError"}, "task-1") == "status unknown"
+    account = JobError("", "AccountError", 1102, answered=True)
+    assert label("submitting", account) == "not submitted"
+    assert label("submitting", JobError("not sent: x", "NotSubmitted")) == "not submitted"
+    assert label("submitting", JobError("", "RequestTimeoutError")) == "outcome unknown"
+    assert label("submitting", JobError("", "TaskTimeoutError"), "task-1") == "status unknown"
 
 
 def test_other_states() -> None:
     assert label("succeeded") == "to download"
-    assert label("succeeded", {"type": "DownloadError"}) == "download failed"
+    assert label("succeeded", JobError("", "DownloadError")) == "download failed"
     assert label("downloaded") == "downloaded"
     assert label("downloaded", earlier=True) == "already done"
     for state in ("failed", "rejected", "expired", "pending", "submitted"):
@@ -29,7 +28,8 @@ def test_other_states() -> None:
 
 
 def test_batch_result_outcome() -> None:
-    error = {"type": "AuthenticationError", "code": 1002, "message": "bad signature"}
-    assert BatchResult(1, "x", "submitting", error=error).outcome == "not submitted"
-    assert BatchResult(1, "x", "downloaded", from_earlier_run=True).outcome == "already done"
-    assert not BatchResult(1, "x", "downloaded").from_earlier_run
+    error = JobError("bad signature", "AuthenticationError", 1002, answered=True)
+    submitting, downloaded = JobState.SUBMITTING, JobState.DOWNLOADED
+    assert BatchResult(1, "x", submitting, error=error).outcome == "not submitted"
+    assert BatchResult(1, "x", downloaded, from_earlier_run=True).outcome == "already done"
+    assert not BatchResult(1, "x", downloaded).from_earlier_run

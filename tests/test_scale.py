@@ -31,11 +31,11 @@ from conftest import make_png
 
 from kling_async import Limits, _batch_feed, _journal_run, batch_status, run_batch
 from kling_async import _batch as batch_module
-from kling_async._batch_fetch import DownloadStage
-from kling_async._batch_io import JOURNAL_NAME
+from kling_async._batch_downloads import DownloadStage
 from kling_async._jobs import Line
 from kling_async._journal import JobState, Journal
 from kling_async._journal_run import RunLedger
+from kling_async._results import JOURNAL_NAME
 from kling_async.simulator import Simulator
 
 StartSim = Callable[..., Awaitable[Simulator]]

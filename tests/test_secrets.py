@@ -199,8 +199,8 @@ async def test_a_batch_leaks_no_secret(
     states = sorted(r.state for r in results)
     assert states.count("downloaded") == 4, states
     assert states.count("rejected") == 2, states  # the invalid job and the refused create
-    assert any(r.error and r.error.get("code") == 1301 for r in results)
-    assert any(r.error and r.error.get("field") == "duration" for r in results)
+    assert any(r.error and r.error.code == 1301 for r in results)
+    assert any(r.error and r.error.field == "duration" for r in results)
     assert sim.stats.video_auth_headers == 0  # the video origin never saw Authorization
     assert sim.stats.requests["video"] >= 4
     assert any(e.kind == "request_retry" for e in ev.events)
@@ -218,7 +218,7 @@ async def test_a_batch_leaks_no_secret(
     ev.error(info.value)
     for r in results:
         if r.error:
-            ev.texts.append(json.dumps(r.error))
+            ev.texts.append(json.dumps(r.error.as_dict()))
 
     ev.records(logs.records)
     ev.files(out)

@@ -352,16 +352,14 @@ def test_the_journal_round_trip_keeps_an_unknown_expiry() -> None:
     assert again == task and again.expires_at is None
 
 
-def test_videos_of_unknown_expiry_are_downloaded_first(tmp_path: Any) -> None:
-    import heapq
+async def test_videos_of_unknown_expiry_are_downloaded_first(tmp_path: Any) -> None:
+    from kling_async._batch_downloads import BatchCounts, DownloadStage, Fetch
 
-    from kling_async._batch_fetch import BatchCounts, DownloadStage, Fetch
-
-    stage = DownloadStage(None, tmp_path, None, BatchCounts(), print, print)  # type: ignore[arg-type]
+    stage = DownloadStage(None, tmp_path, BatchCounts())  # type: ignore[arg-type]
     soon = read_task(answer(task_id="soon", created_at=S), "query")
     late = read_task(answer(task_id="late", created_at=S + 86_400), "query")
     unknown = read_task(answer(task_id="unknown", created_at=DROP), "query")
     for line, task in enumerate((late, soon, unknown)):
         stage.queue(Fetch(f"job-{line}", f"ext-{line}", task, watermark=False))
-    order = [heapq.heappop(stage._heap)[2].task.task_id for _ in range(3)]
+    order = [(await stage.next()).task.task_id for _ in range(3)]
     assert order == ["unknown", "soon", "late"]

@@ -127,8 +127,8 @@ async def test_a_batch_with_one_unreadable_task_finishes_the_others(
         results = by_line(await collect(run_batch(client, requests, tmp_path), 30))
     bad = results.pop(3)
     assert bad.state == "submitting"  # a rerun asks Kling by external id, never re-creates
-    assert bad.error is not None and bad.error["type"] == "ResponseValidationError"
-    assert "task_status = 'in_queue'" in bad.error["message"]
+    assert bad.error is not None and bad.error.type == "ResponseValidationError"
+    assert "task_status = 'in_queue'" in bad.error.message
     assert [r.state for r in results.values()] == ["downloaded"] * 5
     stats = sim.stats
     assert stats.accepted_creates == 6

@@ -1,27 +1,22 @@
-"""Batch records: per-job results, error records, file checks and the results.jsonl manifest."""
+"""A batch's results: one `BatchResult` per job, and the results.jsonl manifest made of them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._errors import APIError, InvalidRequestError, KlingError
 from ._journal import JobRow, JobState, Journal
 from ._labels import label
+from ._records import FileRecord, JobError
 
 __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_NAME",
     "BatchResult",
-    "check_file",
-    "file_record",
-    "job_error",
     "result_from_row",
     "write_manifest",
 ]
@@ -32,7 +27,8 @@ MANIFEST_NAME = "results.jsonl"
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What became of one job: its final state, files (path, bytes, sha256) or error.
+    """What became of one job: its final state, files (`FileRecord`: path, bytes, sha256) or
+    error (`JobError`: type, message, Kling's code and request_id).
 
     `line` is the job's line in the jobs file (None once the job is no longer in it: its task,
     already paid for, is still followed and downloaded); `job_id` is the job's identity.
@@ -41,10 +37,10 @@ class BatchResult:
 
     line: int | None
     external_task_id: str
-    state: str
+    state: JobState
     task_id: str | None = None
-    files: tuple[dict[str, Any], ...] = ()
-    error: dict[str, Any] | None = None
+    files: tuple[FileRecord, ...] = ()
+    error: JobError | None = None
     expires_at: datetime | None = None
     job_id: str = ""
     in_jobs_file: bool = True
@@ -76,7 +72,7 @@ class BatchResult:
         """
         if self.ok:
             return False
-        return self.in_jobs_file or self.state not in JobState.TERMINAL
+        return self.in_jobs_file or not self.state.is_terminal
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest line for this job."""
@@ -85,58 +81,12 @@ class BatchResult:
             "external_task_id": self.external_task_id,
             "task_id": self.task_id,
             "state": self.state,
-            "files": list(self.files),
-            "error": self.error,
+            "files": [record.as_dict() for record in self.files],
+            "error": None if self.error is None else self.error.as_dict(),
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "job_id": self.job_id,
             "in_jobs_file": self.in_jobs_file,
         }
-
-
-def job_error(exc: KlingError) -> dict[str, Any]:
-    """A JSON-safe error record: type, message and, when known, code, request_id, field."""
-    record: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, APIError):
-        record.update(code=exc.code, request_id=exc.request_id, message=exc.message)
-    if isinstance(exc, InvalidRequestError):
-        record["field"] = exc.field
-    return record
-
-
-def file_record(path: Path, root: Path) -> dict[str, Any]:
-    """Path (relative to root), size and sha256 of a file on disk (reads it in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return {"path": str(path.relative_to(root)), "bytes": size, "sha256": digest.hexdigest()}
-
-
-def check_file(root: Path, record: dict[str, Any], *, rehash: bool = False) -> str | None:
-    """Why a recorded file is no longer as recorded (missing, resized, other hash), or None.
-
-    Without `rehash` this is one `stat`; with it the file is read and hashed again.
-    """
-    path = root / str(record.get("path", ""))
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return "missing"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if st.st_size != record.get("bytes"):
-        return f"damaged ({st.st_size:,} bytes on disk, {record.get('bytes')} recorded)"
-    if rehash:
-        try:
-            if file_record(path, root)["sha256"] != record.get("sha256"):
-                return "damaged (its sha256 is not the recorded one)"
-        except OSError as exc:
-            return f"unreadable ({exc.strerror or exc})"
-    return None
 
 
 def result_from_row(
@@ -151,7 +101,7 @@ def result_from_row(
         row.external_id,
         row.state,
         row.task_id,
-        tuple(row.files or ()),
+        row.files or (),
         row.error,
         expires,
         row.key,

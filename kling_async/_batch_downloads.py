@@ -3,6 +3,8 @@
 Each job's videos go to names that cannot collide (`_names.video_name`); a watermarked copy is
 fetched only for a job that asked for one. Files recorded earlier keep their paths (release
 0.1 names included); a recorded file found missing or damaged is fetched again to its path.
+The stage only brings videos to disk: `download` says what came of a job (`Saved`), and the
+batch writes that to the journal and reports it.
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable, Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._batch_io import BatchResult, check_file, file_record, job_error
 from ._errors import DiskFullError, DownloadError, VideoExpiredError
-from ._journal import JobState, Journal
+from ._journal import JobState
 from ._names import video_name
+from ._records import FileRecord, JobError, check_file, file_record, job_error
 from .models import Task
 
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["BatchCounts", "DownloadStage", "Fetch"]
+__all__ = ["BatchCounts", "DownloadStage", "Fetch", "Saved"]
 
 VIDEOS = "videos"
 
@@ -33,7 +35,6 @@ VIDEOS = "videos"
 class BatchCounts:
     """Live counters for progress displays."""
 
-    seen: int = 0
     running: int = 0
     finished: int = 0
     downloaded: int = 0
@@ -55,18 +56,28 @@ class Fetch:
     ext: str
     task: Task
     watermark: bool | None
-    records: tuple[dict[str, Any], ...] = ()
+    records: tuple[FileRecord, ...] = ()
     redo: frozenset[str] = frozenset()
 
 
-_Target = tuple[int, bool, str, dict[str, Any] | None]  # video index, watermarked, path, record
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a job's download came to: `downloaded` (its `files`), `expired`, or still
+    `succeeded` with the `error` that stopped it (a rerun or `download` fetches it)."""
+
+    state: JobState
+    files: tuple[FileRecord, ...] = ()
+    error: JobError | None = None
 
 
-def _recorded(fetch: Fetch) -> dict[tuple[int, bool], dict[str, Any]]:
+_Target = tuple[int, bool, str, FileRecord | None]  # video index, watermarked, path, record
+
+
+def _recorded(fetch: Fetch) -> dict[tuple[int, bool], FileRecord]:
     """Earlier records by (video index, watermarked); release-0.1 records carry neither, so
     they are matched in the order 0.1 wrote them: each video, then its watermarked copy."""
-    if all("video" in r for r in fetch.records):
-        return {(int(r["video"]), bool(r.get("watermarked"))): r for r in fetch.records}
+    if all(r.video is not None for r in fetch.records):
+        return {(r.video or 0, bool(r.watermarked)): r for r in fetch.records}
     order = [
         (index, wm)
         for index, video in enumerate(fetch.task.videos)
@@ -76,25 +87,19 @@ def _recorded(fetch: Fetch) -> dict[tuple[int, bool], dict[str, Any]]:
 
 
 class DownloadStage:
-    """A pool of download workers fed from a heap ordered by video expiry."""
+    """The queue of videos to fetch, ordered by expiry, and the fetching itself."""
 
     def __init__(
         self,
         client: Client,
         out_dir: Path,
-        journal: Journal,
         counts: BatchCounts,
-        emit: Callable[[str, BatchResult], None],
-        settle: Callable[[], None],
         *,
         taken: Container[str] = frozenset(),
     ) -> None:
         self.client = client
         self.out_dir = out_dir
-        self._journal = journal
-        self.counts = counts
-        self._emit = emit
-        self._settle = settle
+        self.counts = counts  # the stage adds the bytes it brings to disk
         #: Paths (lower case) that files of release-0.1 rows hold: new names avoid them.
         self._taken = taken
         #: Told (with the reason) once the disk is full; the batch stops submitting then.
@@ -128,34 +133,18 @@ class DownloadStage:
         heapq.heappush(self._heap, (expiry, next(self._order), fetch))
         self._ready.set()
 
-    async def worker(self) -> None:
-        """One download worker; runs until cancelled."""
-        while True:
-            while not self._heap:
-                self._ready.clear()
-                await self._ready.wait()
-            _, _, fetch = heapq.heappop(self._heap)
-            self._busy += 1
-            try:
-                await self._download(fetch)
-            except Exception as exc:  # unexpected: a dead worker would hang the batch
-                error = {"type": type(exc).__name__, "message": str(exc)}
-                self._report(fetch, JobState.SUCCEEDED, error=error)
-            finally:
-                self._busy -= 1
-                self._freed.set()
-                self._settle()
+    async def next(self) -> Fetch:
+        """The queued job whose video expires first (waiting for one); `done()` once handled."""
+        while not self._heap:
+            self._ready.clear()
+            await self._ready.wait()
+        self._busy += 1
+        return heapq.heappop(self._heap)[2]
 
-    def _report(
-        self,
-        fetch: Fetch,
-        state: str,
-        files: tuple[dict[str, Any], ...] = (),
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        task = fetch.task
-        result = BatchResult(None, fetch.ext, state, task.task_id, files, error, task.expires_at)
-        self._emit(fetch.key, result)
+    def done(self) -> None:
+        """The job `next()` gave is handled: room for another."""
+        self._busy -= 1
+        self._freed.set()
 
     def targets(self, fetch: Fetch) -> list[_Target]:
         """Every file the job should have: recorded ones at their paths, new ones named."""
@@ -167,7 +156,7 @@ class DownloadStage:
             for wm in (False, True) if video.watermark_url and asked else (False,):
                 record = recorded.get((index, wm))
                 if record is not None:
-                    path = str(record["path"])
+                    path = record.path
                 else:
                     which = index if count > 1 else None
                     name = video_name(fetch.ext, which, watermarked=wm)
@@ -177,9 +166,16 @@ class DownloadStage:
                 out.append((index, wm, path, record))
         return out
 
-    async def _download(self, fetch: Fetch) -> None:
+    async def download(self, fetch: Fetch) -> Saved:
+        """Bring the job's videos to disk; never raises (an unexpected error is reported)."""
+        try:
+            return await self._download(fetch)
+        except Exception as exc:  # unexpected: a dead worker would hang the batch
+            return Saved(JobState.SUCCEEDED, error=JobError(str(exc), type(exc).__name__))
+
+    async def _download(self, fetch: Fetch) -> Saved:
         task = fetch.task
-        files: list[dict[str, Any]] = []
+        files: list[FileRecord] = []
         targets = self.targets(fetch)
         try:
             if self.full is not None:
@@ -194,28 +190,20 @@ class DownloadStage:
                 files.append(await self._fetch_one(fetch, index, wm, path, record))
         except VideoExpiredError as exc:
             self._discard_parts(targets)  # nothing left to resume: do not litter the folder
-            error = self._lost(fetch, job_error(exc))
-            await self._journal.update(fetch.key, JobState.EXPIRED, error=error)
-            self._report(fetch, JobState.EXPIRED, error=error)
-            return
+            return Saved(JobState.EXPIRED, error=self._lost(fetch, job_error(exc)))
         except DownloadError as exc:  # stays "succeeded": a rerun or `download` fetches it
             if isinstance(exc, DiskFullError) and self.full is None:
                 self.full = str(exc)
                 self.on_full(f"disk full: {exc}")
-            error = self._lost(fetch, job_error(exc))
-            await self._journal.update(fetch.key, JobState.SUCCEEDED, error=error)
-            self._report(fetch, JobState.SUCCEEDED, error=error)
-            return
-        await self._journal.update(fetch.key, JobState.DOWNLOADED, files=files)
-        self.counts.downloaded += 1
-        self._report(fetch, JobState.DOWNLOADED, tuple(files))
+            return Saved(JobState.SUCCEEDED, error=self._lost(fetch, job_error(exc)))
+        return Saved(JobState.DOWNLOADED, tuple(files))
 
     @staticmethod
-    def _lost(fetch: Fetch, error: dict[str, Any]) -> dict[str, Any]:
+    def _lost(fetch: Fetch, error: JobError) -> JobError:
         """Say which saved files were lost, when a re-fetch of them failed."""
         if fetch.redo:
             lost = ", ".join(sorted(fetch.redo))
-            error = {**error, "message": f"{lost} missing or damaged on disk; {error['message']}"}
+            error = replace(error, message=f"{lost} missing or damaged on disk; {error.message}")
         return error
 
     def _discard_parts(self, targets: list[_Target]) -> None:
@@ -223,23 +211,23 @@ class DownloadStage:
             (self.out_dir / f"{path}.part").unlink(missing_ok=True)
 
     async def _fetch_one(
-        self, fetch: Fetch, index: int, wm: bool, path: str, record: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        which = {"video": index, "watermarked": wm}
+        self, fetch: Fetch, index: int, wm: bool, path: str, record: FileRecord | None
+    ) -> FileRecord:
         if path not in fetch.redo:
             if record is not None and check_file(self.out_dir, record) is None:
-                return {**record, **which}
+                return replace(record, video=index, watermarked=wm)
             dest = self.out_dir / path
             if record is None and dest.exists():
                 # Only a verified download is ever renamed into place: an earlier run finished
                 # it and died before the journal heard; hash it instead of fetching it again.
-                return {**await asyncio.to_thread(file_record, dest, self.out_dir), **which}
-        result = await self.client.save_video(
+                which = {"video": index, "watermarked": wm}
+                return await asyncio.to_thread(file_record, dest, self.out_dir, **which)
+        saved = await self.client.save_video(
             fetch.task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
         )
-        return {"path": path, "bytes": result.bytes, "sha256": result.sha256, **which}
+        return FileRecord(path, saved.bytes, saved.sha256, index, wm)
 
-    def _progress(self) -> Any:
+    def _progress(self) -> Callable[[int, int | None], None]:
         last = 0
 
         def on_progress(done: int, _total: int | None) -> None:

@@ -114,9 +114,9 @@ async def save_video(
 
     An attempt that received bytes resets the count (`RetryPolicy.stalls` attempts in a row
     without a byte end it) and the time budget; the next attempt resumes from the `.part` with
-    Range at once. A 403/404 fetches a fresh URL by a task query and uses it at once (up to
-    `stalls` times in a row, then backed off and counted), until the video is saved or is past
-    its expiry by the server's clock (then `VideoExpiredError`).
+    Range. A 403/404 fetches a fresh URL by a task query and uses it at once, until the video
+    is saved, is past its expiry by the server's clock (then `VideoExpiredError`), or `stalls`
+    fresh links in a row were refused before a byte came (then the `VideoUnavailableError`).
     """
     report = progress_events(retries.hook, task.task_id, index, on_progress)
     moved = False  # the current attempt received bytes
@@ -165,10 +165,9 @@ async def save_video(
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling no longer lists its video", url=redact_url(url)
                 ) from None
-            if refreshes <= policy_stalls(retries):
-                attempt.again()  # used at once, not counted
-            else:  # refused again and again: back off, counted
-                attempt.retry(exc, path=redact_url(url))
+            if refreshes > policy_stalls(retries):
+                raise  # every fresh link refused, no byte received: the video is unavailable
+            attempt.again()  # the fresh link is used at once
         except DownloadError as exc:
             if moved:  # resumed from the .part next time: the time budget starts again
                 attempt.progressed()

@@ -19,7 +19,7 @@ PACKAGE = Path(kling_async.__file__).parent
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
     {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
-    {"_adaptive", "_health", "_stall", "_server_time"},
+    {"_adaptive", "_health", "_server_time"},
     {"_gate", "_stats"},
     {"_imagefile"},
     {"_images", "_budget"},

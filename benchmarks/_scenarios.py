@@ -38,7 +38,7 @@ class Scenario:
     #: (seconds after the client started, control settings) applied by the harness.
     schedule: tuple[tuple[float, dict[str, int]], ...] = ()
     image_paths: tuple[tuple[str, ...], ...] = ()
-    rps: float = 10.0
+    rps: float | None = None  # kling-async's request-rate ceiling (None: adaptive only)
     callbacks: bool = False  # the simulator POSTs status callbacks to each task's callback_url
     #: The account's request-rate limit (requests/s over all API routes, 1302 above it).
     rate_limit: float | None = None

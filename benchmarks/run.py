@@ -5,6 +5,7 @@
     python benchmarks/run.py --json out.json  # also write the numbers for tooling
     python benchmarks/run.py --only bodies_8,bodies_50   # a subset of the scenarios
     python benchmarks/run.py --only scale     # run, rerun and status at 100,000 jobs
+    python benchmarks/run.py --only shared    # 3 and 6 processes on one account (Redis)
 
 Prints one table (rows: metric; columns: kling-async, baseline, bound/limit, ratio). Each
 client run is its own process against a fresh simulator process on 127.0.0.1; see
@@ -32,6 +33,7 @@ from benchmarks._report import footnote, machine_facts, render, summary
 from benchmarks._rows import build_rows
 from benchmarks.dry_run import run_dry_run
 from benchmarks.scale import JOBS, QUICK_JOBS, run_scale, scale_rows
+from benchmarks.shared import run_shared, shared_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda text: frozenset(text.split(",")),
-        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run, scale",
+        help=f"comma-separated subset to run, of: {', '.join(KEYS)}, dry_run, scale, shared",
     )
     parser.add_argument(
         "--charts",
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "for --quick); drawn only if matplotlib is installed (pip install -e '.[bench]')",
     )
     args = parser.parse_args(argv)
-    extra = {"dry_run", "scale"}  # run here, not by run_plan
+    extra = {"dry_run", "scale", "shared"}  # run here, not by run_plan
     if args.only and not args.only <= {*KEYS, *extra}:
         parser.error(f"--only: unknown {', '.join(sorted(args.only - {*KEYS, *extra}))}")
 
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or "scale" in args.only:
             scale = run_scale(QUICK_JOBS if plan.quick else JOBS, work / "scale")
             print(scale.describe(), file=sys.stderr, flush=True)
+        shared = None
+        if args.only is None or "shared" in args.only:
+            shared = run_shared(plan.quick, work / "shared")
         charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
         drawn = draw_charts(results.runs, charts)
         gone = " (removed with the scratch dir: --keep keeps them)" if charts == work else ""
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = build_rows(results)
     if scale is not None:
         rows += scale_rows(scale)
+    if shared is not None:
+        rows += shared_rows(shared)
     if args.only:  # drop the rows of what did not run
         rows = [row for row in rows if row.ours is not None or row.base is not None]
     table = render(rows)
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         notes += f"\n{dry.describe()}"
     if scale is not None:
         notes += f"\n{scale.describe()}"
+    if shared is not None:
+        notes += f"\n{shared.describe()}"
     print(f"\n{header}\n\n{table}\n\n{notes}")
     if (lim := download_limit(results.downloads)) is not None:
         print(
@@ -113,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             doc["dry_run"] = {**asdict(dry), "lines_per_s": dry.lines_per_s}
         if scale is not None:
             doc["scale"] = asdict(scale)
+        if shared is not None:
+            doc["shared"] = asdict(shared)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n{table}\n\n{notes}\n")

@@ -156,6 +156,12 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run against a built-in simulator (no account needed; its tasks are kept in DIR)",
     )
+    parser.add_argument(
+        "--coordinator",
+        metavar="URL",
+        help="redis://host:port/db shared by every process on this account: slots, request "
+        "rate and status sweeps (default: $KLING_COORDINATOR; none: this process alone)",
+    )
 
 
 def _add_download_flags(parser: argparse.ArgumentParser) -> None:

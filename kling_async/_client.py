@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiohttp
 
@@ -24,6 +24,7 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
+from ._coordinator import Coordinator, coordinator_url
 from ._create import create_task, prepared
 from ._download_retry import ProgressCallback, save_video, video_filename
 from ._download_stream import DownloadResult
@@ -43,6 +44,7 @@ from ._poll import TaskTracker
 from ._queries import check_page, check_task_id, list_raw, query_raw
 from ._request_rate import RequestRate
 from ._server_time import ServerClock
+from ._shared_tracker import SharedTracker
 from ._slots import Slots
 from ._stats import ClientStats
 from ._types import Clock, PathLike, Sleep
@@ -73,6 +75,7 @@ class Client:
         monotonic: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         environ: Mapping[str, str] | None = None,
+        coordinator: str | None = None,
     ) -> None:
         self.credentials = credentials or Credentials.from_env(
             access_key, secret_key, api_key, environ=environ
@@ -104,16 +107,9 @@ class Client:
             server_clock=self.server_clock,
             wall=clock,
         )
-        self._gate: Gate = SlotGate(
-            limits.concurrency,
-            probe_interval=limits.probe_interval or 30.0,
-            # 1303 with nothing of ours running: the documented back-off (≥ 1 s) comes first.
-            first_wait=min(retry.concurrency_wait_initial, limits.probe_interval or 30.0),
-            slow_start=True,
-            monotonic=monotonic,
-            rng=rng,
-        )
-        self._tracker = TaskTracker(
+        url = coordinator_url(coordinator, environ)  # several processes, one budget in Redis
+        tracker_type = TaskTracker if url is None else SharedTracker
+        self._tracker = tracker_type(
             list_page=partial(list_raw, self._http),
             get_one=partial(query_raw, self._http),
             policy=poll,
@@ -122,6 +118,32 @@ class Client:
             monotonic=monotonic,
             event_hook=self._emit,
             busy=partial(self._http.rate.queue_time, "create"),
+        )
+        self._coordinator = (
+            None
+            if url is None
+            else Coordinator(
+                url,
+                self.credentials,
+                self._http,
+                cast(SharedTracker, self._tracker),
+                maximum=limits.concurrency,
+                probe_interval=limits.probe_interval or 30.0,
+                rps=limits.rps,
+            )
+        )
+        self._gate: Gate = (
+            self._coordinator.gate
+            if self._coordinator
+            else SlotGate(
+                limits.concurrency,
+                probe_interval=limits.probe_interval or 30.0,
+                # 1303 with nothing of ours running: the documented back-off (≥ 1 s) comes first.
+                first_wait=min(retry.concurrency_wait_initial, limits.probe_interval or 30.0),
+                slow_start=True,
+                monotonic=monotonic,
+                rng=rng,
+            )
         )
         self._http.rate.on_drained = self._drained
         self._slots = Slots(
@@ -148,6 +170,12 @@ class Client:
 
     async def __aenter__(self) -> Self:
         self._check_open()
+        if self._coordinator is not None:
+            try:  # unreachable: CoordinatorUnreachableError now, not at the first create
+                await self._coordinator.connect()
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(
@@ -162,6 +190,8 @@ class Client:
         """Stop following tasks and close our session (never a borrowed one); the client
         cannot be used afterwards (`ClientClosedError`)."""
         await self._tracker.aclose()
+        if self._coordinator is not None:
+            await self._coordinator.aclose()
         await self._http.aclose()
 
     @property

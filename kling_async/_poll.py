@@ -228,10 +228,10 @@ class TaskTracker:
 
     async def _run(self) -> None:
         self.pacer.begin(self._monotonic())
-        while self._tracked:
+        while self._busy():
             if not await self._alarm.pause(self._next_delay()):
                 continue  # re-planned: the pause is computed again
-            if not self._tracked:
+            if not self._busy():
                 break
             started = self._monotonic()
             try:
@@ -245,6 +245,13 @@ class TaskTracker:
             else:
                 self.pacer.swept(started, changed)
 
+    def _busy(self) -> bool:
+        return bool(self._tracked or self._also_running())
+
+    def _also_running(self) -> list[float]:
+        """When each task we sweep for but do not follow began (a shared tracker's leader)."""
+        return []
+
     def typical_duration(self) -> float | None:
         """Median generation time seen so far (server stamps), once three tasks have ended."""
         return self.pacer.typical()
@@ -253,6 +260,7 @@ class TaskTracker:
         """Seconds until the next sweep (see `Pacer.delay`)."""
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
+        running += self._also_running()
         delay = self.pacer.delay(self._monotonic(), running, claimed)
         queued = 0.0 if self.busy is None or claimed else self.busy()
         if queued > 0:
@@ -312,7 +320,7 @@ class TaskTracker:
         self._past_deadline()
         before = {tid: e.task.task_status for tid, e in self._tracked.items()}
         pending = set(before)
-        if len(pending) > 2:
+        if len(pending) > 2 or (pending and self._listed_already()):
             await self._sweep_list(pending)
         for tid in pending:
             entry = self._tracked.get(tid)
@@ -335,8 +343,15 @@ class TaskTracker:
                 self._unreadable(entry, exc, data)
                 continue
             self.observe(task)
+        return self._changed(before)
+
+    def _changed(self, before: dict[str, TaskStatus]) -> int:
         return sum(
             1
             for tid, status in before.items()
             if tid not in self._tracked or self._tracked[tid].task.task_status != status
         )
+
+    def _listed_already(self) -> bool:
+        """Whether this sweep's list page is at hand (no request): read it for every task."""
+        return False

@@ -165,6 +165,11 @@ class SharedStatus:
         self._dropped -= ids
         self._keeper.poke()
 
+    @property
+    def watching(self) -> frozenset[str]:
+        """The tasks we ask the leader to cover."""
+        return frozenset(self._watching)
+
     def unwatch(self, task_ids: Iterable[str]) -> None:
         """These tasks are done here: the leader need not cover them for us."""
         ids = set(task_ids) & self._watching

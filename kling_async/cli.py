@@ -52,13 +52,14 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
             interval_max=max(DEFAULT_POLL.interval_max, poll_interval),
             min_interval=min(DEFAULT_POLL.min_interval, poll_interval),
         ),
+        "coordinator": args.coordinator,
     }
     if not args.simulate:
         try:  # checked here too, so that the message can show the way in without an account
             Credentials.from_env()
         except ConfigurationError as exc:
             raise ConfigurationError(f"{exc}\n  {_NO_ACCOUNT}") from None
-        async with Client(base_url=args.base_url, **options) as client:  # type: ignore[arg-type]
+        async with Client(base_url=args.base_url, **options) as client:
             yield client
         return
     from .simulator import Simulator
@@ -70,7 +71,7 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
             access_key=sim.access_key,
             secret_key=sim.secret_key,
             base_url=sim.url,
-            **options,  # type: ignore[arg-type]
+            **options,
         ) as client,
     ):
         print(f"simulator: API {sim.url}, videos {sim.video_url}, {cap} slots", file=sys.stderr)

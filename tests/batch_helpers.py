@@ -297,6 +297,20 @@ class SimProcess:
             return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
+def journal_count(out: Path, where: str = "1") -> int:
+    """Rows of a run's journal matching `where`, read-only (0 while it does not exist yet)."""
+    try:
+        db = sqlite3.connect(f"file:{out / 'journal.sqlite3'}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
 def run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 30.0) -> Any:
     """Run `kling-async ARGS` to completion (killed after `timeout`)."""
     return subprocess.run(

@@ -6,7 +6,6 @@ import io
 import os
 import random
 import re
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from batch_helpers import (
     collect,
     interrupt_when,
     job_line,
+    journal_count,
     journal_rows,
     make_client,
     make_requests,
@@ -251,16 +251,7 @@ def check_finished(sim: SimProcess, out: Path, n: int) -> dict[str, Any]:
 
 
 def downloaded_rows(out: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{out / 'journal.sqlite3'}?mode=ro", uri=True, timeout=1)
-    except sqlite3.Error:
-        return 0
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE state='downloaded'").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
+    return journal_count(out, "state='downloaded'")
 
 
 @pytest.mark.slow

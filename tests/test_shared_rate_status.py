@@ -170,3 +170,17 @@ async def test_watched_tasks_are_known_to_the_leader(connect: Connect) -> None:
     await asyncio.sleep(1.0)  # past watch_ttl, while `one` keeps renewing its own
     assert await one.watched() == ["t1"]
     await one.aclose()
+
+
+async def test_shared_tokens_write_the_wanted_rate_and_share_one_cut(connect: Connect) -> None:
+    from kling_async._shared_tokens import SharedTokens
+
+    a, b = SharedTokens(SharedRate(await connect())), SharedTokens(SharedRate(await connect()))
+    await a.take(lambda: 50.0)  # the controller's rate reaches the shared bucket
+    assert (await b.shared.state()).rate == 50.0
+    await a.take(lambda: 50.5)  # within 2 % and just written: no write, one token taken
+    assert (await b.shared.state()).rate == 50.0
+    w_max, since = await a.cut(0.5, window=5.0)
+    again, _ = await b.cut(0.5, window=5.0)  # the same throttling seen by another process
+    state = await a.shared.state()
+    assert w_max == again == 50.0 and state.rate == 25.0 and 0 <= since < 1

@@ -1,0 +1,255 @@
+"""Several `kling-async run` processes on one account, with and without the Redis coordinator.
+
+    python benchmarks/shared.py            # 3 and 6 processes, 210 jobs, N=10, T=2 s (~5 min)
+    python benchmarks/shared.py --quick    # 48 jobs, N=4, T=1 s (~1.5 min)
+    python benchmarks/run.py --only shared # the same, as rows of the benchmark table
+
+Each process is told `--concurrency N` on an account of N slots and gets an equal share of the
+jobs (real CLI processes, one simulator process, one redis-server). Measured on the simulator:
+- refused creates (1303) per job;
+- makespan ÷ bound: from the first create to the last video on disk, over the ideal
+  max(ΣT/N, max T) for the generation times the simulator actually drew;
+- status requests (list + query) per job, over those of ONE process running all the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import ROOT
+from benchmarks._rows import Row
+from benchmarks._scenarios import fluid_bound
+from benchmarks._sim import ACCESS_KEY, SECRET_KEY, SimProcess
+
+__all__ = ["Shared", "run_shared", "shared_rows"]
+
+#: (jobs, N, T): the full run as the main benchmark's 200-job scenarios (N = 10, T = 2 s), the
+#: quick one small (its last wave alone keeps makespan ÷ bound well above 1.05).
+FULL, QUICK = (210, 10, 2.0), (48, 4, 1.0)
+PROCS = (3, 6)
+
+
+@dataclass
+class Outcome:
+    """One run: `procs` processes (coordinated or not) on one fresh account."""
+
+    procs: int
+    coordinated: bool
+    jobs: int
+    cap: int
+    refused: int
+    status_requests: int
+    creates: int
+    peak_running: int
+    makespan_s: float
+    bound_s: float
+
+    @property
+    def refused_per_job(self) -> float:
+        """1303 answers per job."""
+        return self.refused / self.jobs
+
+    @property
+    def makespan_ratio(self) -> float:
+        """Makespan over the ideal one."""
+        return self.makespan_s / self.bound_s
+
+    @property
+    def status_per_job(self) -> float:
+        """List and query requests per job."""
+        return self.status_requests / self.jobs
+
+
+@dataclass
+class Shared:
+    """Every run of the scenario."""
+
+    jobs: int
+    cap: int
+    gen_seconds: float
+    runs: list[Outcome] = field(default_factory=list)
+
+    def get(self, procs: int, coordinated: bool) -> Outcome:
+        """The run with this many processes, with or without the coordinator."""
+        return next(r for r in self.runs if r.procs == procs and r.coordinated == coordinated)
+
+    def describe(self) -> str:
+        """One line per run."""
+        return "\n".join(
+            f"shared: {r.procs} process(es) {'with' if r.coordinated else 'without'} coordinator: "
+            f"{r.creates} creates for {r.jobs} jobs, {r.refused_per_job:.3f} refused/job, "
+            f"peak running {r.peak_running}/{r.cap}, makespan {r.makespan_s:.1f} s = "
+            f"{r.makespan_ratio:.3f} × bound, {r.status_per_job:.2f} status requests/job"
+            for r in self.runs
+        )
+
+
+def _redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_helpers import RedisServer  # the tests' throwaway server: free port, no disk
+
+    server = RedisServer(work)
+    server.start()
+    assert server.proc is not None
+    return server.proc, server.url
+
+
+def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) -> Outcome:
+    jobs, cap, gen = size
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    env |= {"KLING_ACCESS_KEY": ACCESS_KEY, "KLING_SECRET_KEY": SECRET_KEY}
+    with SimProcess(concurrency=cap, gen_seconds=gen, video_bytes=20_000) as sim:
+        env["KLING_BASE_URL"] = sim.url
+        children = []
+        for k in range(procs):
+            lines = [
+                f'{{"images": ["https://example.com/ref.png"], "prompt": "job {k}-{i}"}}\n'
+                for i in range(jobs // procs)
+            ]
+            (work / f"jobs{k}.jsonl").write_text("".join(lines))
+            argv = [sys.executable, "-m", "kling_async", "run", str(work / f"jobs{k}.jsonl")]
+            argv += ["--out", str(work / f"out{k}"), "--concurrency", str(cap), "--no-progress"]
+            argv += ["--coordinator", url] if url else []
+            log = open(work / f"log{k}", "w")  # noqa: SIM115  # closed when the child exits
+            children.append((subprocess.Popen(argv, stdout=log, stderr=log, env=env), log))
+        for proc, log in children:
+            if proc.wait(timeout=600) != 0:
+                raise RuntimeError(f"run failed: {(work / 'log0').read_text()[-2000:]}")
+            log.close()
+        stats = sim.stats()
+        spans = sim.task_spans()
+    requests = stats["requests"]
+    return Outcome(
+        procs=procs,
+        coordinated=url is not None,
+        jobs=jobs,
+        cap=cap,
+        refused=stats["rejected_concurrency"],
+        status_requests=requests.get("list", 0) + requests.get("query", 0),
+        creates=stats["accepted_creates"],
+        peak_running=stats["peak_running"],
+        makespan_s=_last_download(work, procs) - min(start for start, _ in spans),
+        bound_s=fluid_bound([end - start for start, end in spans], [(0.0, cap)]),
+    )
+
+
+def _last_download(work: Path, procs: int) -> float:
+    """When the last video was on disk (its journal row's time), over every process."""
+    last = 0.0
+    for k in range(procs):
+        with contextlib.closing(sqlite3.connect(work / f"out{k}" / "journal.sqlite3")) as db:
+            (when,) = db.execute(
+                "SELECT MAX(updated) FROM jobs WHERE state='downloaded'"
+            ).fetchone()
+            last = max(last, when)
+    return last
+
+
+def run_shared(quick: bool, work: Path) -> Shared:
+    """1 process alone, then 3 and 6 processes with and without the coordinator."""
+    size = QUICK if quick else FULL
+    result = Shared(*size)
+    redis, url = _redis(work)
+    try:
+        result.runs.append(_one(1, None, size, work / "alone"))
+        for procs in PROCS:
+            for coordinated in (False, True):
+                tag = f"{procs}-{'redis' if coordinated else 'alone'}"
+                result.runs.append(_one(procs, url if coordinated else None, size, work / tag))
+                print(result.describe().splitlines()[-1], file=sys.stderr, flush=True)
+
+                redis_flush(url)
+    finally:
+        redis.kill()
+        redis.wait()
+    return result
+
+
+def redis_flush(url: str) -> None:
+    """A fresh account for the next run (its learned limit must not carry over)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+
+
+def shared_rows(shared: Shared) -> list[Row]:
+    """The benchmark table's rows: kling-async = with the coordinator, baseline = without."""
+    sec = f"8 several processes on one account ({shared.jobs} jobs, T={shared.gen_seconds:g} s, "
+    sec += f"each told N={shared.cap} of N)"
+    sec += "; kling-async column: with --coordinator, baseline column: without"
+    rows: list[Row] = []
+    for procs in PROCS:
+        on, off = shared.get(procs, True), shared.get(procs, False)
+        rows.append(
+            Row(
+                f"{procs} processes: refused creates per job",
+                on.refused_per_job,
+                off.refused_per_job,
+                0.05,
+                "<=",
+                section=sec,
+            )
+        )
+        rows.append(
+            Row(
+                f"{procs} processes: makespan ÷ bound",
+                on.makespan_ratio,
+                off.makespan_ratio,
+                1.05,
+                "<=",
+                section=sec,
+            )
+        )
+        alone = shared.get(1, False).makespan_s
+        rows.append(
+            Row(
+                f"  makespan ÷ one process's running all the jobs ({alone:.1f} s)",
+                on.makespan_s / alone,
+                off.makespan_s / alone,
+                section=sec,
+            )
+        )
+    alone = shared.get(1, False).status_per_job
+    three_on, three_off = shared.get(3, True), shared.get(3, False)
+    rows.append(
+        Row(
+            "status requests per job, 3 processes ÷ one process",
+            three_on.status_per_job / alone,
+            three_off.status_per_job / alone,
+            1.3,
+            "<=",
+            section=sec,
+        )
+    )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="48 jobs, N=4, T=1 s")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="kling-shared-"))
+    try:
+        print(run_shared(args.quick, work).describe())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Several `kling-async run` processes on one account, sharing a real redis-server (issue 12).
+
+What users rely on is checked on the simulator's counters (creates, 1303 refusals, the most
+tasks running at once) and on the files each process leaves on disk.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from batch_helpers import (
+    CLI,
+    SimProcess,
+    assert_no_duplicate_creates,
+    clean_env,
+    job_line,
+    journal_count,
+    wait_for,
+    write_jobs,
+)
+from redis_helpers import free_port
+
+from kling_async import Credentials
+from kling_async.simulator._config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+
+pytestmark = pytest.mark.slow
+
+CAP = 3
+TTL = 1.0
+
+
+def sim(cap: int = CAP, gen: float = 0.4, *extra: str) -> SimProcess:
+    return SimProcess(
+        "--concurrency", str(cap), "--gen-seconds", str(gen), "--video-bytes", "20000", *extra
+    )
+
+
+def start_run(
+    tmp: Path, name: str, jobs: int, env: dict[str, str], coordinator: str, *, first: int = 0
+) -> tuple[subprocess.Popen[str], Path]:
+    """One `kling-async run` of its own `jobs` jobs into tmp/name, told `--concurrency CAP`."""
+    path = write_jobs(tmp / f"{name}.jsonl", [job_line(first + i) for i in range(jobs)])
+    out = tmp / name
+    argv = [*CLI, "run", str(path), "--out", str(out), "--concurrency", str(CAP)]
+    argv += ["--poll-interval", "0.05", "--no-progress", "--coordinator", coordinator]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    return proc, out
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 90.0) -> str:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def stop_all(procs: Iterable[subprocess.Popen[str]]) -> None:
+    """Kill whatever is still running (a failed assertion must not leave runs behind)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def videos(out: Path) -> int:
+    return len(list((out / "videos").iterdir()))
+
+
+def created(out: Path) -> int:
+    """Jobs of this run's journal that have a task (its create was accepted)."""
+    return journal_count(out, "task_id IS NOT NULL")
+
+
+def leases(url: str) -> int:
+    """Leases held (not expired) in Redis for the simulator's account."""
+    import redis
+
+    from kling_async._shared_link import account_id
+
+    account = account_id(Credentials(access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY))
+    with redis.Redis.from_url(url) as client:
+        seconds, micros = client.time()  # leases are scored by their expiry in Redis time
+        now_ms = seconds * 1000 + micros // 1000
+        return int(client.zcount(f"ka:{{{account}}}:slots:leases", now_ms + 1, "+inf"))
+
+
+def test_several_processes_share_the_accounts_slots(tmp_path: Path, redis_server: Any) -> None:
+    per, procs = 6, 3
+    with sim() as api:
+        env = api.env()
+        url = f"{redis_server.url}?ttl={TTL}"
+        runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(procs)]
+        try:
+            for proc, out in runs:
+                finish(proc)
+                assert videos(out) == per
+        finally:
+            stop_all(proc for proc, _ in runs)
+        stats = api.get("/__sim/stats")["stats"]
+    assert_no_duplicate_creates(stats)
+    assert stats["accepted_creates"] == per * procs  # one create per job, none twice
+    assert stats["peak_running"] <= CAP
+    assert stats["rejected_concurrency"] <= 1  # each told CAP: without sharing, ~9 here
+
+
+def test_unreachable_coordinator_is_rc_2_with_the_password_masked(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job_line(0)])
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    env = clean_env(
+        KLING_ACCESS_KEY="ak", KLING_SECRET_KEY="sk", KLING_BASE_URL="http://127.0.0.1:9"
+    )
+    done = subprocess.run(
+        [*CLI, "run", str(jobs), "--out", str(tmp_path / "out"), "--coordinator", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "coordinator redis://:***@127.0.0.1" in done.stderr and "unreachable" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    via_env = subprocess.run(
+        [*CLI, "download", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**env, "KLING_COORDINATOR": url},
+        timeout=60,
+    )
+    assert via_env.returncode == 2 and "unreachable" in via_env.stderr, via_env.stderr
+
+
+def test_a_killed_worker_gives_its_slots_back_and_a_rerun_creates_nothing_twice(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    n = 6
+    with sim(gen=1.5) as api:
+        env = api.env()
+        url = f"{redis_server.url}?ttl={TTL}"
+        victim, out = start_run(tmp_path, "victim", n, env, url)
+        try:
+            wait_for(lambda: api.get("/__sim/stats")["stats"]["accepted_creates"] >= 2, 30)
+            wait_for(lambda: leases(redis_server.url) >= 2, 10)
+        finally:
+            victim.kill()  # SIGKILL: no clean-up of any kind
+            victim.communicate()
+        killed_at = time.monotonic()
+        wait_for(lambda: leases(redis_server.url) == 0, 10 * TTL)
+        assert time.monotonic() - killed_at < 3 * TTL + 1  # back within the TTL (+ slack)
+        created = api.get("/__sim/stats")["stats"]["accepted_creates"]
+        rerun, _ = start_run(tmp_path, "victim", n, env, url)
+        finish(rerun)
+        stats = api.get("/__sim/stats")["stats"]
+    assert videos(out) == n
+    assert_no_duplicate_creates(stats)
+    assert stats["accepted_creates"] == n  # the rerun created only the jobs never created
+    assert created <= n
+
+
+def test_redis_restarted_mid_run(tmp_path: Path, redis_server: Any) -> None:
+    per = 8
+    with sim(gen=0.5) as api:
+        env = api.env()
+        url = f"{redis_server.url}?ttl={TTL}"
+        runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(2)]
+        try:
+            wait_for(lambda: all(created(out) for _, out in runs), 30)  # both are connected
+            redis_server.stop()  # its data is gone: persistence is off
+            time.sleep(0.5)
+            redis_server.start()
+            errors = [finish(proc) for proc, _ in runs]
+        finally:
+            stop_all(proc for proc, _ in runs)
+        stats = api.get("/__sim/stats")["stats"]
+    assert any("unavailable" in err for err in errors)  # each says so once, then goes on
+    for _, out in runs:
+        assert videos(out) == per
+    assert_no_duplicate_creates(stats)
+    assert stats["accepted_creates"] == 2 * per
+    assert stats["peak_running"] <= CAP

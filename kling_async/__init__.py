@@ -57,6 +57,7 @@ from ._events import (
     TaskStatusChanged,
     TaskSubmitted,
     TaskUnreadable,
+    UnitsOvershoot,
     VideoSkipped,
 )
 from ._images import EncodingCache, ImageInput
@@ -139,6 +140,7 @@ __all__ = [
     "TaskUnreadable",
     "Timeouts",
     "TransportError",
+    "UnitsOvershoot",
     "Video",
     "VideoExpiredError",
     "VideoGoneError",

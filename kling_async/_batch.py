@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +22,18 @@ from typing import TYPE_CHECKING, Any
 from ._batch_create import Creator
 from ._batch_downloads import DownloadStage
 from ._batch_feed import InFlight
-from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
+from ._budget import Budget
+from ._errors import (
+    AccountError,
+    ApiUnreachableError,
+    AuthenticationError,
+    ConfigurationError,
+    KlingError,
+)
 from ._folder import FolderLock, OutputFolderError
 from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
 from ._journal import JobState, Journal
+from ._prices import Kind, PriceTable, Units
 from ._records import JobError, job_error
 from ._results import JOURNAL_NAME, MANIFEST_NAME, BatchResult, write_manifest
 from ._types import PathLike
@@ -59,6 +67,8 @@ class Batch(Creator):
         adopt_existing: bool = False,
         verify: bool = False,
         submitters: int | None = None,
+        max_units: Units | None = None,
+        prices: PriceTable | Mapping[str | Kind, Units] | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -68,6 +78,10 @@ class Batch(Creator):
             watermark=watermark,
             adopt_existing=adopt_existing,
         )
+        try:
+            self.budget = Budget(max_units, prices)
+        except ValueError as exc:
+            raise ConfigurationError(f"max_units={max_units!r}: {exc}") from None
         self._downloaders = download_concurrency or client.limits.download_concurrency
         self._submitters = submitters or min(client.limits.concurrency, 16)
         self._results: asyncio.Queue[BatchResult | None] = asyncio.Queue()
@@ -229,14 +243,17 @@ class Batch(Creator):
             self._settle()
             return
         task = done.result()
+        units = self._charge(key, task)
         if task.task_status == "succeed":
-            await self.journal.update_task(key, JobState.SUCCEEDED, task)
-            self._to_disk(key, ext, task)
+            await self.journal.update_task(key, JobState.SUCCEEDED, task, units=units)
+            self._to_disk(key, ext, task, None if units is None else units.spent)
             return
         self.counts.failed += 1
         error = JobError(task.task_status_msg or "task failed", "TaskFailedError")
-        await self.journal.update_task(key, JobState.FAILED, task, error=error)
+        await self.journal.update_task(key, JobState.FAILED, task, error=error, units=units)
         result = BatchResult(None, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
+        if units is not None:
+            result = replace(result, units=units.spent)
         self._emit(key, result)
         self._settle()
 
@@ -250,6 +267,8 @@ def run_batch(
     watermark: bool = False,
     adopt_existing: bool = False,
     verify: bool = False,
+    max_units: Units | None = None,
+    prices: PriceTable | Mapping[str | Kind, Units] | None = None,
 ) -> Batch:
     """Run many jobs (requests, or a JSONL file's path) into `out_dir`; iterate for results.
 
@@ -260,6 +279,12 @@ def run_batch(
     already exists under a job's own external_task_id (normally such a job is rejected).
     `verify` re-hashes downloaded files (their sizes are always checked). The folder is
     locked while the batch runs: `FolderBusyError` if another batch or process has it.
+
+    `max_units` caps the units the folder's tasks may cost, over every run: no task is
+    created when units spent + reserved (tasks in flight, at their estimate) + its own
+    estimate would exceed it; such jobs end `pending` ("over budget") and a rerun with a
+    higher cap sends them. `prices` overrides the estimates (`PriceTable`, or e.g.
+    `{"pro-10": 7}`); a kind's estimate rises to the highest deduction Kling reports.
     """
     source: Iterable[Job | Line] | None
     if jobs is None:
@@ -276,4 +301,6 @@ def run_batch(
         watermark=watermark,
         adopt_existing=adopt_existing,
         verify=verify,
+        max_units=max_units,
+        prices=prices,
     )

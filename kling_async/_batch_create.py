@@ -30,7 +30,8 @@ from ._events import JobRejected, emit
 from ._identity import generated_external_id, job_key
 from ._jobs import Identifier, Job, Line, by_text
 from ._journal import JobRow, JobState, Journal
-from ._records import NOT_SENT, JobError, job_error
+from ._prices import format_units, kind_of
+from ._records import NOT_SENT, OVER_BUDGET, Charge, JobError, job_error
 from ._results import BatchResult
 from .models import MultiImageToVideoRequest
 
@@ -58,6 +59,10 @@ class Creator(Resumer):
         self._adopt = adopt_existing
         self._identifier = Identifier()
         self._read_lock = asyncio.Lock()
+
+    @property
+    def _jobs_given(self) -> bool:
+        return self._jobs is not None
 
     @property
     def journal(self) -> Journal:
@@ -158,7 +163,10 @@ class Creator(Resumer):
             request = request.model_copy(update={"watermark": True})
         if own and not resumed and not await self._own_id_is_free(job, ext, request):
             return
-        await self.journal.intent(key, line=job.line, external_id=ext, watermark=request.watermark)
+        if not self.budget.reserve(key, request):  # atomic: no await since the check
+            await self._over_budget(key, job.line, ext, request)
+            return
+        await self._intent(job, ext, request)
         if resumed:  # Kling had no task under it: sent now
             self.ledger.set_uncreated(key, False)
         result = await create_for_batch(self.client, request, ext, self._stopped)
@@ -207,9 +215,8 @@ class Creator(Resumer):
         if found is None:
             return True
         if self._adopt:  # the user said so: record it as ours, then follow it like our own
-            await self.journal.intent(
-                key, line=job.line, external_id=ext, watermark=request.watermark
-            )
+            self.budget.reserve(key, request, force=True)  # it exists: it is paid for anyway
+            await self._intent(job, ext, request)
             await self.journal.update_task(key, JobState.SUBMITTED, found)
             hold = not found.is_terminal
             wm = request.watermark
@@ -234,7 +241,36 @@ class Creator(Resumer):
         await self.journal.update(key, JobState.SUBMITTING, error=error)
         self._emit(key, BatchResult(None, ext, JobState.SUBMITTING, error=error))
 
+    async def _intent(self, job: Job, ext: str, request: MultiImageToVideoRequest) -> None:
+        """Record the intent to create, with the units reserved for it (the budget's record)."""
+        held = self.budget.held(job.key)
+        await self.journal.intent(
+            job.key,
+            line=job.line,
+            external_id=ext,
+            watermark=request.watermark,
+            units=None if held is None else Charge(*held),
+        )
+
+    async def _over_budget(
+        self, key: str, line: int, ext: str, request: MultiImageToVideoRequest
+    ) -> None:
+        """Not sent: its estimate does not fit under the cap. Pending, so a rerun (with a
+        higher cap, or after tasks in flight settled for less) sends it."""
+        estimate = format_units(self.budget.estimate(request))
+        error = JobError(
+            f"not sent: its estimate ({estimate} units, {kind_of(request)}) would exceed the "
+            f"units budget: {self.budget.state()}",
+            OVER_BUDGET,
+        )
+        self.over_budget += 1
+        await self.journal.record(
+            key, line=line, external_id=ext, state=JobState.PENDING, error=error
+        )
+        self._emit(key, BatchResult(line, ext, JobState.PENDING, error=error))
+
     async def _reject(self, key: str, line: int, ext: str, exc: KlingError) -> None:
+        self.budget.release(key)  # never created: nothing is billed
         error = job_error(exc)
         await self.journal.record(
             key, line=line, external_id=ext, state=JobState.REJECTED, error=error

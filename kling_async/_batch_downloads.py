@@ -14,6 +14,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ class Fetch:
 
     `watermark`: the job asked for watermarked copies (None: a release-0.1 row, whose copies
     were fetched whenever offered). `records`: files recorded before (kept while intact);
-    `redo`: recorded paths known to be missing or damaged.
+    `redo`: recorded paths known to be missing or damaged; `units`: what the task cost.
     """
 
     key: str
@@ -58,6 +59,7 @@ class Fetch:
     watermark: bool | None
     records: tuple[FileRecord, ...] = ()
     redo: frozenset[str] = frozenset()
+    units: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,13 @@ import hashlib
 import os
 from collections.abc import Coroutine
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._batch_downloads import BatchCounts, DownloadStage, Fetch, Saved
 from ._batch_submit import lookup_external
+from ._budget import Budget, Settlement
 from ._errors import KlingError
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
@@ -55,6 +57,11 @@ class Feeder:
         self.videos_dir = out_dir / "videos"
         self.counts = BatchCounts()
         self.stop_reason: str | None = None
+        #: Units spent and reserved against the cap (see `_batch_resume` for its journal side).
+        self.budget = Budget()
+        self.over_budget = 0  # jobs not sent this run: their estimate did not fit the budget
+        #: Tasks that cost more than their kind's estimate and raised it, in order.
+        self.overshoots: list[Settlement] = []
         self._stopped = asyncio.Event()
         self._verify = verify
         self._outstanding = 0  # submitted-not-finished + waiting-to-download + feeders
@@ -115,12 +122,12 @@ class Feeder:
         self._outstanding += 1  # the batch is not done while the feeder has work
         self._spawn(self._feed_succeeded())
 
-    def _to_disk(self, key: str, ext: str, task: Task) -> None:
+    def _to_disk(self, key: str, ext: str, task: Task, units: Decimal | None = None) -> None:
         """A followed task succeeded (and the journal says so): queue its videos, or, while
         many downloads wait, leave it to the journal, not memory, for the feeder to queue."""
         if self._fetcher.backlog < FEED:
             watermark = self._inflight[key].watermark if key in self._inflight else None
-            self._fetcher.queue(Fetch(key, ext, task, watermark))
+            self._fetcher.queue(Fetch(key, ext, task, watermark, units=units))
             return
         self._inflight.pop(key, None)
         self._feed()  # before settling: the batch must not look done in between
@@ -149,7 +156,8 @@ class Feeder:
         self._outstanding += 1
         self._inflight[row.key] = InFlight(row.watermark)
         task = Task.model_validate(row.task)
-        fetch = Fetch(row.key, row.external_id, task, row.watermark, row.files or ())
+        spent = row.units.spent if row.units else None
+        fetch = Fetch(row.key, row.external_id, task, row.watermark, row.files or (), units=spent)
         if row.legacy is not None:
             self._adopt_legacy_parts(fetch)
         self._fetcher.queue(fetch)
@@ -202,8 +210,9 @@ class Feeder:
             return
         error = JobError(f"{lost} missing or damaged: fetching again", "FileMissing")
         await self._write(row.key, JobState.SUCCEEDED, error)
-        files = row.files or ()
-        self._fetcher.queue(Fetch(row.key, row.external_id, task, row.watermark, files, bad))
+        files, spent = row.files or (), row.units.spent if row.units else None
+        fetch = Fetch(row.key, row.external_id, task, row.watermark, files, bad, spent)
+        self._fetcher.queue(fetch)
 
     async def _write(self, key: str, state: JobState, error: JobError) -> None:
         assert self._journal is not None
@@ -231,6 +240,7 @@ class Feeder:
                     saved.files,
                     saved.error,
                     task.expires_at,
+                    units=fetch.units,
                 )
                 self._emit(fetch.key, result)
             finally:

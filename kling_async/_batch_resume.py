@@ -8,6 +8,10 @@ that are no longer in the jobs file. It never holds the journal: rows are read i
 pages through the run's ledger (`_journal_run`), which also keeps the run's own
 bookkeeping, and a job takes memory only while it is in flight (followed at Kling, or
 queued or under way to disk). Videos to fetch go to the download queue through `Feeder`.
+
+The units budget belongs to the folder: each job's row keeps the units reserved before its
+create and those spent when its task ended (`Charge`), so a run starts from what the journal
+says was spent (settled) and is in flight (reserved, whatever the cap: it is being paid for).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from dataclasses import replace
 from ._batch_feed import Feeder, result_as
 from ._batch_submit import lookup_external
 from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
+from ._events import UnitsOvershoot, emit
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
-from ._records import NOT_SENT, JobError
-from ._results import result_from_row
+from ._prices import deduction, format_units
+from ._records import NOT_SENT, Charge, JobError
+from ._results import MAX_UNITS, result_from_row
 from .models import Task
 
 __all__ = ["Resumer"]
@@ -68,6 +74,34 @@ class Resumer(Feeder):
         journal.set_meta("batch_id", self._batch_id)
         self._ledger = RunLedger(journal.path)
         self._legacy = self._ledger.has_legacy()
+        if self._jobs_given:  # the cap of the last run that read a jobs file (for `status`)
+            cap = self.budget.cap
+            journal.set_meta(MAX_UNITS, "" if cap is None else format_units(cap))
+        for key, _, charge in journal.charges():
+            if charge.spent is not None:
+                self.budget.restore(charge.kind, charge.spent)
+            else:  # created, or its create's outcome is unknown: it may be billed
+                self.budget.reserve(key, charge.kind, units=charge.reserved, force=True)
+
+    @property
+    def _jobs_given(self) -> bool:
+        raise NotImplementedError  # Creator: whether this run reads a jobs file
+
+    def _charge(self, key: str, task: Task) -> Charge | None:
+        """Settle a finished task's units (its `final_unit_deduction`); None for a task that
+        holds no reservation (recorded before units were)."""
+        if self.budget.held(key) is None:
+            return None
+        done = self.budget.settle(key, deduction(task.final_unit_deduction))
+        if done.overshoot:
+            raised = None if done.raised_to is None else str(done.raised_to)
+            over = UnitsOvershoot(
+                task.task_id, str(done.kind), str(done.units), str(done.estimate), raised
+            )
+            emit(self.client.event_hook, over)
+            if done.raised_to is not None:
+                self.overshoots.append(done)
+        return Charge(done.kind, done.estimate, done.units)
 
     def _legacy_paths(self) -> Container[str]:
         """Paths of files that release-0.1 rows recorded (lower case): new names avoid them."""
@@ -108,8 +142,9 @@ class Resumer(Feeder):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             await self._unsubmitted(row.key, row.external_id, exc)
             return
-        if found is None:
+        if found is None:  # sent again when its job is read, if the budget allows then
             self.ledger.set_uncreated(row.key, True)
+            self.budget.release(row.key)
             return
         assert self._journal is not None
         await self._journal.update_task(row.key, JobState.SUBMITTED, found)

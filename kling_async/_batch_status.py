@@ -7,12 +7,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from ._folder import OutputFolderError
 from ._journal import JobState, Journal
+from ._prices import format_units, parse_units
 from ._records import check_file
-from ._results import JOURNAL_NAME, BatchResult, result_from_row
+from ._results import JOURNAL_NAME, MAX_UNITS, BatchResult, result_from_row
 
 __all__ = ["BatchStatus", "FileProblem", "batch_status"]
 
@@ -44,6 +46,18 @@ class BatchStatus:
     problem_count: int = 0
     #: Every downloaded file missing or damaged (`files_bad` keeps the first `limit`).
     files_bad_count: int = 0
+    #: Units spent by finished tasks, and reserved (their estimates) for tasks in flight or
+    #: whose create's outcome is unknown; `max_units`: the last run's cap (None: none).
+    units_spent: Decimal = Decimal(0)
+    units_reserved: Decimal = Decimal(0)
+    max_units: Decimal | None = None
+
+    @property
+    def units(self) -> str:
+        """`7 spent, 3.5 reserved, 10 budget (units)` (`no cap` without a budget)."""
+        cap = "no cap" if self.max_units is None else f"{format_units(self.max_units)} budget"
+        spent, reserved = format_units(self.units_spent), format_units(self.units_reserved)
+        return f"{spent} spent, {reserved} reserved, {cap} (units)"
 
     @property
     def total(self) -> int:
@@ -81,6 +95,13 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
                         bad.append(problem)
         errors = itertools.islice(journal.rows(task=False, with_error=True), limit)
         problems = [result_from_row(row) for row in errors]
+        spent = reserved = Decimal(0)
+        for _, _, charge in journal.charges():
+            if charge.spent is None:
+                reserved += charge.reserved
+            else:
+                spent += charge.spent
+        cap = journal.meta(MAX_UNITS)
     finally:
         journal.close_sync()
     soonest = datetime.fromtimestamp(tally.soonest, UTC) if tally.soonest else None
@@ -95,4 +116,7 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
         checked,
         problem_count=tally.errors,
         files_bad_count=bad_count,
+        units_spent=spent,
+        units_reserved=reserved,
+        max_units=parse_units(cap) if cap else None,
     )

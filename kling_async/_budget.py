@@ -9,7 +9,7 @@ dearer figure) and the overshoot is reported in the returned `Settlement`.
 Every method is synchronous and never awaits, so on one event loop a check-and-reserve is
 atomic: two submitters cannot both take the last units. State is rebuilt after a restart by
 replaying the journal: `reserve(..., units=recorded, force=True)` for tasks that exist and
-`settle(job, units, kind=...)` for finished ones.
+`restore(kind, units)` for finished ones (counted, not remembered one by one).
 """
 
 from __future__ import annotations
@@ -128,6 +128,18 @@ class Budget:
         self._reserved[job] = (k, amount)
         self._reserved_total += amount
         return True
+
+    def held(self, job: str) -> tuple[Kind, Decimal] | None:
+        """The kind and units reserved for `job`, if any."""
+        return self._reserved.get(job)
+
+    def restore(self, kind: Priced | Kind, units: Units) -> None:
+        """Count a task an earlier run settled: spent, and its kind's estimate raised if it
+        cost more (no per-job record: a finished task is never settled again)."""
+        k, charged = kind_of(kind), parse_units(units)
+        if charged > self.estimate(k):
+            self._raised[k] = charged
+        self._spent += charged
 
     def release(self, job: str) -> Decimal:
         """Free the units held for `job` (its create never happened); returns them (0 if none)."""

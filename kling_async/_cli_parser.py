@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from ._config import DEFAULT_LIMITS, DEFAULT_POLL
-from ._dry_run import price_arg
+from ._dry_run import price_arg, units_arg
 from ._errors import ConfigurationError
 from ._health import check_base_url
 from ._summary import SHOWN
@@ -100,7 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODE-DURATION=UNITS",
-        help="units per task of a kind for --dry-run's estimate, e.g. pro-10=7 (repeatable)",
+        help="units per task of a kind (estimates, --dry-run and --max-units), e.g. pro-10=7 "
+        "(repeatable)",
+    )
+    run.add_argument(
+        "--max-units",
+        type=units_arg,
+        metavar="U",
+        help="units budget of the folder, over every run: no task is created that could take "
+        "units spent + reserved past U; jobs left over are 'over budget' (exit 1)",
     )
 
     status = sub.add_parser(

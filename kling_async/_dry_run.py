@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ._preflight import PreflightReport, preflight
-from ._prices import describe, format_units, parse_price
+from ._prices import describe, format_units, parse_price, parse_units
 from ._progress import _size
 
 __all__ = ["dry_run", "price_arg", "render"]
@@ -26,6 +26,14 @@ def price_arg(text: str) -> tuple[str, Decimal]:
         return parse_price(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"--price {text!r}: {exc}") from None
+
+
+def units_arg(text: str) -> Decimal:
+    """argparse type of `--max-units U`; the error names the flag and the value."""
+    try:
+        return parse_units(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-units {text!r}: {exc}") from None
 
 
 def render(report: PreflightReport) -> list[str]:

@@ -35,6 +35,7 @@ __all__ = [
     "TaskStatusChanged",
     "TaskSubmitted",
     "TaskUnreadable",
+    "UnitsOvershoot",
     "VideoSkipped",
     "emit",
 ]
@@ -54,6 +55,7 @@ EventKind: TypeAlias = Literal[
     "task_unreadable",
     "video_skipped",
     "api_health",
+    "units_overshoot",
 ]
 
 
@@ -166,6 +168,19 @@ class JobRejected(Event):
     kind: ClassVar[EventKind] = "job_rejected"
     line: int | None
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsOvershoot(Event):
+    """A task cost more units than estimated (`price_kind`, e.g. "kling-v1-6 pro 10 s"): the
+    estimate of its kind is now `raised_to` (units as strings: exact)."""
+
+    kind: ClassVar[EventKind] = "units_overshoot"
+    task_id: str | None
+    price_kind: str
+    units: str
+    estimate: str
+    raised_to: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,96 +18,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ._journal_rows import JobRow, JobState, Tally
 from ._journal_schema import JournalError, connect, select_columns
-from ._records import FileRecord, JobError
+from ._records import Charge, FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
-
-
-class JobState(StrEnum):
-    """The states a job moves through (stored as their values)."""
-
-    PENDING = "pending"  # never sent, retried by the next run (its external id was unchecked)
-    SUBMITTING = "submitting"  # intent recorded; the create's outcome may be unknown
-    SUBMITTED = "submitted"  # Kling has the task; not finished yet
-    SUCCEEDED = "succeeded"  # finished; video not yet (or no longer) on disk
-    DOWNLOADED = "downloaded"  # verified video(s) on disk
-    FAILED = "failed"  # Kling's task failed
-    REJECTED = "rejected"  # invalid job or refused create: never billed
-    EXPIRED = "expired"  # finished but past retention before we saved it
-
-    @property
-    def is_terminal(self) -> bool:
-        """Nothing more happens to the job: downloaded, failed, rejected or expired."""
-        return self in _TERMINAL
-
-
-_TERMINAL = frozenset({JobState.DOWNLOADED, JobState.FAILED, JobState.REJECTED, JobState.EXPIRED})
-
-
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    """One job as the journal holds it.
-
-    `key` is the job's identity; `line` its line at the last run that read the jobs file (None:
-    no longer in it); `watermark` whether its create asked for a watermarked copy (None: not
-    known, a release-0.1 row); `legacy` the release-0.1 fingerprint of a migrated row that no
-    run has matched to its job yet.
-    """
-
-    key: str
-    line: int | None
-    external_id: str
-    watermark: bool | None
-    legacy: str | None
-    state: JobState
-    task_id: str | None
-    task: dict[str, Any] | None
-    expires_at: float | None
-    error: JobError | None
-    files: tuple[FileRecord, ...] | None
-
-    @classmethod
-    def from_sql(cls, row: tuple[Any, ...]) -> JobRow:
-        """Decode a `SELECT <COLUMNS>` row."""
-        key, line, ext, watermark, legacy, state, task_id, task, expires, error, files = row
-        return cls(
-            key,
-            line,
-            ext,
-            None if watermark is None else bool(watermark),
-            legacy,
-            JobState(state),
-            task_id,
-            json.loads(task) if task else None,
-            expires,
-            JobError.from_dict(json.loads(error)) if error else None,
-            tuple(map(FileRecord.from_dict, json.loads(files))) if files else None,
-        )
-
-    @property
-    def in_jobs_file(self) -> bool:
-        """Whether the job was in the jobs file when a run last read it."""
-        return self.line is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """Jobs by state; how many are no longer in the jobs file, how many carry an error; the
-    finished videos not on disk: how many, the soonest expiry (epoch s), how many unknown."""
-
-    counts: dict[str, int]
-    removed: int
-    errors: int
-    pending: int
-    soonest: float | None
-    unknown: int
 
 
 _Op = tuple[str, tuple[Any, ...]]
@@ -169,6 +88,15 @@ class Journal:
         row = self._db.execute(sql, (key,)).fetchone()
         return None if row is None else JobRow.from_sql(row)
 
+    def charges(self) -> Iterator[tuple[str, JobState, Charge]]:
+        """Every job's units on record (key, state, charge): the budget of the folder."""
+        if self._columns.endswith("NULL"):  # a journal from before units: nothing recorded
+            return
+        for key, state, units in self._db.execute(
+            "SELECT key, state, units FROM jobs WHERE units IS NOT NULL"
+        ):
+            yield key, JobState(state), Charge.from_dict(json.loads(units))
+
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
@@ -226,22 +154,42 @@ class Journal:
                 return
 
     async def intent(
-        self, key: str, *, line: int | None, external_id: str, watermark: bool
+        self,
+        key: str,
+        *,
+        line: int | None,
+        external_id: str,
+        watermark: bool,
+        units: Charge | None = None,
     ) -> None:
-        """Record "about to create" before the POST leaves."""
+        """Record "about to create" (and the units reserved for it) before the POST leaves."""
         await self._write(
             (
-                "INSERT INTO jobs (key, line, external_id, watermark, state, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                "INSERT INTO jobs (key, line, external_id, watermark, state, updated, units)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " line = excluded.line, external_id = excluded.external_id,"
                 " watermark = excluded.watermark, state = excluded.state, error = NULL,"
-                " updated = excluded.updated",
-                (key, line, external_id, int(watermark), JobState.SUBMITTING, time.time()),
+                " updated = excluded.updated, units = COALESCE(excluded.units, units)",
+                (
+                    key,
+                    line,
+                    external_id,
+                    int(watermark),
+                    JobState.SUBMITTING,
+                    time.time(),
+                    _json(units),
+                ),
             )
         )
 
     async def update_task(
-        self, key: str, state: JobState, task: Task, *, error: JobError | None = None
+        self,
+        key: str,
+        state: JobState,
+        task: Task,
+        *,
+        error: JobError | None = None,
+        units: Charge | None = None,
     ) -> None:
         """Move a job to `state` with Kling's latest view of its task (and its expiry)."""
         await self.update(
@@ -250,6 +198,7 @@ class Journal:
             task=task.model_dump(mode="json"),
             expires_at=task.expires_at.timestamp() if task.expires_at else None,
             error=error,
+            units=units,
         )
 
     async def update(
@@ -261,13 +210,15 @@ class Journal:
         expires_at: float | None = None,
         error: JobError | None = None,
         files: Sequence[FileRecord] | None = None,
+        units: Charge | None = None,
     ) -> None:
         """Move a job to `state`, storing what is given (None leaves a column as it was)."""
         await self._write(
             (
                 "UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),"
                 " task = COALESCE(?, task), expires_at = COALESCE(?, expires_at),"
-                " error = ?, files = COALESCE(?, files), updated = ? WHERE key = ?",
+                " error = ?, files = COALESCE(?, files), updated = ?,"
+                " units = COALESCE(?, units) WHERE key = ?",
                 (
                     state,
                     task.get("task_id") if task else None,
@@ -276,6 +227,7 @@ class Journal:
                     json.dumps(error.as_dict()) if error else None,
                     json.dumps([f.as_dict() for f in files]) if files is not None else None,
                     time.time(),
+                    _json(units),
                     key,
                 ),
             )
@@ -284,7 +236,8 @@ class Journal:
     async def record(
         self, key: str, *, line: int | None, external_id: str, state: JobState, error: JobError
     ) -> None:
-        """Insert or replace a job that never reached Kling (rejected, or pending a retry)."""
+        """Insert or replace a job that never reached Kling (rejected, or pending a retry):
+        no units are held for it."""
         # Upsert on `key` only: INSERT OR REPLACE would also delete any other row that
         # conflicts on another unique column.
         await self._write(
@@ -293,7 +246,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " line = excluded.line, external_id = excluded.external_id,"
                 " state = excluded.state, task_id = NULL, task = NULL, expires_at = NULL,"
-                " error = excluded.error, files = NULL, updated = excluded.updated",
+                " error = excluded.error, files = NULL, updated = excluded.updated, units = NULL",
                 (key, line, external_id, state, json.dumps(error.as_dict()), time.time()),
             )
         )
@@ -312,6 +265,10 @@ class Journal:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._db.close()
+
+
+def _json(units: Charge | None) -> str | None:
+    return None if units is None else json.dumps(units.as_dict())
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -36,6 +36,9 @@ _SCAN_INDEXES = {
     "jobs_expiry": "jobs(state, expires_at)",
     "jobs_legacy": "jobs(legacy) WHERE legacy IS NOT NULL",
 }
+#: Units (issue 13) came after schema 2 was released: a column added to journals written
+#: before it when a run opens them (older readers select their columns by name: unaffected).
+_UNITS = "ALTER TABLE jobs ADD COLUMN units TEXT"
 #: A cache, not a record: the identity content of job lines seen before whose identity
 #: follows from their text alone (`_jobs.by_text`), by the digest of that text, so a rerun
 #: recognises them without parsing. Added to journals written before it (no format change).
@@ -57,7 +60,8 @@ _TABLES = (
         expires_at REAL,
         error TEXT,
         files TEXT,
-        updated REAL NOT NULL
+        updated REAL NOT NULL,
+        units TEXT                   -- JSON: the task's price kind, units reserved and spent
     )""",
     "CREATE INDEX jobs_state ON jobs(state)",
     "CREATE INDEX jobs_external_id ON jobs(external_id)",
@@ -66,12 +70,13 @@ _TABLES = (
 )
 #: What `SELECT {COLUMNS} FROM jobs` returns, in order (JobRow.from_sql reads it).
 COLUMNS = (
-    "key, line, external_id, watermark, legacy, state, task_id, task, expires_at, error, files"
+    "key, line, external_id, watermark, legacy, state, task_id, task, expires_at, error, files,"
+    " units"
 )
 #: The same row read from a schema-1 table (for read-only use, which must not migrate).
 _V1_COLUMNS = (
     "'v1:' || line, line, external_id, NULL, fingerprint, state, task_id, task, expires_at,"
-    " error, files"
+    " error, files, NULL"
 )
 
 
@@ -157,6 +162,10 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
+def _has_units(db: sqlite3.Connection) -> bool:
+    return any(row[1] == "units" for row in db.execute("PRAGMA table_info(jobs)"))
+
+
 def connect(path: Path, *, readonly: bool) -> tuple[sqlite3.Connection, str]:
     """Open a journal (creating or migrating it unless `readonly`).
 
@@ -176,7 +185,9 @@ def connect(path: Path, *, readonly: bool) -> tuple[sqlite3.Connection, str]:
         if readonly:
             if version == 0:
                 raise JournalError(f"journal {path} is empty: no batch has run in this folder")
-            return db, (_V1_COLUMNS if version == 1 else COLUMNS)
+            if version == 1:
+                return db, _V1_COLUMNS
+            return db, (COLUMNS if _has_units(db) else COLUMNS.replace(" units", " NULL"))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -189,6 +200,8 @@ def connect(path: Path, *, readonly: bool) -> tuple[sqlite3.Connection, str]:
             for name, spec in _SCAN_INDEXES.items():
                 db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {spec}")
             db.execute(_SOURCES)
+            if not _has_units(db):
+                db.execute(_UNITS)
         return db, COLUMNS
     except JournalError:
         db.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._errors import APIError
 from ._journal import JobState
-from ._records import NOT_SENT, JobError
+from ._records import NOT_SENT, OVER_BUDGET, JobError
 
 __all__ = [
     "ALREADY_DONE",
@@ -23,6 +23,7 @@ __all__ = [
     "NOT_REACHED",
     "NOT_SUBMITTED",
     "OUTCOME_UNKNOWN",
+    "OVER_BUDGET_LABEL",
     "PROBLEM_CAUSES",
     "cause",
     "label",
@@ -32,6 +33,7 @@ ALREADY_DONE = "already done"
 NOT_REACHED = "not reached"
 NOT_SUBMITTED = "not submitted"
 OUTCOME_UNKNOWN = "outcome unknown"
+OVER_BUDGET_LABEL = "over budget"
 STATUS_UNKNOWN = "status unknown"
 TO_DOWNLOAD = "to download"
 UNCONFIRMED = "unconfirmed"
@@ -49,6 +51,7 @@ LABELS = (
     JobState.REJECTED,
     JobState.EXPIRED,
     JobState.PENDING,
+    OVER_BUDGET_LABEL,
     NOT_SUBMITTED,
     OUTCOME_UNKNOWN,
     NOT_REACHED,
@@ -90,6 +93,8 @@ def label(
         return OUTCOME_UNKNOWN
     if state == JobState.SUCCEEDED:
         return DOWNLOAD_FAILED if error else TO_DOWNLOAD
+    if state == JobState.PENDING and error and error.type == OVER_BUDGET:
+        return OVER_BUDGET_LABEL
     if state == JobState.DOWNLOADED and earlier:
         return ALREADY_DONE
     return state
@@ -102,4 +107,6 @@ def cause(error: JobError | None) -> str:
         return "unknown"
     if error.type == NOT_SENT:
         return "batch stopped"
+    if error.type == OVER_BUDGET:
+        return "units budget"
     return error.type or "error"

@@ -1,8 +1,9 @@
-"""What the journal and the manifest record of a job: its saved files and its error.
+"""What the journal and the manifest record of a job: its saved files, its error, its units.
 
-`FileRecord` and `JobError` are frozen; `as_dict()` is their stored form (the journal's JSON
-columns, the `files` and `error` of results.jsonl) and `from_dict()` reads it back, release
-0.1's records included. `check_file` compares a record with the disk, the disk being the truth.
+`FileRecord`, `JobError` and `Charge` (a task's units) are frozen; `as_dict()` is their stored
+form (the journal's JSON columns, the `files` and `error` of results.jsonl) and `from_dict()`
+reads it back, release 0.1's records included. `check_file` compares a record with the disk,
+the disk being the truth.
 """
 
 from __future__ import annotations
@@ -11,15 +12,54 @@ import hashlib
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ._errors import APIError, InvalidRequestError
+from ._prices import Kind, deduction
 
-__all__ = ["NOT_SENT", "FileRecord", "JobError", "check_file", "file_record", "job_error"]
+__all__ = [
+    "NOT_SENT",
+    "OVER_BUDGET",
+    "Charge",
+    "FileRecord",
+    "JobError",
+    "check_file",
+    "file_record",
+    "job_error",
+]
 
 #: The error type of a job the batch stopped (or Kling had no task for) before it was sent.
 NOT_SENT = "NotSubmitted"
+#: The error type of a job not sent because its estimate did not fit under the units budget.
+OVER_BUDGET = "OverBudget"
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A task's units as the journal keeps them (the budget's record, which outlives a run):
+    its price kind, the estimate `reserved` before its create, and the units `spent` once it
+    ended (None: not settled yet, the reservation stands)."""
+
+    kind: Kind
+    reserved: Decimal
+    spent: Decimal | None = None
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Charge:
+        """Read a stored record."""
+        kind = Kind(*map(str, record["kind"]))
+        return cls(
+            kind, deduction(record.get("reserved")) or Decimal(0), deduction(record.get("spent"))
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form (units as strings: exact)."""
+        stored: dict[str, Any] = {"kind": list(self.kind), "reserved": str(self.reserved)}
+        if self.spent is not None:
+            stored["spent"] = str(self.spent)
+        return stored
 
 
 @dataclass(frozen=True, slots=True)

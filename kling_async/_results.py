@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ._records import FileRecord, JobError
 __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_NAME",
+    "MAX_UNITS",
     "BatchResult",
     "result_from_row",
     "write_manifest",
@@ -23,6 +25,9 @@ __all__ = [
 
 JOURNAL_NAME = "journal.sqlite3"
 MANIFEST_NAME = "results.jsonl"
+#: Journal meta key: the units budget (`--max-units`) of the last run that read a jobs file
+#: ("": none).
+MAX_UNITS = "max_units"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +52,15 @@ class BatchResult:
     #: True when nothing was done for the job in this run: an earlier run brought it to
     #: `state` (a rerun reports such jobs again, e.g. as "already done").
     from_earlier_run: bool = False
+    #: Units the task cost (its `final_unit_deduction`, or its estimate when Kling gave
+    #: none); None while not known (not finished, never created, or finished before units).
+    units: Decimal | None = None
 
     @property
     def outcome(self) -> str:
         """What became of the job, in words: `downloaded`, `already done` (downloaded by an
-        earlier run), `failed`, `rejected`, `expired`, `pending`, `not submitted` (a create
+        earlier run), `failed`, `rejected`, `expired`, `pending`, `over budget` (not sent: its
+        estimate did not fit under `max_units`), `not submitted` (a create
         Kling refused, or one the batch stopped before sending: never billed), `outcome
         unknown` (a create whose answer never came), `unconfirmed` (a create in flight or cut
         off), `status unknown` (submitted; following it failed), `submitted`, `to download`
@@ -86,7 +95,13 @@ class BatchResult:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "job_id": self.job_id,
             "in_jobs_file": self.in_jobs_file,
+            "units": None if self.units is None else _number(self.units),
         }
+
+
+def _number(units: Decimal) -> int | float:
+    """Units as a JSON number (3.5, 7)."""
+    return int(units) if units == units.to_integral_value() else float(units)
 
 
 def result_from_row(
@@ -107,6 +122,7 @@ def result_from_row(
         row.key,
         in_file,
         earlier,
+        None if row.units is None else row.units.spent,
     )
 
 

@@ -13,11 +13,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._batch_status import BatchStatus
 from ._journal import JobState, Journal
 from ._labels import ALREADY_DONE, LABELS, NOT_REACHED, PROBLEM_CAUSES, cause, label
+from ._prices import format_units
 from ._results import JOURNAL_NAME, MANIFEST_NAME, BatchResult
+
+if TYPE_CHECKING:
+    from ._batch import Batch
 
 __all__ = [
     "JOBS_IN_FILE",
@@ -26,6 +31,7 @@ __all__ = [
     "record_jobs_in_file",
     "status_lines",
     "summary_line",
+    "units_lines",
     "where",
 ]
 
@@ -68,7 +74,7 @@ def overview(out_dir: Path, status: BatchStatus) -> Overview:
     journal = Journal(out_dir / JOURNAL_NAME, readonly=True)
     try:
         recorded = journal.meta(JOBS_IN_FILE)
-        for state in (JobState.SUBMITTING, JobState.SUCCEEDED):
+        for state in (JobState.SUBMITTING, JobState.SUCCEEDED, JobState.PENDING):
             for row in journal.rows(state, task=False):
                 word = label(row.state, row.error, row.task_id)
                 view.counts[state] -= 1
@@ -124,6 +130,7 @@ def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool)
     lines = [f"{out_dir}: {view.total} jobs{_gone(view)}"]
     width = max(len(word) for word in LABELS)
     lines += [f"  {word:<{width}} {n}" for word, n in _counts(view, 0)]
+    lines.append(f"  units: {status.units}")
     fetch = f"run `kling-async download {out_dir}`"
     if status.soonest_expiry is not None:
         left = status.soonest_expiry - datetime.now(UTC)
@@ -163,3 +170,19 @@ def where(result: BatchResult) -> str:
     if result.line is None:
         return f"{result.external_task_id} (no longer in the jobs file)"
     return f"line {result.line}"
+
+
+def units_lines(batch: Batch) -> list[str]:
+    """What a run says of units: each estimate a task's real cost raised, and the budget
+    when it kept jobs from being sent."""
+    lines = [
+        f"units: a {s.kind} task cost {format_units(s.units)} (estimated "
+        f"{format_units(s.estimate)}): its estimate is now {format_units(s.units)}"
+        for s in batch.overshoots
+    ]
+    if batch.over_budget:
+        lines.append(
+            f"units budget reached: {batch.budget.state()}; {batch.over_budget} job(s) not "
+            "submitted (over budget): rerun with a higher --max-units to go on"
+        )
+    return lines

@@ -28,7 +28,14 @@ from ._folder import FolderLock
 from ._journal import Journal
 from ._progress import Reporter, write_result
 from ._results import JOURNAL_NAME
-from ._summary import SHOWN, overview, record_jobs_in_file, status_lines, summary_line
+from ._summary import (
+    SHOWN,
+    overview,
+    record_jobs_in_file,
+    status_lines,
+    summary_line,
+    units_lines,
+)
 
 __all__ = ["main"]
 
@@ -96,6 +103,8 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
             watermark=getattr(args, "watermark", False),
             adopt_existing=getattr(args, "adopt_existing", False),
             verify=getattr(args, "verify", False),
+            max_units=getattr(args, "max_units", None),
+            prices=dict(getattr(args, "price", ())),
         )
         fancy = not args.no_progress and sys.stderr.isatty()
         bad = 0
@@ -134,6 +143,8 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
     _summary(args.out, reporter.already_done)
     if batch.stop_reason:
         print(f"batch stopped submitting: {batch.stop_reason}", file=sys.stderr)
+    for line in units_lines(batch):
+        print(line, file=sys.stderr)
     return EXIT_JOBS_FAILED if bad or batch.stop_reason else EXIT_OK
 
 

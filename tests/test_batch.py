@@ -344,6 +344,7 @@ async def test_results_and_manifest_fields(start_sim: StartSim, tmp_path: Path) 
             "expires_at",
             "job_id",
             "in_jobs_file",
+            "units",
         }
         result = results[row["line"]]
         assert row["in_jobs_file"] is True and len(row["job_id"]) == 64

@@ -120,6 +120,12 @@ def _finish(fh: IO[bytes]) -> None:
     fh.close()
 
 
+def _publish(fh: IO[bytes], part: Path, dest: Path) -> None:
+    """`_finish`, then `_commit`: the bytes are durable before the rename publishes them."""
+    _finish(fh)
+    _commit(part, dest)
+
+
 def _commit(part: Path, dest: Path) -> None:
     """Publish the .part as `dest` atomically, then persist the rename itself (best effort)."""
     os.replace(part, dest)
@@ -186,6 +192,7 @@ async def stream_to_file(
     # cancellation; the hashing worker only ever hashes.
     pool, hashing = checkout(), checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
+    published = False
     try:
         fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
         while True:
@@ -211,16 +218,19 @@ async def stream_to_file(
                 sink = Pipeline(fh, offset, hasher, pool, hashing, write=_write, depth=_DEPTH)
                 received = await _pump(resp, sink, offset, total, chunk_size, on_progress, shown)
             break
-        await loop.run_in_executor(pool, _finish, fh)
+        digest = hasher.hexdigest()  # every byte is hashed once the pump has drained
         if total is not None and received != total:
+            await loop.run_in_executor(pool, _finish, fh)  # a durable prefix to resume from
             what = "truncated" if received < total else "longer than declared"
             msg = f"download of {shown} {what} after {received} of {total} bytes"
             raise DownloadError(msg, url=shown)
-        digest = hasher.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256.lower():
+            await loop.run_in_executor(pool, _finish, fh)
             await loop.run_in_executor(pool, part.unlink)
             raise DownloadError(f"sha256 mismatch for {shown}: got {digest}", url=shown)
-        await loop.run_in_executor(pool, _commit, part, dest)
+        # fsync, then rename: one hop to the writer (each hop costs the loop a wake-up).
+        await loop.run_in_executor(pool, _publish, fh, part, dest)
+        published = True  # _publish closed the file: no closing hop needed
         return DownloadResult(path=dest, bytes=received, sha256=digest, resumed_from=offset)
     except (aiohttp.ClientError, TimeoutError) as exc:  # before OSError: both subclass it
         detail = _QUERY.sub("?…", str(exc))  # aiohttp may quote a signed URL
@@ -230,9 +240,10 @@ async def stream_to_file(
         cls, what = (DiskFullError, "disk full") if full else (DownloadError, "cannot write")
         raise cls(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
     finally:
-        with contextlib.suppress(OSError):  # queued behind any pending open or write
-            await loop.run_in_executor(pool, _close, opened)
-            await loop.run_in_executor(pool, _drop_if_empty, part)
+        if not published:  # queued behind any pending open or write
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(pool, _close, opened)
+                await loop.run_in_executor(pool, _drop_if_empty, part)
         checkin(pool)
         checkin(hashing)
 

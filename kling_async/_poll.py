@@ -277,20 +277,18 @@ class TaskTracker:
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""
-        # Our running tasks are among the newest: a page a few times their number finds them,
-        # and a small page costs less to send and parse than 500 finished tasks.
-        size = min(self.page_size, max(30, 4 * len(pending)))
+        # Our running tasks are among the newest: a page twice their number (room for those ended
+        # since the oldest began) finds them, and each item on a page costs decoding time.
+        size = min(self.page_size, max(30, 2 * len(pending) + 10))
         created = [self._tracked[tid].task.created_at for tid in pending]
         # Unknown creation times: we cannot tell when paging is past our tasks.
         oldest = None if None in created else min(c.timestamp() for c in created if c)
         for page in range(1, self.max_pages + 1):
             self.list_calls += 1
             items = await self._list_page(page, size)
-            stamps = []
             for item in items:
                 if not isinstance(item, dict):
                     continue  # about no task we can name: the page's reader reports it
-                stamps.append(epoch_seconds(item.get("created_at")))
                 tid = str(item.get("task_id"))
                 if tid in pending:
                     status = as_status(item.get("task_status"))
@@ -310,6 +308,10 @@ class TaskTracker:
                     self.observe(task)
             if not pending or len(items) < size:
                 return
+            # Only now (rarely) are the creation times needed: is the next page worth asking?
+            stamps = (
+                epoch_seconds(item.get("created_at")) for item in items if isinstance(item, dict)
+            )
             numbers = [t for t in stamps if t is not None]
             if oldest is not None and numbers and min(numbers) < oldest:
                 return  # newest-first and already past our oldest: the rest are stragglers

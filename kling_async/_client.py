@@ -117,7 +117,7 @@ class Client:
             sleep=sleep,
             monotonic=monotonic,
             event_hook=self._emit,
-            busy=partial(self._http.rate.queue_time, "create"),
+            creates_queued=partial(self._http.rate.queue_time, "create"),
         )
         self._coordinator = (
             None

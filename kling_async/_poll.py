@@ -72,7 +72,7 @@ class TaskTracker:
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
         retake: Retake | None = None,
-        busy: Callable[[], float] | None = None,
+        creates_queued: Callable[[], float] | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
@@ -81,7 +81,7 @@ class TaskTracker:
         self.retake = retake
         #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
         #: costs a create its turn, so sweeps are spaced out (None: never).
-        self.busy = busy
+        self.creates_queued = creates_queued
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
@@ -262,7 +262,7 @@ class TaskTracker:
         claimed = len(self._tracked) - len(running)
         running += self._also_running()
         delay = self.pacer.delay(self._monotonic(), running, claimed)
-        queued = 0.0 if self.busy is None or claimed else self.busy()
+        queued = 0.0 if self.creates_queued is None or claimed else self.creates_queued()
         if queued > 0:
             # Creates wait for the request rate, not for slots: seeing a task end sooner frees
             # nothing they need, so a sweep per half generation time (each finds about R·T/2

@@ -202,5 +202,5 @@ def test_sweeps_wait_behind_the_creates_queued_for_the_rate() -> None:
         list_page=never, get_one=never, policy=PollPolicy(), monotonic=lambda: 0.0
     )
     assert tracker._next_delay() < 5.0
-    tracker.busy = lambda: 5.0
+    tracker.creates_queued = lambda: 5.0
     assert tracker._next_delay() == 5.0

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 
 from ._adaptive import RateRules
 from ._auth import JwtSigner
@@ -124,7 +125,7 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
 
 
 class Limiter(Protocol):
-    """A further pace on every request: the coordinator's rate shared by several processes."""
+    """A fixed pace on every request: the user's `rps` ceiling, or the coordinator's shared rate."""
 
     async def acquire(self) -> None:
         """Wait for one request's token."""
@@ -185,13 +186,15 @@ class HttpLayer:
         self._monotonic = monotonic
         self._wall = wall
         self._hook = event_hook
-        self._limiter: Limiter | None = None  # the coordinator's shared rate, if any
+        # The user's fixed ceiling is a plain leaky bucket, which aiolimiter does well; the
+        # adaptive rate above learns, below it, what the server allows.
+        self._limiter: Limiter | None = AsyncLimiter(rps, 1.0) if rps else None
         self.requests_sent = 0
         self.throttled = 0  # answers of 1302
 
     def pace_with(self, limiter: Limiter) -> None:
-        """Also take a token from `limiter` for every request from now on (a rate shared by
-        several processes), after the client's own adaptive rate."""
+        """Take a token from `limiter` for every request from now on (a rate shared by several
+        processes, which replaces the local ceiling), after the client's own adaptive rate."""
         self._limiter = limiter
 
     @property

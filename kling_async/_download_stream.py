@@ -36,6 +36,7 @@ from ._errors import (
     VideoUnavailableError,
 )
 from ._names import redact_url, safe_filename
+from ._server_time import ServerClock
 from ._sink import Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
@@ -105,6 +106,13 @@ def _close(opened: list[IO[bytes]]) -> None:
 _write = append  # module-level so tests can stand in a full disk
 
 
+def _drop_if_empty(part: Path) -> None:
+    """An attempt that wrote nothing leaves no `.part` behind (nothing to resume from)."""
+    with contextlib.suppress(FileNotFoundError):
+        if part.stat().st_size == 0:
+            part.unlink()
+
+
 def _finish(fh: IO[bytes]) -> None:
     """Make the bytes durable before the rename can publish them."""
     fh.flush()
@@ -162,8 +170,12 @@ async def stream_to_file(
     chunk_size: int = 1 << 20,
     expected_sha256: str | None = None,
     on_progress: ProgressCallback | None = None,
+    server_clock: ServerClock | None = None,
 ) -> DownloadResult:
-    """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed."""
+    """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed.
+
+    Each answer's `Date` goes to `server_clock`; an attempt that wrote nothing leaves no `.part`.
+    """
     shown = http_url(url)
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
@@ -189,9 +201,12 @@ async def stream_to_file(
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
+            sent = server_clock.wall() if server_clock is not None else 0.0
             async with session.get(
                 url, headers=headers, timeout=timeout, read_bufsize=chunk_size
             ) as resp:
+                if server_clock is not None:
+                    server_clock.observe(resp.headers.get("Date"), sent, server_clock.wall())
                 plan = _plan(resp, offset, shown)
                 if plan is None or (offset and plan[0] == 0):  # the server will not resume
                     # Drop the .part; append mode then writes from zero.
@@ -228,6 +243,7 @@ async def stream_to_file(
         if not published:  # queued behind any pending open or write
             with contextlib.suppress(OSError):
                 await loop.run_in_executor(pool, _close, opened)
+                await loop.run_in_executor(pool, _drop_if_empty, part)
         checkin(pool)
         checkin(hashing)
 

@@ -19,6 +19,7 @@ from typing import Any
 from ._config import PollPolicy
 from ._errors import (
     AccountError,
+    ApiUnreachableError,
     AuthenticationError,
     BadRequestError,
     KlingError,
@@ -43,7 +44,9 @@ GetOne = Callable[[str], Awaitable[Any]]
 #: A task whose slot a false claim freed is held again: (the task, its new `ended`).
 Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
-_FATAL = (AuthenticationError, AccountError)
+_FATAL = (AuthenticationError, AccountError, ApiUnreachableError)
+#: While creates queue for the request rate, sweeps are this many generation times apart.
+SPACED = 0.5
 _TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
@@ -69,12 +72,16 @@ class TaskTracker:
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
         retake: Retake | None = None,
+        creates_queued: Callable[[], float] | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
         self.pacer = Pacer(policy)
         #: Called when a query contradicts a callback's claim (the slot is ours again).
         self.retake = retake
+        #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
+        #: costs a create its turn, so sweeps are spaced out (None: never).
+        self.creates_queued = creates_queued
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
@@ -254,7 +261,19 @@ class TaskTracker:
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
         running += self._also_running()
-        return self.pacer.delay(self._monotonic(), running, claimed)
+        delay = self.pacer.delay(self._monotonic(), running, claimed)
+        queued = 0.0 if self.creates_queued is None or claimed else self.creates_queued()
+        if queued > 0:
+            # Creates wait for the request rate, not for slots: seeing a task end sooner frees
+            # nothing they need, so a sweep per half generation time (each finds about R·T/2
+            # ended tasks; slots are held T + T/4 on average) is enough until the queue
+            # drains (`replan`).
+            delay = max(delay, queued, SPACED * (self.typical_duration() or 0.0))
+        return delay
+
+    def replan(self) -> None:
+        """Compute the pause before the next sweep again (e.g. the creates' queue drained)."""
+        self._alarm.replan()
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""

@@ -11,6 +11,7 @@ from ._errors import (
     AccountError,
     APIError,
     AuthenticationError,
+    CoordinatorLostError,
     InvalidRequestError,
     KlingError,
     is_no_such_task,
@@ -30,7 +31,7 @@ class Outcome(Enum):
     CREATED = "created"  # Kling has the task (perhaps adopted from a lost earlier answer)
     REJECTED = "rejected"  # refused for this job only (invalid, policy): never billed, final
     UNSUBMITTED = "unsubmitted"  # transient or unknown outcome: a rerun asks, then creates
-    FATAL = "fatal"  # account or credentials: every later create would fail the same way
+    FATAL = "fatal"  # account, credentials, coordinator lost for good: every later create too
     ABANDONED = "abandoned"  # the batch stopped while this job waited for a slot
 
 
@@ -86,7 +87,7 @@ async def create_for_batch(
         task, adopted = await _submit_unless_stopped(client, request, ext, stopped)
     except InvalidRequestError as exc:
         return CreateOutcome(Outcome.REJECTED, error=exc)
-    except (AccountError, AuthenticationError) as exc:
+    except (AccountError, AuthenticationError, CoordinatorLostError) as exc:
         return CreateOutcome(Outcome.FATAL, error=exc)
     except APIError as exc:
         # 5xx / 1302 past every retry are transient: not "rejected" for good (a rerun skips

@@ -8,8 +8,10 @@ Every process given the same Redis URL and the same credentials shares, through 
 
 The URL is `redis://[:password@]host:port/db` (or rediss://, unix://), from the argument or
 `KLING_COORDINATOR`; `?ttl=SECONDS` sets the lease TTL (default 15: a process killed with -9
-gives its slots back within it; the status leader's TTL is 2/3 of it). redis-py is imported
-only when a URL is given (`pip install 'kling-async[redis]'`). The connection is made on
+gives its slots back within it; the status leader's TTL is 2/3 of it); `?lost_limit=SECONDS`
+how long Redis may be away mid-run (default 600) before the client stops creating for good
+(`CoordinatorLostError`; events `CoordinatorLost` / `CoordinatorBack` either way). redis-py
+is imported only when a URL is given (`pip install 'kling-async[redis]'`). The connection is made on
 `async with Client(...)` or the first create; Redis unreachable then is a
 `CoordinatorUnreachableError` (a ConfigurationError: rc 2 in the CLI), the password masked.
 """
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._auth import Credentials
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, CoordinatorLostError
+from ._events import CoordinatorBack, CoordinatorLost, EventHook, emit
 from ._shared_gate import SharedGate
 from ._shared_tracker import SharedTracker
 
@@ -34,11 +38,14 @@ if TYPE_CHECKING:
     from ._shared_slots import SharedSlots
     from ._shared_status import LeaderLease, SharedStatus
 
-__all__ = ["ENV", "Coordinator", "coordinator_url"]
+__all__ = ["DEFAULT_LOST_LIMIT", "ENV", "Coordinator", "coordinator_url"]
 
 #: The environment variable that names the coordinator when `Client(coordinator=)` does not.
 ENV = "KLING_COORDINATOR"
 _DEFAULT_TTL = 15.0
+#: Seconds Redis may stay away mid-run before a client stops creating for good.
+DEFAULT_LOST_LIMIT = 600.0
+_PARAMS = {"ttl": (_DEFAULT_TTL, 3600.0), "lost_limit": (DEFAULT_LOST_LIMIT, float("inf"))}
 
 
 def coordinator_url(given: str | None, environ: Mapping[str, str] | None) -> str | None:
@@ -47,23 +54,25 @@ def coordinator_url(given: str | None, environ: Mapping[str, str] | None) -> str
     return (url.strip() or None) if url else None
 
 
-def _split_ttl(url: str) -> tuple[str, float]:
-    """The URL without our own `ttl` parameter (redis-py would refuse it), and the TTL."""
+def _split_params(url: str) -> tuple[str, dict[str, float]]:
+    """The URL without our own parameters (redis-py would refuse them), and their values."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    ttl = _DEFAULT_TTL
+    values = {name: default for name, (default, _) in _PARAMS.items()}
     for name, value in query:
-        if name == "ttl":
+        if name in _PARAMS:
+            top = _PARAMS[name][1]
             try:
-                ttl = float(value)
+                values[name] = float(value)
             except ValueError:
-                ttl = -1.0
-            if not 0 < ttl < 3600:
+                values[name] = -1.0
+            if not 0 < values[name] <= top:
+                most = f" and at most {top:g}" if math.isfinite(top) else ""
                 raise ConfigurationError(
-                    f"coordinator URL: ttl must be seconds between 0 and 3600, got {value!r}"
+                    f"coordinator URL: {name} must be seconds above 0{most}, got {value!r}"
                 )
-    rest = urlencode([(n, v) for n, v in query if n != "ttl"])
-    return urlunsplit(parts._replace(query=rest)), ttl
+    rest = urlencode([(n, v) for n, v in query if n not in _PARAMS])
+    return urlunsplit(parts._replace(query=rest)), values
 
 
 class Coordinator:
@@ -79,8 +88,13 @@ class Coordinator:
         maximum: int,
         probe_interval: float,
         rps: float | None,
+        event_hook: EventHook | None = None,
     ) -> None:
-        self._url, self.ttl = _split_ttl(url)
+        self._url, params = _split_params(url)
+        self.ttl, self.lost_limit = params["ttl"], params["lost_limit"]
+        self._hook = event_hook
+        self._lost_at: float | None = None  # loop time Redis was lost, while it is away
+        self._give_up: asyncio.TimerHandle | None = None
         self._credentials, self._http, self.tracker = credentials, http, tracker
         self._rps = rps
         tracker.stale = 4 * self.ttl
@@ -117,6 +131,7 @@ class Coordinator:
             ) from None
         link = await RedisLink.connect(self._url, account_id(self._credentials))
         self.link = link
+        link.on_change(self._availability)
         slots = SharedSlots(link, self.gate.maximum, ttl=self.ttl)
         self.gate.attach(slots)
         tracker = self.tracker
@@ -134,8 +149,39 @@ class Coordinator:
             self._http.pace_with(SharedRate(link, self._rps))
         return slots
 
+    def _availability(self, available: bool) -> None:
+        """Redis lost or back: tell the user (events), and stop creating past the lost limit."""
+        assert self.link is not None
+        loop = asyncio.get_running_loop()
+        if not available:
+            self._lost_at = loop.time()
+            if self._give_up is None and math.isfinite(self.lost_limit):
+                self._give_up = loop.call_later(self.lost_limit, self._stop_creating)
+            emit(self._hook, CoordinatorLost(self.link.url, self.lost_limit))
+            return
+        if self._lost_at is None:
+            return
+        after, self._lost_at = loop.time() - self._lost_at, None
+        gave_up = self.gate.refused
+        if self._give_up is not None and not gave_up:
+            self._give_up.cancel()
+            self._give_up = None
+        emit(self._hook, CoordinatorBack(self.link.url, after, gave_up))
+
+    def _stop_creating(self) -> None:
+        assert self.link is not None
+        self.gate.close(
+            CoordinatorLostError(
+                f"coordinator {self.link.url} unavailable for more than {self.lost_limit:g} s "
+                "(lost_limit): no more creates from this run; running tasks are followed and "
+                "downloaded, a rerun creates the rest"
+            )
+        )
+
     async def aclose(self) -> None:
         """Leave the queue, hand leadership over, stop the loops; leases expire by their TTL."""
+        if self._give_up is not None:
+            self._give_up.cancel()
         for part in (self._refresher, self._leader, self._status, self._slots):
             if part is not None:
                 with contextlib.suppress(Exception):  # closing must never fail the caller

@@ -273,6 +273,10 @@ class CoordinatorUnavailableError(CoordinatorError):
     """Redis was lost mid-run: stop creating, keep following; it comes back by itself."""
 
 
+class CoordinatorLostError(CoordinatorUnavailableError):
+    """Redis stayed away longer than the URL's `lost_limit`: this client creates no more."""
+
+
 # (first code, last code) → class; the business code decides before the HTTP status does.
 _CODE_TABLE: tuple[tuple[int, int, type[APIError]], ...] = (
     (1000, 1004, AuthenticationError),

@@ -32,6 +32,7 @@ KlingError
 └── CoordinatorError                          the Redis coordinator shared by several processes
     ├── CoordinatorUnreachableError           (see above)
     └── CoordinatorUnavailableError           Redis lost mid-run: creates pause, following goes on
+        └── CoordinatorLostError              away past ?lost_limit=: no more creates, for good
 ```
 
 Which errors are retried is decided in `_retry.classify`, not here.
@@ -55,6 +56,7 @@ __all__ = [
     "ConnectError",
     "ContentPolicyError",
     "CoordinatorError",
+    "CoordinatorLostError",
     "CoordinatorUnavailableError",
     "CoordinatorUnreachableError",
     "DiskFullError",

@@ -5,11 +5,18 @@
     python benchmarks/run.py --only shared # the same, as rows of the benchmark table
 
 Each process is told `--concurrency N` on an account of N slots and gets an equal share of the
-jobs (real CLI processes, one simulator process, one redis-server). Measured on the simulator:
+jobs (real CLI processes, one simulator process, one redis-server). As in every other scenario,
+the client's time constants are scaled by T / 120 s (generation runs ~60× faster than Kling's):
+`--rps` 600 instead of 10, `--poll-interval`, and the retry waits (`_shared_child`). Measured on
+the simulator:
 - refused creates (1303) per job;
 - makespan ÷ bound: from the first create to the last video on disk, over the ideal
-  max(ΣT/N, max T) for the generation times the simulator actually drew;
-- status requests (list + query) per job, over those of ONE process running all the jobs.
+  max(ΣT/N, max T) for the generation times the simulator actually drew (`fluid_bound`, the
+  other scenarios' bound);
+- status requests (list + query) per job, over those of ONE process running all the jobs;
+- where the time goes (`Timing`): first create after start, the refill gap (a task's end to
+  the create that took its slot), the last wave, last end to last video on disk, and what a
+  zero-latency greedy client would reach on the same durations (the last wave's share).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Modelled on public Kling "skills" and client libraries: `asyncio.gather` over one coroutine per
 job; each takes an `asyncio.Semaphore(N)` (N = the cap the user configured), creates its task
 (retrying 1303 / 1302 / 5xx with jittered exponential back-off), polls its own task every 5 s
-(scaled like T: 5 s × T / 120 s), releases the semaphore when the task ends, and downloads the
-video with ``await resp.read()``. Written plainly but fairly: the JWT is re-signed only when
-close to expiry, one session is shared, image files are read and base64-encoded just before
-their own create (inside the semaphore), not all up front.
+(scaled like T: 5 s × T / 120 s; a refused poll, e.g. 1302, is tried again at the next tick),
+releases the semaphore when the task ends, and downloads the video with ``await resp.read()``.
+Written plainly but fairly: the JWT is re-signed only when close to expiry, one session is
+shared, image files are read and base64-encoded just before their own create (inside the
+semaphore), not all up front.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Baseline:
             await asyncio.sleep(self.poll)
             async with self.session.get(url, headers=self.auth.headers()) as resp:
                 data = await resp.json()
+            if data.get("code") != 0:
+                continue  # throttled (1302) or a server error: ask again at the next tick
             task: dict[str, Any] = data["data"]
             if task["task_status"] in ("succeed", "failed"):
                 return task

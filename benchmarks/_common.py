@@ -49,7 +49,7 @@ class RunSpec:
     out_dir: str
     result_path: str
     image_paths: list[list[str]] = field(default_factory=list)  # per job; empty: URL images
-    rps: float = 10.0  # kling-async's request-rate setting at real scale (scaled below)
+    rps: float | None = None  # kling-async's request-rate ceiling at real scale (scaled below)
     callbacks: bool = False  # the account sends callbacks: kling-async runs a CallbackReceiver
 
     @property

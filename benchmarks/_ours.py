@@ -41,7 +41,7 @@ def scaled_client(spec: RunSpec) -> kling.Client:
     retry = scaled_retry(s)
     limits = kling.Limits(
         concurrency=spec.concurrency,
-        rps=spec.rps / s,
+        rps=None if spec.rps is None else spec.rps / s,
         download_concurrency=dl.download_concurrency,
         page_size=dl.page_size,
     )

@@ -242,8 +242,67 @@ def build_rows(results: Results) -> list[Row]:
             )
         )
     rows += _body_rows(results)
+    rows += _throttled_rows(results)
     rows += _download_rows(results)
     return rows
+
+
+def _throttled_rows(results: Results) -> list[Row]:
+    """The account answers 1302 above R requests/s: how many 1302s, and how near R's bound."""
+    p = results.plan
+    if _runs(results, "throttled") == (None, None):
+        return []
+    sec = (
+        f"7 request-rate limit: 1302 above R={p.throttled_rate:g}/s, N={p.throttled_n}, "
+        f"M={p.m_throttled}, T≈{p.t:g} s"
+    )
+    ours = _runs(results, "throttled")[0]
+    return [
+        _row(
+            results,
+            "throttled",
+            "makespan s (ref: what R allows, (M−1)/R + min T)",
+            lambda r: r.result.wall_s,
+            ref=ours.rate_bound_s if ours else None,
+            digits=2,
+            section=sec,
+        ),
+        _row(
+            results,
+            "throttled",
+            "  ÷ what R allows (– when jobs were lost)",
+            lambda r: r.rate_ratio if r.result.jobs_ok == r.scenario.jobs else None,
+            ref=1.1,
+            target="<=",
+            section=sec,
+        ),
+        _row(
+            results,
+            "throttled",
+            "1302 answers / job",
+            lambda r: r.throttled_per_job,
+            ref=0.1,
+            target="<=",
+            section=sec,
+        ),
+        _row(
+            results,
+            "throttled",
+            "  API requests / job (create + status, info)",
+            lambda r: r.per_job("create") + r.status_per_job,
+            section=sec,
+        ),
+        _row(
+            results,
+            "throttled",
+            "  jobs downloaded (of M)",
+            lambda r: float(r.result.jobs_ok),
+            ref=float(p.m_throttled),
+            target=">=",
+            digits=0,
+            section=sec,
+        ),
+    ]
 
 
 def _body_rows(results: Results) -> list[Row]:

@@ -38,8 +38,10 @@ class Scenario:
     #: (seconds after the client started, control settings) applied by the harness.
     schedule: tuple[tuple[float, dict[str, int]], ...] = ()
     image_paths: tuple[tuple[str, ...], ...] = ()
-    rps: float = 10.0
+    rps: float | None = None  # kling-async's request-rate ceiling (None: adaptive only)
     callbacks: bool = False  # the simulator POSTs status callbacks to each task's callback_url
+    #: The account's request-rate limit (requests/s over all API routes, 1302 above it).
+    rate_limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +83,26 @@ class Run:
     def greedy_ratio(self) -> float:
         """Wall time over the zero-latency greedy schedule of the same durations."""
         return self.result.wall_s / self.greedy_s if self.greedy_s else float("nan")
+
+    @property
+    def throttled_per_job(self) -> float:
+        """1302 answers per job."""
+        return float(self.stats.get("rejected_rate", 0)) / self.scenario.jobs
+
+    @property
+    def rate_bound_s(self) -> float:
+        """What the request rate R allows: one create per job at R/s, then the shortest
+        generation; 0 without a rate limit."""
+        rate = self.scenario.rate_limit
+        if not rate or not self.gen_times:
+            return 0.0
+        return (self.scenario.jobs - 1) / rate + min(self.gen_times)
+
+    @property
+    def rate_ratio(self) -> float:
+        """Wall time over max(what the rate allows, the concurrency bound)."""
+        bound = max(self.rate_bound_s, self.bound_s)
+        return self.result.wall_s / bound if bound else float("nan")
 
     @property
     def cpu_ms_per_job(self) -> float:
@@ -166,6 +188,7 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
         gen_spread=sc.gen_spread,
         log_path=work / "simulator.log",
         callbacks=sc.callbacks,
+        rate_limit=sc.rate_limit,
     )
     log = work / f"child-{tag}.log"
     with sim:

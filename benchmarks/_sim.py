@@ -49,6 +49,7 @@ class SimProcess:
         seed: int = 7,
         log_path: Path | None = None,
         callbacks: bool = False,
+        rate_limit: float | None = None,
     ) -> None:
         self.args = [
             sys.executable,
@@ -71,6 +72,8 @@ class SimProcess:
             self.args.append("--no-callbacks")
         if video_bytes is not None:
             self.args += ["--video-bytes", str(video_bytes)]
+        if rate_limit is not None:
+            self.args += ["--rate-limit", str(rate_limit)]
         self.log_path = log_path
         self.url = ""
         self.video_url = ""
@@ -141,6 +144,10 @@ class SimProcess:
         result: dict[str, Any] = self._request("/__sim/stats")["stats"]
         return result
 
+    def lift_rate_limit(self) -> None:
+        """No request-rate limit from now on (the harness's own reads are never refused)."""
+        self.control(rate_limit=None)
+
     def control(self, **settings: Any) -> None:
         """Change the account at run time (concurrency, held_slots, ...)."""
         self._request("/__sim/control", settings)
@@ -151,6 +158,7 @@ class SimProcess:
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task of the account via the list endpoint (newest first)."""
+        self.lift_rate_limit()
         out: list[dict[str, Any]] = []
         for page in range(1, 1001):
             answer = self._request(f"{API_PATH}?pageNum={page}&pageSize=500", auth=True)

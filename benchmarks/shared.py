@@ -181,7 +181,8 @@ def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) 
             argv = [sys.executable, "-m", "benchmarks._shared_child", f"{scale:g}"]
             argv += ["run", str(work / f"jobs{k}.jsonl")]
             argv += ["--out", str(work / f"out{k}"), "--concurrency", str(cap), "--no-progress"]
-            argv += ["--rps", f"{DEFAULTS.rps / scale:g}"]
+            if DEFAULTS.rps is not None:  # a ceiling (none by default: the rate adapts to 1302)
+                argv += ["--rps", f"{DEFAULTS.rps / scale:g}"]
             argv += ["--poll-interval", f"{PollPolicy().interval * scale:g}"]
             argv += ["--coordinator", url] if url else []
             log = open(work / f"log{k}", "w")  # noqa: SIM115  # closed when the child exits

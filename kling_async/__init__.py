@@ -12,6 +12,7 @@ from ._download_stream import DownloadResult
 from ._errors import (
     AccountError,
     APIError,
+    ApiUnreachableError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -43,6 +44,7 @@ from ._errors import (
     VideoUnavailableError,
 )
 from ._events import (
+    ApiHealthChanged,
     CallbackReceived,
     ConcurrencyBackoff,
     CoordinatorBack,
@@ -76,6 +78,8 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "AccountError",
+    "ApiHealthChanged",
+    "ApiUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "Batch",

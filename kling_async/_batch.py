@@ -23,7 +23,13 @@ from ._batch_create import Creator
 from ._batch_downloads import DownloadStage
 from ._batch_feed import InFlight
 from ._budget import Budget
-from ._errors import AccountError, AuthenticationError, ConfigurationError, KlingError
+from ._errors import (
+    AccountError,
+    ApiUnreachableError,
+    AuthenticationError,
+    ConfigurationError,
+    KlingError,
+)
 from ._folder import FolderLock, OutputFolderError
 from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
 from ._journal import JobState, Journal
@@ -229,7 +235,7 @@ class Batch(Creator):
         exc = done.exception()
         if exc is not None:  # Kling lost the task, or polling hit a fatal error
             error = job_error(exc) if isinstance(exc, KlingError) else JobError(str(exc))
-            if isinstance(exc, AccountError | AuthenticationError):
+            if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             # SUBMITTING: a rerun asks Kling by external id and creates it again if still unknown
             await self.journal.update(key, JobState.SUBMITTING, error=error)

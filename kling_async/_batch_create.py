@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from ._batch_resume import Resumer
 from ._batch_submit import Outcome, create_for_batch, lookup_external
-from ._errors import AccountError, AuthenticationError, InvalidRequestError, KlingError
+from ._errors import (
+    AccountError,
+    ApiUnreachableError,
+    AuthenticationError,
+    InvalidRequestError,
+    KlingError,
+)
 from ._events import JobRejected, emit
 from ._identity import generated_external_id, job_key
 from ._jobs import Identifier, Job, Line, by_text
@@ -193,7 +199,7 @@ class Creator(Resumer):
         try:
             found = await lookup_external(self.client, ext)
         except KlingError as exc:
-            if isinstance(exc, AccountError | AuthenticationError):
+            if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             error = job_error(exc)
             error = replace(

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from ._batch_feed import Feeder, result_as
 from ._batch_submit import lookup_external
-from ._errors import AccountError, AuthenticationError, KlingError
+from ._errors import AccountError, ApiUnreachableError, AuthenticationError, KlingError
 from ._events import UnitsOvershoot, emit
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
@@ -138,7 +138,7 @@ class Resumer(Feeder):
         try:
             found = await lookup_external(self.client, row.external_id)
         except KlingError as exc:  # cannot tell if it exists: a later run asks again
-            if isinstance(exc, AccountError | AuthenticationError):
+            if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
                 self.stop_submitting(f"{type(exc).__name__}: {exc}")
             await self._unsubmitted(row.key, row.external_id, exc)
             return

@@ -13,6 +13,8 @@ from pathlib import Path
 from . import __version__
 from ._config import DEFAULT_LIMITS, DEFAULT_POLL
 from ._dry_run import price_arg, units_arg
+from ._errors import ConfigurationError
+from ._health import check_base_url
 from ._summary import SHOWN
 from .simulator._flags import number
 
@@ -58,8 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the account's concurrent tasks to start from; lowered if Kling refuses",
         minimum=1,
     )
-    _number(
-        run, "--rps", float, DEFAULT_LIMITS.rps, "R", "API requests per second at most", above=0
+    run.add_argument(
+        "--rps",
+        type=number("--rps", float, above=0),
+        default=DEFAULT_LIMITS.rps,
+        metavar="R",
+        help="a ceiling on API requests per second (default: none; the rate adapts to Kling's "
+        "'too many requests' answers)",
     )
     _number(
         run,
@@ -148,6 +155,7 @@ _VERIFY = "also re-hash every downloaded file (its size is always checked)"
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url",
+        type=_base_url,
         metavar="URL",
         help="API base URL (default: $KLING_BASE_URL, else Kling's Singapore endpoint)",
     )
@@ -179,6 +187,14 @@ def _add_download_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bars, also on a terminal (results are printed either way)",
     )
+
+
+def _base_url(text: str) -> str:
+    """The URL normalised; refused at once (rc 2, the flag named) unless http(s) with a host."""
+    try:
+        return check_base_url(text, what="--base-url")
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _number(

@@ -36,11 +36,14 @@ from ._errors import (
 )
 from ._events import Event, EventHook
 from ._gate import Gate
+from ._health import ApiHealth, check_base_url
 from ._http import HttpLayer
 from ._images import EncodingCache
 from ._limits import SlotGate
 from ._poll import TaskTracker
 from ._queries import check_page, check_task_id, list_raw, query_raw
+from ._request_rate import RequestRate
+from ._server_time import ServerClock
 from ._shared_tracker import SharedTracker
 from ._slots import Slots
 from ._stats import ClientStats
@@ -77,16 +80,22 @@ class Client:
         self.credentials = credentials or Credentials.from_env(
             access_key, secret_key, api_key, environ=environ
         )
-        self.base_url = (base_url or base_url_from_env(environ)).rstrip("/")
+        self.base_url = check_base_url(
+            base_url or base_url_from_env(environ),
+            what="base_url" if base_url else "KLING_BASE_URL",
+        ).rstrip("/")
         self.timeouts, self.retry, self.poll, self.limits = timeouts, retry, poll, limits
         self.event_hook = event_hook
         #: Given to every submitted request that has none (e.g. a CallbackReceiver's url).
         self.callback_url = callback_url
         self._clock = clock
         rng = random.Random()
+        #: The server's time, learnt from the `Date` of every answer: tokens are signed by it
+        #: and video expiry is judged by it, so a machine whose clock is off still works.
+        self.server_clock = ServerClock(wall=clock)
         self._http = HttpLayer(
             base_url=self.base_url,
-            signer=JwtSigner(self.credentials, clock=clock),
+            signer=JwtSigner(self.credentials, clock=self.server_clock.server_now),
             session=session,
             timeouts=timeouts,
             retry=retry,
@@ -95,6 +104,8 @@ class Client:
             monotonic=monotonic,
             event_hook=self._emit,
             rng=rng,
+            server_clock=self.server_clock,
+            wall=clock,
         )
         url = coordinator_url(coordinator, environ)  # several processes, one budget in Redis
         tracker_type = TaskTracker if url is None else SharedTracker
@@ -106,6 +117,7 @@ class Client:
             sleep=sleep,
             monotonic=monotonic,
             event_hook=self._emit,
+            creates_queued=partial(self._http.rate.queue_time, "create"),
         )
         self._coordinator = (
             None
@@ -134,10 +146,15 @@ class Client:
                 rng=rng,
             )
         )
+        self._http.rate.on_drained = self._drained
         self._slots = Slots(
             self._gate, self._tracker, self._http.retries, probe_interval=limits.probe_interval
         )
         self.encodings = EncodingCache()
+
+    def _drained(self, lane: str) -> None:
+        if lane == "create":  # sweeps were spaced out behind queued creates: plan anew
+            self._tracker.replan()
 
     def _emit(self, event: Event) -> None:
         # Looked up at each event: a hook set later (`client.event_hook = fn`) gets them all.
@@ -186,6 +203,16 @@ class Client:
     def _check_open(self) -> None:
         if self._http.closed:
             raise ClientClosedError("this client was closed (aclose()); make a new Client")
+
+    @property
+    def health(self) -> ApiHealth:
+        """The API's health as this client sees it: never answered, up, down, or given up."""
+        return self._http.health
+
+    @property
+    def request_rate(self) -> RequestRate:
+        """The adaptive request rate all this client's API requests share (`.state()`)."""
+        return self._http.rate
 
     @property
     def slot_limit(self) -> int:
@@ -357,7 +384,7 @@ class Client:
             watermarked=watermarked,
             timeouts=self.timeouts,
             retries=self._http.retries,
-            clock=self._clock,
+            server_clock=self.server_clock,
             on_progress=on_progress,
         )
 

@@ -42,22 +42,43 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential back-off with full jitter, a cap and a total budget (stamina's vocabulary)."""
+    """Exponential back-off with full jitter, a cap and a budget (stamina's vocabulary).
 
-    attempts: int = 6
-    timeout: float = 300.0
+    A transient condition (1302, 1303, 5000–5002/5xx, no answer) never ends an operation by
+    itself: it waits (backed off up to `wait_max`; 1302 paced by the adaptive request rate)
+    until the call succeeds, fails for good, passes `timeout`, the API is given up (nothing
+    answered since start, or an outage longer than `outage_limit`) or the user stops it.
+    """
+
+    #: None: count only video downloads' attempts in a row that received no byte (at most
+    #: `stalls`). A number: at most this many attempts in a row without progress at anything
+    #: (transient conditions included), as a hard cap.
+    attempts: int | None = None
+    #: The job timeout, seconds: how long one operation of a job (a create, a query, a video
+    #: download) may go on retrying since its last progress. None: no deadline.
+    timeout: float | None = None
     wait_initial: float = 0.5
     wait_max: float = 30.0
     wait_exp_base: float = 2.0
     wait_jitter: bool = True
     #: 1303 means "wait until a running task ends": the documented initial back-off is ≥ 1 s.
     concurrency_wait_initial: float = 1.0
+    #: Video attempts in a row that received no byte before a download gives up (with
+    #: `attempts=None`); an attempt that received bytes resets the count.
+    stalls: int = 6
+    #: Seconds the API may stay silent after it had answered (an outage: the run waits, shown
+    #: as "waiting for the API") before every call gives up; None: wait as long as it takes.
+    outage_limit: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigurationError(f"RetryPolicy.attempts must be ≥ 1, got {self.attempts}")
-        for name in ("timeout", "wait_initial", "wait_max", "wait_exp_base"):
+        for name in ("attempts", "stalls"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigurationError(f"RetryPolicy.{name} must be ≥ 1, got {value}")
+        for name in ("wait_initial", "wait_max", "wait_exp_base"):
             _positive(f"RetryPolicy.{name}", getattr(self, name))
+        for name in ("timeout", "outage_limit"):
+            _positive(f"RetryPolicy.{name}", getattr(self, name), allow_none=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +116,9 @@ class Limits:
     """Account concurrency (starting value), API request rate, and parallel downloads."""
 
     concurrency: int = 5
-    rps: float = 10.0
+    #: A ceiling on API requests per second. None: no ceiling; the adaptive rate alone (cut on
+    #: 1302, grown back along a cubic curve) decides.
+    rps: float | None = None
     download_concurrency: int = 4
     page_size: int = 500
     #: After a 1303 shrank the limit, try one more slot this often (and once ten of our tasks
@@ -111,7 +134,7 @@ class Limits:
             raise ConfigurationError(
                 f"Limits.download_concurrency must be ≥ 1, got {self.download_concurrency}"
             )
-        _positive("Limits.rps", self.rps)
+        _positive("Limits.rps", self.rps, allow_none=True)
         if not 1 <= self.page_size <= 500:
             raise ConfigurationError(f"Limits.page_size must be in [1, 500], got {self.page_size}")
 

@@ -107,7 +107,7 @@ async def create_task(
     ambiguous = False
     async for attempt in retries.attempts("POST", CREATE_PATH):
         try:
-            data = await http.call("POST", CREATE_PATH, body=body, retry=False)
+            data = await http.call("POST", CREATE_PATH, body=body, retry=False, lane="create")
             task = _validate(data, "create", key, hook)
         except KlingError as error:
             if isinstance(error, BadRequestError) and (ambiguous or adopt_existing):

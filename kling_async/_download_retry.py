@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +20,7 @@ from ._errors import (
 from ._events import DownloadFinished, DownloadProgress, EventHook, emit
 from ._names import redact_url, safe_filename, video_name
 from ._retry import Retries
+from ._server_time import ServerClock
 from ._types import Clock
 from .models import Task, Video
 
@@ -74,6 +74,19 @@ def progress_events(
     return on_progress
 
 
+def policy_stalls(retries: Retries) -> int:
+    """Attempts in a row without a byte a download may make (the policy's hard cap, if set)."""
+    policy = retries.policy
+    return policy.attempts if policy.attempts is not None else policy.stalls
+
+
+def _expired(task: Task) -> VideoExpiredError:
+    return VideoExpiredError(
+        f"task {task.task_id}: video expired on {task.expires_at:%Y-%m-%d %H:%M} UTC "
+        "(Kling keeps videos 30 days)"
+    )
+
+
 def _url(video: Video, watermarked: bool) -> str:
     url = video.watermark_url if watermarked else video.url
     if not url:
@@ -93,15 +106,17 @@ async def save_video(
     watermarked: bool,
     timeouts: Timeouts,
     retries: Retries,
-    clock: Clock,
+    server_clock: ServerClock,
     on_progress: ProgressCallback | None = None,
     expected_sha256: str | None = None,
 ) -> DownloadResult:
-    """Fetch one video; resume truncated transfers, re-query a stale URL once.
+    """Fetch one video; resume truncated transfers, re-query a refused URL.
 
-    A truncated or failed transfer is retried as `retries` says; an attempt that received bytes
-    restarts the time budget (a long video is not cut short by `RetryPolicy.timeout`), and the
-    next attempt resumes from the `.part`.
+    An attempt that received bytes resets the count (`RetryPolicy.stalls` attempts in a row
+    without a byte end it) and the time budget; the next attempt resumes from the `.part` with
+    Range. A 403/404 fetches a fresh URL by a task query and uses it at once, until the video
+    is saved, is past its expiry by the server's clock (then `VideoExpiredError`), or `stalls`
+    fresh links in a row were refused before a byte came (then the `VideoUnavailableError`).
     """
     report = progress_events(retries.hook, task.task_id, index, on_progress)
     moved = False  # the current attempt received bytes
@@ -112,14 +127,11 @@ async def save_video(
         if report is not None:
             report(done, total)
 
-    refreshed = False
-    async for attempt in retries.attempts("GET", f"task {task.task_id} video {index}"):
-        expires = task.expires_at  # None: unknown (no created_at), so try
-        if expires is not None and datetime.fromtimestamp(clock(), UTC) >= expires:
-            raise VideoExpiredError(
-                f"task {task.task_id}: video expired on {task.expires_at:%Y-%m-%d %H:%M} UTC "
-                "(Kling keeps videos 30 days)"
-            )
+    refreshes = 0  # fresh URLs fetched in a row without a byte received
+    name = f"task {task.task_id} video {index}"
+    async for attempt in retries.attempts("GET", name, count="without_progress"):
+        if server_clock.past_expiry(task.expires_at):  # None: unknown (no created_at), so try
+            raise _expired(task)
         url = _url(task.videos[index], watermarked)
         moved = False
         try:
@@ -130,26 +142,32 @@ async def save_video(
                 timeouts=timeouts,
                 on_progress=progress,
                 expected_sha256=expected_sha256,
+                server_clock=server_clock,
             )
         except (VideoExpiredError, DiskFullError):
             raise  # no retry can help: the video is gone, or nothing fits on the disk
-        except VideoUnavailableError:
-            if refreshed:
-                raise
-            # Stored video links can be short-lived: a fresh query hands out a working one.
-            refreshed = True
+        except VideoUnavailableError as exc:
+            if server_clock.past_expiry(task.expires_at):
+                raise _expired(task) from exc
+            if moved:
+                attempt.progressed()
+                refreshes = 0
+            refreshes += 1
+            # Video links can be short-lived: a fresh query hands out a working one.
             try:
                 task = await refresh(task.task_id)
-            except KlingError as exc:
+            except KlingError as error:
                 raise DownloadError(
-                    f"task {task.task_id}: video URL refused and re-query failed: {exc}",
+                    f"task {task.task_id}: video URL refused and re-query failed: {error}",
                     url=redact_url(url),
-                ) from exc
+                ) from error
             if not task.videos or index >= len(task.videos):
                 raise VideoExpiredError(
                     f"task {task.task_id}: Kling no longer lists its video", url=redact_url(url)
                 ) from None
-            attempt.again()
+            if refreshes > policy_stalls(retries):
+                raise  # every fresh link refused, no byte received: the video is unavailable
+            attempt.again()  # the fresh link is used at once
         except DownloadError as exc:
             if moved:  # resumed from the .part next time: the time budget starts again
                 attempt.progressed()

@@ -36,6 +36,7 @@ from ._errors import (
     VideoUnavailableError,
 )
 from ._names import redact_url, safe_filename
+from ._server_time import ServerClock
 from ._sink import Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
@@ -105,11 +106,24 @@ def _close(opened: list[IO[bytes]]) -> None:
 _write = append  # module-level so tests can stand in a full disk
 
 
+def _drop_if_empty(part: Path) -> None:
+    """An attempt that wrote nothing leaves no `.part` behind (nothing to resume from)."""
+    with contextlib.suppress(FileNotFoundError):
+        if part.stat().st_size == 0:
+            part.unlink()
+
+
 def _finish(fh: IO[bytes]) -> None:
     """Make the bytes durable before the rename can publish them."""
     fh.flush()
     os.fsync(fh.fileno())
     fh.close()
+
+
+def _publish(fh: IO[bytes], part: Path, dest: Path) -> None:
+    """`_finish`, then `_commit`: the bytes are durable before the rename publishes them."""
+    _finish(fh)
+    _commit(part, dest)
 
 
 def _commit(part: Path, dest: Path) -> None:
@@ -156,8 +170,12 @@ async def stream_to_file(
     chunk_size: int = 1 << 20,
     expected_sha256: str | None = None,
     on_progress: ProgressCallback | None = None,
+    server_clock: ServerClock | None = None,
 ) -> DownloadResult:
-    """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed."""
+    """Download `url` to `dest` through `<dest>.part`, resuming a leftover part when allowed.
+
+    Each answer's `Date` goes to `server_clock`; an attempt that wrote nothing leaves no `.part`.
+    """
     shown = http_url(url)
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
@@ -174,6 +192,7 @@ async def stream_to_file(
     # cancellation; the hashing worker only ever hashes.
     pool, hashing = checkout(), checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
+    published = False
     try:
         fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
         while True:
@@ -182,9 +201,12 @@ async def stream_to_file(
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
+            sent = server_clock.wall() if server_clock is not None else 0.0
             async with session.get(
                 url, headers=headers, timeout=timeout, read_bufsize=chunk_size
             ) as resp:
+                if server_clock is not None:
+                    server_clock.observe(resp.headers.get("Date"), sent, server_clock.wall())
                 plan = _plan(resp, offset, shown)
                 if plan is None or (offset and plan[0] == 0):  # the server will not resume
                     # Drop the .part; append mode then writes from zero.
@@ -196,16 +218,19 @@ async def stream_to_file(
                 sink = Pipeline(fh, offset, hasher, pool, hashing, write=_write, depth=_DEPTH)
                 received = await _pump(resp, sink, offset, total, chunk_size, on_progress, shown)
             break
-        await loop.run_in_executor(pool, _finish, fh)
+        digest = hasher.hexdigest()  # every byte is hashed once the pump has drained
         if total is not None and received != total:
+            await loop.run_in_executor(pool, _finish, fh)  # a durable prefix to resume from
             what = "truncated" if received < total else "longer than declared"
             msg = f"download of {shown} {what} after {received} of {total} bytes"
             raise DownloadError(msg, url=shown)
-        digest = hasher.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256.lower():
+            await loop.run_in_executor(pool, _finish, fh)
             await loop.run_in_executor(pool, part.unlink)
             raise DownloadError(f"sha256 mismatch for {shown}: got {digest}", url=shown)
-        await loop.run_in_executor(pool, _commit, part, dest)
+        # fsync, then rename: one hop to the writer (each hop costs the loop a wake-up).
+        await loop.run_in_executor(pool, _publish, fh, part, dest)
+        published = True  # _publish closed the file: no closing hop needed
         return DownloadResult(path=dest, bytes=received, sha256=digest, resumed_from=offset)
     except (aiohttp.ClientError, TimeoutError) as exc:  # before OSError: both subclass it
         detail = _QUERY.sub("?…", str(exc))  # aiohttp may quote a signed URL
@@ -215,8 +240,10 @@ async def stream_to_file(
         cls, what = (DiskFullError, "disk full") if full else (DownloadError, "cannot write")
         raise cls(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
     finally:
-        with contextlib.suppress(OSError):  # queued behind any pending open or write
-            await loop.run_in_executor(pool, _close, opened)
+        if not published:  # queued behind any pending open or write
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(pool, _close, opened)
+                await loop.run_in_executor(pool, _drop_if_empty, part)
         checkin(pool)
         checkin(hashing)
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIError",
     "AccountError",
+    "ApiUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
@@ -120,6 +121,11 @@ class TransportError(KlingError):
 
 class ConnectError(TransportError):
     """The connection could not be made, or was reset."""
+
+
+class ApiUnreachableError(ConnectError):
+    """The API never answered since start (about 10 s), or an outage passed its limit: every
+    later call raises this at once, with the one message that says which URL and why."""
 
 
 class RequestTimeoutError(TransportError, TimeoutError):

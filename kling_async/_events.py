@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeAlias
 
 __all__ = [
+    "ApiHealthChanged",
     "CallbackReceived",
     "ConcurrencyBackoff",
     "CoordinatorBack",
@@ -55,6 +56,7 @@ EventKind: TypeAlias = Literal[
     "callback_received",
     "task_unreadable",
     "video_skipped",
+    "api_health",
     "units_overshoot",
     "coordinator_lost",
     "coordinator_back",
@@ -89,6 +91,16 @@ class RequestRetry(Event):
     delay: float
     error: str
     code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiHealthChanged(Event):
+    """The API stopped answering ("down": waiting for it), answers again ("up"), or was given
+    up ("gave up": every later call fails); `message` is the one line to show."""
+
+    kind: ClassVar[EventKind] = "api_health"
+    health: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
 
 
 _Op = tuple[str, tuple[Any, ...]]
+_Write = tuple[list[_Op], asyncio.Future[None]]  # the statements of one call, and its waiter
 
 
 class Journal:
@@ -46,9 +47,10 @@ class Journal:
         self._db, self._columns = connect(path, readonly=readonly)
         #: Set when this open migrated a release-0.1 journal.
         self.migrated = not readonly and self.meta("migrated_from") == "1"
-        self._queue: queue.SimpleQueue[tuple[list[_Op], asyncio.Future[None]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[list[_Write] | None] = queue.SimpleQueue()
+        #: Writes asked for in this turn of the event loop, handed to the writer at its end:
+        #: one wake-up of the writer thread for all of them.
+        self._outbox: list[_Write] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -123,18 +125,24 @@ class Journal:
             self._thread.start()
         assert self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((list(ops), done))
+        self._outbox.append((list(ops), done))
+        if len(self._outbox) == 1:
+            self._loop.call_soon(self._post)
         await asyncio.shield(done)  # a cancelled caller must not un-write what is queued
+
+    def _post(self) -> None:
+        if self._outbox:
+            self._queue.put(self._outbox)
+            self._outbox = []
 
     def _writer(self) -> None:
         assert self._loop is not None
         while True:
-            item = self._queue.get()
-            batch = [item]
+            batch = [self._queue.get()]
             while not self._queue.empty():  # group commit: take everything already waiting
                 batch.append(self._queue.get())
             stop = None in batch
-            work = [entry for entry in batch if entry is not None]
+            work = [write for posted in batch if posted is not None for write in posted]
             error: BaseException | None = None
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -148,8 +156,9 @@ class Journal:
                 with contextlib.suppress(sqlite3.Error):  # the thread must live to answer
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-            for _, future in work:
-                self._loop.call_soon_threadsafe(_settle, future, error)
+            if work:  # one wake-up of the loop per group, not one per waiter
+                futures = [future for _, future in work]
+                self._loop.call_soon_threadsafe(_settle, futures, error)
             if stop:
                 return
 
@@ -261,6 +270,7 @@ class Journal:
         """Let queued writes finish, stop the writer and close the file."""
         self._closed = True
         if self._thread is not None:
+            self._post()  # writes asked for in this very turn go first
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
@@ -271,10 +281,11 @@ def _json(units: Charge | None) -> str | None:
     return None if units is None else json.dumps(units.as_dict())
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

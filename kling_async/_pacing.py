@@ -47,6 +47,7 @@ class Durations:
         self._seen: deque[float] = deque(maxlen=maxlen)
         self._bins = bins
         self._edges: tuple[float, ...] | None = None
+        self._median: float | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -57,7 +58,7 @@ class Durations:
     def add(self, seconds: float) -> None:
         """One more finished task's generation time (negative stamps are clamped to 0)."""
         self._seen.append(max(0.0, seconds))
-        self._edges = None
+        self._edges = self._median = None
 
     def extend(self, values: Iterable[float]) -> None:
         """Several at once."""
@@ -66,7 +67,9 @@ class Durations:
 
     def median(self) -> float:
         """The median generation time (0 if none is known)."""
-        return statistics.median(self._seen) if self._seen else 0.0
+        if self._median is None:  # asked before every sweep: computed once per new duration
+            self._median = statistics.median(self._seen) if self._seen else 0.0
+        return self._median
 
     def edges(self) -> tuple[float, ...]:
         """`bins + 1` quantiles from the shortest to the longest, interpolated."""
@@ -84,9 +87,14 @@ class Durations:
 
 
 def _task_edges(
-    start: float, last: float, edges: Sequence[float], out: list[tuple[float, float, float]]
-) -> None:
-    """Append (time, jump in F, change in F') for one task, F being its end's conditional CDF.
+    start: float,
+    last: float,
+    edges: Sequence[float],
+    out: list[tuple[float, float, float]],
+    until: float = math.inf,
+) -> bool:
+    """Append (time, jump in F, change in F') for one task, F being its end's conditional CDF;
+    True when it stopped at the first edge after `until` (the rest left out).
 
     The task (started at `start`) was seen running at `last`, so its end is after `last`.
     """
@@ -98,27 +106,32 @@ def _task_edges(
         width = max(edges[k] - edges[0], age - edges[k], 1e-9)
         out.append((last, 0.0, 1.0 / width))
         out.append((last + width, 0.0, -1.0 / width))
-        return
+        return False
     first = max(0, bisect.bisect_right(edges, age) - 1)
-    masses: list[tuple[float, float, float]] = []  # (from, to, mass) of each surviving bin
+    low, high = edges[first], edges[first + 1]
+    outlived = age > low  # the part of its first bin it has already outlived is no more
+    head = (high - age) / (high - low) if outlived else 1.0
+    total = head + (k - first - 1)  # the surviving bins' mass
+    slope = 0.0
     for j in range(first, k):
         low, high = edges[j], edges[j + 1]
-        if j == first and age > low:  # the part of this bin it has already outlived
-            masses.append((age, high, (high - age) / (high - low)))
-        else:
-            masses.append((low, high, 1.0))
-    total = sum(mass for _, _, mass in masses)
-    slope = 0.0
-    for low, high, mass in masses:
-        share = mass / total
+        share = 1.0 / total
+        if j == first and outlived:
+            low, share = age, head / total
+        at = start + low
+        if at > until:
+            return True
         if high - low <= 1e-9:  # every recent task took exactly this long: a point mass
-            out.append((start + low, share, -slope))
+            out.append((at, share, -slope))
             slope = 0.0
         else:
             density = share / (high - low)
-            out.append((start + low, 0.0, density - slope))
+            out.append((at, 0.0, density - slope))
             slope = density
-    out.append((start + masses[-1][1], 0.0, -slope))
+    if start + edges[k] > until:
+        return True
+    out.append((start + edges[k], 0.0, -slope))
+    return False
 
 
 def lost_time_due(
@@ -130,15 +143,36 @@ def lost_time_due(
     `starts` are the running tasks' start times, all seen running at `last` (a task started
     after `last` is simply not old enough to have outlived anything); `edges` are the learnt
     distribution's bin edges (`Durations.edges()`).
+
+    The crossing is usually within a bin or two of `last`: the edges are laid out only up to a
+    horizon (one bin width, then four times as far each round) until it is found before it.
     """
-    events: list[tuple[float, float, float]] = []
-    for start in starts:
-        _task_edges(start, last, edges, events)
-    if not events:
-        return None
+    starts = list(starts)
+    k = len(edges) - 1
+    reach = max((edges[k] - edges[0]) / max(k, 1), edges[k] * 1e-3, 1e-6)
+    while True:
+        events: list[tuple[float, float, float]] = []
+        until = last + reach
+        cut = False
+        for start in starts:
+            cut = _task_edges(start, last, edges, events, until) or cut
+        if not events and not cut:
+            return None
+        due = _crossing(events, last, budget, until if cut else math.inf)
+        if due is not None:
+            return due
+        reach *= 4
+
+
+def _crossing(
+    events: list[tuple[float, float, float]], last: float, budget: float, until: float
+) -> float | None:
+    """Where A(x) reaches `budget`, from every event up to `until`; None if it is past it."""
     events.sort()
     lost, cdf, density, x = 0.0, 0.0, 0.0, last
     for at, jump, change in events:
+        if at > until:
+            break  # a task cut at `until` has events beyond it that are not in the list
         if at > x:
             step = at - x
             gain = cdf * step + density * step * step / 2
@@ -149,6 +183,11 @@ def lost_time_due(
             x = at
         cdf += jump
         density += change
+    if until < math.inf:  # A(x) is known exactly up to `until` only
+        step = until - x
+        if lost + cdf * step + density * step * step / 2 >= budget:
+            return x + _solve(budget - lost, cdf, density)
+        return None
     return x + (budget - lost) / max(cdf, 1e-12)
 
 
@@ -241,30 +280,38 @@ class Alarm:
 
     def __init__(self, sleep: Sleep) -> None:
         self._sleep = sleep
-        self._wake = asyncio.Event()  # sweep now
-        self._replan = asyncio.Event()  # what to wait for changed: compute the pause again
+        self._wake = False  # sweep now
+        self._replan = False  # what to wait for changed: compute the pause again
+        self._waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         """End the pause: sweep now."""
-        self._wake.set()
+        self._wake = True
+        self._ring()
 
     def replan(self) -> None:
         """End the pause without a sweep: the sweeper computes its pause again."""
-        self._replan.set()
+        self._replan = True
+        self._ring()
+
+    def _ring(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep `seconds`; True when it is time to sweep, False when woken to re-plan."""
-        if not (self._wake.is_set() or self._replan.is_set()):
+        if not (self._wake or self._replan):
+            # One future that the sleep or a ring ends: a pause per sweep stays cheap.
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
             sleeper = asyncio.ensure_future(self._sleep(seconds))
-            waker = asyncio.ensure_future(self._wake.wait())
-            replan = asyncio.ensure_future(self._replan.wait())
+            sleeper.add_done_callback(lambda _: self._ring())
             try:
-                await asyncio.wait({sleeper, waker, replan}, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
-                for waiter in (sleeper, waker, replan):
-                    waiter.cancel()
-                await asyncio.gather(sleeper, waker, replan, return_exceptions=True)
-        sweep = self._wake.is_set() or not self._replan.is_set()
-        self._wake.clear()
-        self._replan.clear()
+                self._waiter = None
+                if not sleeper.done():
+                    sleeper.cancel()
+                    await asyncio.gather(sleeper, return_exceptions=True)
+        sweep = self._wake or not self._replan
+        self._wake = self._replan = False
         return sweep

@@ -19,6 +19,7 @@ from typing import Any
 from ._config import PollPolicy
 from ._errors import (
     AccountError,
+    ApiUnreachableError,
     AuthenticationError,
     BadRequestError,
     KlingError,
@@ -43,7 +44,9 @@ GetOne = Callable[[str], Awaitable[Any]]
 #: A task whose slot a false claim freed is held again: (the task, its new `ended`).
 Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
-_FATAL = (AuthenticationError, AccountError)
+_FATAL = (AuthenticationError, AccountError, ApiUnreachableError)
+#: While creates queue for the request rate, sweeps are this many generation times apart.
+SPACED = 0.5
 _TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
@@ -69,12 +72,16 @@ class TaskTracker:
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
         retake: Retake | None = None,
+        creates_queued: Callable[[], float] | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
         self.pacer = Pacer(policy)
         #: Called when a query contradicts a callback's claim (the slot is ours again).
         self.retake = retake
+        #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
+        #: costs a create its turn, so sweeps are spaced out (None: never).
+        self.creates_queued = creates_queued
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
@@ -254,24 +261,34 @@ class TaskTracker:
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
         running += self._also_running()
-        return self.pacer.delay(self._monotonic(), running, claimed)
+        delay = self.pacer.delay(self._monotonic(), running, claimed)
+        queued = 0.0 if self.creates_queued is None or claimed else self.creates_queued()
+        if queued > 0:
+            # Creates wait for the request rate, not for slots: seeing a task end sooner frees
+            # nothing they need, so a sweep per half generation time (each finds about R·T/2
+            # ended tasks; slots are held T + T/4 on average) is enough until the queue
+            # drains (`replan`).
+            delay = max(delay, queued, SPACED * (self.typical_duration() or 0.0))
+        return delay
+
+    def replan(self) -> None:
+        """Compute the pause before the next sweep again (e.g. the creates' queue drained)."""
+        self._alarm.replan()
 
     async def _sweep_list(self, pending: set[str]) -> None:
         """Page through the list until every pending task is seen (or paging cannot help)."""
-        # Our running tasks are among the newest: a page a few times their number finds them,
-        # and a small page costs less to send and parse than 500 finished tasks.
-        size = min(self.page_size, max(30, 4 * len(pending)))
+        # Our running tasks are among the newest: a page twice their number (room for those ended
+        # since the oldest began) finds them, and each item on a page costs decoding time.
+        size = min(self.page_size, max(30, 2 * len(pending) + 10))
         created = [self._tracked[tid].task.created_at for tid in pending]
         # Unknown creation times: we cannot tell when paging is past our tasks.
         oldest = None if None in created else min(c.timestamp() for c in created if c)
         for page in range(1, self.max_pages + 1):
             self.list_calls += 1
             items = await self._list_page(page, size)
-            stamps = []
             for item in items:
                 if not isinstance(item, dict):
                     continue  # about no task we can name: the page's reader reports it
-                stamps.append(epoch_seconds(item.get("created_at")))
                 tid = str(item.get("task_id"))
                 if tid in pending:
                     status = as_status(item.get("task_status"))
@@ -291,6 +308,10 @@ class TaskTracker:
                     self.observe(task)
             if not pending or len(items) < size:
                 return
+            # Only now (rarely) are the creation times needed: is the next page worth asking?
+            stamps = (
+                epoch_seconds(item.get("created_at")) for item in items if isinstance(item, dict)
+            )
             numbers = [t for t in stamps if t is not None]
             if oldest is not None and numbers and min(numbers) < oldest:
                 return  # newest-first and already past our oldest: the rest are stragglers

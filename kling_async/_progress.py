@@ -103,8 +103,13 @@ class Reporter:
             self._last = (now, c.bytes)
         update = self._progress.update
         update(self._ids["submitted"], completed=c.running + c.finished)
-        limit = self.batch.client.slot_limit
-        update(self._ids["running"], completed=c.running, note=f"slots in use (limit {limit})")
+        client = self.batch.client
+        note = f"slots in use (limit {client.slot_limit})"
+        if client.health.waiting:
+            note += ", waiting for the API"
+        elif client.request_rate.state().throttled:
+            note += ", throttled"  # Kling answered 1302: requests are paced
+        update(self._ids["running"], completed=c.running, note=note)
         update(self._ids["finished"], completed=c.finished, note=f"{c.failed} failed")
         update(
             self._ids["downloaded"],
@@ -129,7 +134,10 @@ class Reporter:
             shown = {"code": error.code, "request_id": error.request_id, "field": error.field}
             extra = "".join(f", {key}={value}" for key, value in shown.items() if value)
             when = " in an earlier run" if result.from_earlier_run else ""
-            text = f"{where}: {word}{when}: {error.message}{extra}"
+            message = error.message
+            if error.type == "ApiUnreachableError":
+                message = "the API was given up (see the last line)"  # said once, not per job
+            text = f"{where}: {word}{when}: {message}{extra}"
         if self._progress is not None and self._above_bars:
             self._progress.console.print(text, markup=False, highlight=False)
         else:

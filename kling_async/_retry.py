@@ -18,6 +18,13 @@ injected sleep and clock, and the instrumentation: every retry is reported as on
 downloads). The attempts are counted from the start, or (`count="without_progress"`) since the
 last attempt that moved the operation forward (`attempt.progressed()`, e.g. a download that
 received bytes); the time budget always runs from the last progress.
+
+Transient conditions (1302, 5000–5002/5xx, no answer) are waited out, not counted, unless the
+policy sets `attempts`: a 1302 waits only a moment (the adaptive request rate paces the resend);
+until the API first answers and during an outage, a request that got no answer is tried
+again every `OUTAGE_POLL` seconds at most, so the run resumes soon after the API does; once
+the API is given up (`ApiHealth.gave_up`) the loop raises `ApiUnreachableError` with its one
+message.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Literal, Self
 
 from ._config import DEFAULT_RETRY, RetryPolicy
 from ._errors import (
+    ApiUnreachableError,
     AuthenticationError,
     ConcurrencyLimitError,
     KlingError,
@@ -39,6 +47,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHook, RequestRetry, emit
+from ._health import ApiHealth, Health
 from ._types import Clock, Sleep
 
 __all__ = [
@@ -49,10 +58,15 @@ __all__ = [
     "backoff",
     "classify",
     "is_ambiguous_create",
+    "is_transient",
 ]
 
 #: 401 codes after which a freshly signed token may succeed: not yet valid / expired.
 RESIGN_CODES = frozenset({1003, 1004})
+#: Seconds a 1302 waits before its resend queues for a token (the rate does the pacing).
+THROTTLE_WAIT = 0.05
+#: During an outage a failed request is tried again at least this often (seconds).
+OUTAGE_POLL = 1.0
 
 
 class Verdict(Enum):
@@ -67,12 +81,19 @@ def classify(error: BaseException) -> Verdict:
     """Retry transport failures, 5000–5002/5xx and 1302/1303; re-sign on 1003/1004; else stop."""
     if isinstance(error, AuthenticationError):
         return Verdict.RESIGN if error.code in RESIGN_CODES else Verdict.STOP
+    if isinstance(error, ApiUnreachableError):
+        return Verdict.STOP  # the API was given up: nothing to wait for any more
     if isinstance(error, RateLimitError):
         # 429 also carries account codes (1100–1102, 1304): those map to AccountError, not here.
         return Verdict.RETRY
     if isinstance(error, ServerError | TransportError):
         return Verdict.RETRY
     return Verdict.STOP
+
+
+def is_transient(error: BaseException) -> bool:
+    """1302/1303, 5000–5002/5xx or no answer: a condition that passes, waited out."""
+    return classify(error) is Verdict.RETRY
 
 
 def is_ambiguous_create(error: KlingError) -> bool:
@@ -112,6 +133,8 @@ class Retries:
     monotonic: Clock = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     hook: EventHook | None = None
+    #: The API's health (the client's): outages are waited out, a given-up API ends the loop.
+    health: ApiHealth | None = None
 
     def attempts(
         self,
@@ -189,15 +212,37 @@ class Retrying:
         self._number += 1
         return Attempt(self, self._number)
 
+    def _limit(self, error: KlingError) -> int | None:
+        """How many failures in a row end the loop (None: no count, only the deadline)."""
+        policy = self.retries.policy
+        if policy.attempts is not None:
+            return policy.attempts
+        return None if is_transient(error) else policy.stalls
+
     def _failed(self, error: KlingError, path: str | None) -> None:
         retries = self.retries
         policy = retries.policy
-        if self.failures + 1 >= policy.attempts:
+        health = retries.health
+        if health is not None and health.gave_up is not None and is_transient(error):
+            raise ApiUnreachableError(health.gave_up.message) from error
+        limit = self._limit(error)
+        if limit is not None and self.failures + 1 >= limit:
             raise error
-        wait = backoff(self.failures, policy, error=error, rng=retries.rng)
-        if retries.monotonic() + wait > self._since + policy.timeout:
+        if (
+            limit is None
+            and isinstance(error, RateLimitError)
+            and not isinstance(error, ConcurrencyLimitError)
+        ):  # 1302: the adaptive rate paces the resend, a back-off would only add to it
+            wait = max(THROTTLE_WAIT, min(error.retry_after or 0.0, policy.wait_max))
+        else:
+            wait = backoff(self.failures, policy, error=error, rng=retries.rng)
+            self.failures += 1
+        unsure = health is not None and health.health is not Health.UP
+        if unsure and isinstance(error, TransportError):
+            # Resume soon after the API does, or give it up on time if it never answered.
+            wait = min(wait, OUTAGE_POLL)
+        if policy.timeout is not None and retries.monotonic() + wait > self._since + policy.timeout:
             raise error
-        self.failures += 1
         self._wait = wait
         emit(
             retries.hook,

@@ -4,7 +4,9 @@ sha256 is the slowest stage of a download (one core: ~0.7 s per GB with SHA-NI, 
 without), so it gets a thread of its own instead of sharing one with the file writes: hashlib
 and file writes both release the GIL, so hashing, writing and the event loop's reads run at the
 same time. Each stage is a single-thread executor, which runs its batches in submission order;
-at most `depth` batches are in flight, so memory stays flat whatever the file size.
+at most `depth` batches are in flight, so memory stays flat whatever the file size. A small batch
+with nothing in flight (a whole short video) is written and hashed in one job on the writer: two
+hand-offs to threads cost the event loop more than hashing a few KB.
 
 What callers rely on:
 - the file always holds a prefix of the bytes handed in: once a write fails nothing after it is
@@ -21,7 +23,7 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import IO, Any
 
 __all__ = ["WRITEBACK_EVERY", "Chunk", "Pipeline", "append", "checkin", "checkout"]
@@ -37,6 +39,8 @@ WRITEBACK_EVERY = 64 << 20
 _IDLE: list[ThreadPoolExecutor] = []
 _MAX_IDLE = 16  # two per download
 _IOV_MAX = 1024  # IOV_MAX (buffers per writev) on Linux, macOS and the BSDs
+#: Up to this many bytes, a batch with nothing in flight is written and hashed in one job.
+JOINT_MAX = 256 << 10
 
 
 def checkout() -> ThreadPoolExecutor:
@@ -76,6 +80,13 @@ def append(fh: IO[bytes], batch: list[Chunk]) -> None:
 def _hash(hasher: hashlib._Hash, batch: list[Chunk]) -> None:
     for chunk in batch:
         hasher.update(chunk)
+
+
+def _hash_after(joint: Future[Any] | None, hasher: hashlib._Hash, batch: list[Chunk]) -> None:
+    """Hash `batch` once the joint job before it has hashed its own (the digest is in order)."""
+    if joint is not None:
+        wait([joint])
+    _hash(hasher, batch)
 
 
 def _writeback(fh: IO[bytes], start: int, end: int) -> None:
@@ -142,16 +153,25 @@ class Pipeline:
         self._hashing = hashing
         self._depth = depth
         self._jobs: deque[Future[Any]] = deque()  # oldest first, write and hash of each batch
+        self._joint: Future[Any] | None = None  # the last joint job: later hashes follow it
 
     async def put(self, batch: list[Chunk]) -> None:
         """Hand off one batch; waits while `depth` batches are still being written or hashed."""
         if self._file.failed:
             await self.drain()  # raises the write's error without reading further
+        if not self._jobs and sum(map(len, batch)) <= JOINT_MAX:
+            self._joint = self._writer.submit(self._write_and_hash, batch)
+            self._jobs.append(self._joint)
+            return
         self._jobs.append(self._writer.submit(self._file.run, batch))
-        self._jobs.append(self._hashing.submit(_hash, self._hasher, batch))
+        self._jobs.append(self._hashing.submit(_hash_after, self._joint, self._hasher, batch))
         while len(self._jobs) > 2 * self._depth:
             await _settle(self._jobs[0])
             self._jobs.popleft()
+
+    def _write_and_hash(self, batch: list[Chunk]) -> None:
+        self._file.run(batch)
+        _hash(self._hasher, batch)
 
     async def drain(self) -> None:
         """Wait until every batch handed off is written and hashed; raise the first failure."""

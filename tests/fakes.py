@@ -20,6 +20,11 @@ class Recorder:
         self.now += seconds
         await asyncio.sleep(0)
 
+    async def pace(self, seconds: float) -> None:
+        """The request rate's waits: the clock advances, but they are not back-offs."""
+        self.now += seconds
+        await asyncio.sleep(0)
+
     def monotonic(self) -> float:
         return self.now
 

@@ -241,7 +241,7 @@ async def test_signed_urls_past_ttl_refreshed(start_sim: StartSim, tmp_path: Pat
 async def test_video_past_retention_is_expired(start_sim: StartSim, tmp_path: Path) -> None:
     sim = await start_sim(
         concurrency=3,
-        auth_uses_sim_clock=False,  # tokens stay valid while the sim clock jumps 31 days
+        # Tokens are signed by the server's time (its Date headers): the jump changes nothing.
         faults=FaultConfig(rates={"video": {"5000": 1.0}}),
     )
     quick = RetryPolicy(attempts=1, wait_initial=0.01)

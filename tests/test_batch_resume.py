@@ -202,7 +202,7 @@ async def test_task_found_finished_past_retention_is_expired(
     start_sim: StartSim, tmp_path: Path
 ) -> None:
     """A rerun 31 days later finds its running task long finished, video gone: `expired`."""
-    sim = await start_sim(concurrency=3, auth_uses_sim_clock=False)
+    sim = await start_sim(concurrency=3)
     requests = make_requests(2)
     async with make_client(sim) as client:
         await collect(run_batch(client, requests[:1], tmp_path))

@@ -175,12 +175,13 @@ def test_account_error_exit_1_then_rerun(
 def test_download_command_and_status_expiry(
     sim_thread: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = sim_thread(concurrency=3, auth_uses_sim_clock=False)
-    # Every download fails at once (404, re-query, 404): the run ends with videos not on disk.
-    st.call(st.sim.faults.script, "video", *["404"] * 8)
+    st = sim_thread(concurrency=3)
+    # Every download fails at once (404, re-query, 404…): the run ends with videos not on disk.
+    st.call(st.sim.faults.set_rate, "video", "404", 1.0)
     jobs, out = jobs_file(tmp_path, 4), tmp_path / "out"
     assert cli.main(["run", str(jobs), "--out", str(out), *FAST]) == 1
     capsys.readouterr()
+    st.call(st.sim.faults.clear)
     assert cli.main(["status", str(out)]) == 0
     text = capsys.readouterr().out
     assert "download failed 4" in text

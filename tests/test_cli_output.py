@@ -139,6 +139,7 @@ BAD_FLAGS = [
     ("simulate", "--video-bytes", "-5", "--video-bytes must be ≥ 0 (got -5)"),
     ("simulate", "--retention-days", "0", "--retention-days must be > 0 (got 0)"),
     ("simulate", "--url-ttl", "-1", "--url-ttl must be ≥ 0 (got -1)"),
+    ("simulate", "--clock-offset", "soon", "--clock-offset must be a number (got 'soon')"),
     ("simulate", "--secret-key", "short", "--secret-key must be at least 32 bytes (got 5)"),
 ]
 
@@ -204,7 +205,7 @@ def test_help_shows_defaults_and_describes_every_argument() -> None:
     flat = " ".join(text.split())
     assert "--concurrency N the account's concurrent tasks" in flat
     assert f"(default: {DEFAULT_LIMITS.concurrency})" in flat
-    assert f"(default: {DEFAULT_LIMITS.rps})" in flat
+    assert "--rps R a ceiling on API requests per second (default: none;" in flat
     assert f"(default: {DEFAULT_POLL.interval})" in flat
     assert f"(default: {DEFAULT_LIMITS.download_concurrency})" in flat
     status = " ".join(run_cli(["status", "--help"], clean_env()).stdout.split())

@@ -28,10 +28,12 @@ from kling_async import (
     TaskStatus,
     TaskSubmitted,
 )
+from kling_async._adaptive import RateRules
 from kling_async._auth import JwtSigner
 from kling_async._body import CreateBody
 from kling_async._create import CREATE_PATH, create_task, new_external_id
 from kling_async._http import HttpLayer
+from kling_async._request_rate import RequestRate
 from kling_async._retry import Retries
 
 BASE = "http://api.test"
@@ -110,6 +112,7 @@ async def h(api_key: str, mock_http: aioresponses) -> AsyncIterator[Harness]:
         sleep=rec.sleep,
         monotonic=rec.monotonic,
         rng=random.Random(2),
+        rate=RequestRate(RateRules(start_rate=None), monotonic=rec.monotonic, sleep=rec.pace),
     )
     yield Harness(layer, rec, mock_http)
     await layer.aclose()

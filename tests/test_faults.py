@@ -8,12 +8,14 @@ ever created twice. Fault seeds are fixed, so every run injects the same faults.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import fault_helpers
 import pytest
 from batch_helpers import (
+    FAST_RETRY,
     SimProcess,
     assert_no_duplicate_creates,
     assert_videos_complete,
@@ -159,13 +161,14 @@ async def test_create_answers_lost_after_creation_5_percent(
 
 
 async def test_1302_storm(start_sim: StartSim, tmp_path: Path) -> None:
-    scripts = {kind: ("1302",) * 4 for kind in ("create", "query", "list")}
-    rates = {kind: {"1302": 0.1} for kind in ("create", "query", "list")}
-    sim = await start_sim(concurrency=4, faults=FaultConfig(scripts=scripts, rates=rates, seed=4))
-    async with make_client(sim, concurrency=4) as client:
+    """An account that allows 4 requests/s: the adaptive rate learns it from the 1302s (none of
+    which ends a job) and every job is done."""
+    sim = await start_sim(concurrency=4, rate_limit=4)
+    async with make_client(sim, concurrency=4, retry=replace(FAST_RETRY, attempts=None)) as client:
         results = await run(client, make_requests(16), tmp_path)
+        assert client.request_rate.state().rate.cuts >= 1
     stats = check_all_done(sim, tmp_path, results, 16)
-    assert stats["errors_by_code"][1302] >= 12
+    assert stats["errors_by_code"][1302] >= 1
 
 
 async def test_1302_past_the_retry_budget_is_retried_by_a_rerun(
@@ -265,7 +268,7 @@ async def test_video_urls_answering_403_404_are_refreshed(
 
 async def test_signed_video_urls_going_stale_mid_run(start_sim: StartSim, tmp_path: Path) -> None:
     """Links expire (url_ttl) between the status sweep and the download: re-queried."""
-    sim = await start_sim(concurrency=3, url_ttl=5.0, auth_uses_sim_clock=False)
+    sim = await start_sim(concurrency=3, url_ttl=5.0)
     stale = 0
 
     def on_event(event: Event) -> None:
@@ -299,7 +302,7 @@ async def test_video_gone_for_good_is_a_clear_error_then_rerun(
 
 async def test_retention_passes_mid_batch(start_sim: StartSim, tmp_path: Path) -> None:
     """Kling's 30 days run out while the batch works: the rest are `expired`, never a crash."""
-    sim = await start_sim(concurrency=2, gen_seconds=0.1, auth_uses_sim_clock=False)
+    sim = await start_sim(concurrency=2, gen_seconds=0.1)
     jumped = False
 
     def on_event(event: Event) -> None:
@@ -311,7 +314,7 @@ async def test_retention_passes_mid_batch(start_sim: StartSim, tmp_path: Path) -
     async with make_client(sim, concurrency=2, event_hook=on_event) as client:
         results = await run(client, make_requests(6), tmp_path)
     states = {r.state for r in results.values()}
-    assert states <= {"downloaded", "expired"}, not_ok(results)
+    assert states <= {"downloaded", "expired"}, [(r.state, r.error) for r in results.values()]
     assert "expired" in states and "downloaded" in states
     for result in results.values():
         if result.state == "expired":

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with SimThread(concurrency=4, auth_uses_sim_clock=False) as st:
+    with SimThread(concurrency=4) as st:
         yield World(st, tmp_path)
 
 

@@ -33,8 +33,10 @@ from kling_async import (
     ServerError,
     TransportError,
 )
+from kling_async._adaptive import RateRules
 from kling_async._auth import JwtSigner
 from kling_async._http import HttpLayer, new_session, parse_envelope
+from kling_async._request_rate import RequestRate
 
 BASE = "http://api.test"
 PATH = "/v1/videos/multi-image2video"
@@ -76,6 +78,7 @@ async def h(access_key: str, secret_key: str) -> AsyncIterator[Harness]:
         sleep=rec.sleep,
         monotonic=rec.monotonic,
         rng=random.Random(0),
+        rate=RequestRate(RateRules(start_rate=None), monotonic=rec.monotonic, sleep=rec.pace),
     )
     yield Harness(layer, rec, clock, signer)
     await layer.aclose()

@@ -227,3 +227,22 @@ async def test_batch_status_and_manifest(tmp_path: Path) -> None:
     assert lines[4]["task_id"] is None and lines[4]["expires_at"] is None
     with pytest.raises(FileNotFoundError):
         batch_status(tmp_path / "nowhere")
+
+
+async def test_writes_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    await journal.intent("k0", line=0, external_id="ext-0", watermark=False)
+    before = journal.commits
+    # Fifty jobs moving at once (a sweep that saw them all finish): one wake-up, one commit,
+    # and each caller still returns only once its own row is durable.
+    await asyncio.gather(
+        *(
+            journal.intent(f"k{i}", line=i, external_id=f"ext-{i}", watermark=False)
+            for i in range(1, 51)
+        )
+    )
+    assert journal.commits == before + 1
+    await journal.aclose()
+    reopened = reopen(tmp_path / "j.sqlite")
+    assert reopened.counts() == {JobState.SUBMITTING: 51}
+    reopened.close_sync()

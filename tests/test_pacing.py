@@ -49,6 +49,20 @@ def test_lost_time_due_matches_brute_force() -> None:
     assert lost_by(due, last, starts, durations) == pytest.approx(2.0, rel=0.02)
 
 
+@pytest.mark.parametrize("budget", [0.01, 0.3, 5.0, 400.0])
+def test_lost_time_due_is_exact_wherever_the_crossing_lies(budget: float) -> None:
+    # The edges are laid out only up to a growing horizon: a crossing near `last`, several
+    # bins away or past every window must all match the brute force.
+    durations = [80.0, 85.0, 95.0, 100.0, 104.0, 110.0, 120.0, 150.0, 155.0]
+    starts = [0.0, 10.0, 30.0, 45.0, 89.0, 120.0]
+    last = 100.0
+    edges = Durations(bins=8)
+    edges.extend(durations)
+    due = lost_time_due(last, starts, edges.edges(), budget=budget)
+    assert due is not None and due > last
+    assert lost_by(due, last, starts, durations) == pytest.approx(budget, rel=0.02)
+
+
 def test_nothing_can_end_yet_means_a_late_sweep() -> None:
     edges = (100.0, 150.0, 200.0)
     due = lost_time_due(0.0, [0.0], edges, budget=1.0)

@@ -19,11 +19,13 @@ PACKAGE = Path(kling_async.__file__).parent
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
     {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
+    {"_adaptive", "_health", "_server_time"},
     {"_gate", "_stats"},
     {"_imagefile"},
     {"_images", "_budget"},
     {"models", "_image_cache"},
     {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema", "_records"},
+    {"_request_rate"},
     {"_http", "_download_stream", "_followed", "_shared_link", "_journal_rows"},
     {"_create", "_poll", "_download_retry", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_queries", "_slots", "_shared_gate", "_shared_tracker", "_shared_tokens"},

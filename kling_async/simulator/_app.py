@@ -122,6 +122,21 @@ class _Api:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Outages, then the answer dated by the simulator's clock."""
+        outage = self.core.outage
+        if outage.down and self.kinds.get(request.match_info.handler) is not None:
+            # Down: a request that still reached us (an open connection, or a "hang" outage)
+            # gets no answer at all.
+            self.core.stats.outage_drops += 1
+            if outage.mode == "hang":
+                await outage.hold()
+            return _abort(request)
+        response = await self.route(request, handler)
+        if not response.prepared:
+            response.headers["Date"] = self.core.date()
+        return response
+
+    async def route(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Route errors, counters, faults, rate limit and auth around every API handler."""
         info = request.match_info
         if info.http_exception is not None:

@@ -21,6 +21,7 @@ from ._config import (
 )
 from ._faults import FaultInjector, parse_fault
 from ._flags import number
+from ._outage import MODES
 from ._prices import check_prices
 from ._server import BindError, Simulator
 from ._shapes import FLAGS
@@ -131,9 +132,31 @@ _NUMBERS: tuple[tuple[str, type[int] | type[float], dict[str, Any], Any, str, st
         {"minimum": 0.0},
         None,
         "SECONDS",
-        "signed video URLs valid this long (default: forever; 0 = forever)",
+        "signed video URLs valid this long after each query (default: forever; 0 = forever)",
+    ),
+    (
+        "--clock-offset",
+        float,
+        {},
+        0.0,
+        "SECONDS",
+        "the server's clock runs this far ahead of this machine's (negative: behind)" + _DEFAULT,
     ),
 )
+
+
+def _outage(text: str) -> tuple[float, float]:
+    """Parse ``AFTER:SECONDS`` (e.g. ``5:20``: down 20 s, starting 5 s after start)."""
+    after, sep, seconds = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError("expected AFTER:SECONDS")
+        plan = (float(after), float(seconds))
+        if plan[0] < 0 or plan[1] <= 0:
+            raise ValueError("AFTER must be >= 0 and SECONDS > 0")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --outage {text!r}: {exc}") from None
+    return plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +201,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="faults for the next KIND requests, in order (repeatable), e.g. create:5002,lost",
     )
     add(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        metavar="AFTER:SECONDS",
+        help="the API port goes down SECONDS long, AFTER seconds after start (repeatable)",
+    )
+    add(
+        "--outage-mode",
+        choices=MODES,
+        default="refuse",
+        help="during an outage nothing listens (refuse), or nothing answers (hang)" + _DEFAULT,
+    )
+    add(
         "--shape",
         choices=FLAGS,
         action="append",
@@ -218,6 +255,9 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         prices=dict(args.price),
         state_path=args.state,
         shapes=dict.fromkeys(args.shape, True),
+        clock_offset=args.clock_offset,
+        outages=tuple(args.outage),
+        outage_mode=args.outage_mode,
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._outage import check_mode
 from ._prices import DEFAULT_PRICES, check_prices
 from ._shapes import check_shapes
 
@@ -100,6 +101,15 @@ class SimulatorConfig:
     state_path: str | os.PathLike[str] | None = None
     # Answer-shape switches (see _shapes.py): how answers are written, e.g. numbers for strings.
     shapes: Mapping[str, Any] = field(default_factory=dict)
+    #: The simulator's clock starts this many seconds ahead of real time (negative: behind): its
+    #: timestamps, retention, signed links and `Date` headers follow it, so a test can stage a
+    #: client whose clock is off the server's. JWT times follow it too unless
+    #: auth_uses_sim_clock is False.
+    clock_offset: float = 0.0
+    #: Outages of the API origin: (seconds after start, seconds down) each; see _outage.py.
+    outages: tuple[tuple[float, float], ...] = ()
+    #: How the API origin is down: "refuse" (nothing listens) or "hang" (no answer).
+    outage_mode: str = "refuse"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "failure_messages", tuple(self.failure_messages))
@@ -124,6 +134,10 @@ class SimulatorConfig:
             raise ValueError("url_ttl must be > 0 (or None for permanent URLs)")
         if not self.failure_messages:
             raise ValueError("failure_messages must not be empty")
+        object.__setattr__(self, "outages", tuple((float(a), float(b)) for a, b in self.outages))
+        if any(after < 0 or seconds <= 0 for after, seconds in self.outages):
+            raise ValueError("outages must be (seconds after start >= 0, seconds down > 0) pairs")
+        check_mode(self.outage_mode)
 
     def replace(self, **overrides: Any) -> SimulatorConfig:
         """Return a copy with some fields changed."""

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ._core import Core
 from ._faults import ROUTE_KINDS, FaultInjector
+from ._outage import check_mode
 from ._prices import check_prices
 from ._shapes import check_shapes
 
@@ -30,6 +31,7 @@ CONTROL_KEYS = frozenset(
         "fault_scripts",
         "prices",
         "shapes",
+        "outage",
     }
 )
 
@@ -87,6 +89,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
     clear = s.get("clear_faults", False)
     if not isinstance(clear, bool) and clear not in ROUTE_KINDS:
         raise ValueError(f"clear_faults must be a boolean or a route kind (got {clear!r})")
+    outage = _outage(s["outage"]) if "outage" in s else None
     prices = check_prices(s["prices"]) if "prices" in s else {}
     shapes = check_shapes(s.get("shapes", {}))
     rates = _mapping(s.get("fault_rates", {}), "fault_rates")
@@ -125,6 +128,21 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
         core.faults.set_rates(kind, plan)
     for kind, faults in scripts.items():
         core.faults.script(kind, *faults)
+    if outage is not None:
+        core.outage.start(*outage)
+
+
+def _outage(value: Any) -> tuple[float, str | None]:
+    """``seconds`` or ``{"seconds": s, "mode": "refuse" | "hang"}``: (seconds, mode)."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"seconds", "mode"})
+        if unknown or "seconds" not in value:
+            raise ValueError(f"outage must be seconds or {{seconds, mode}} (got {dict(value)!r})")
+        mode = value.get("mode")
+        if mode is not None:
+            check_mode(mode if isinstance(mode, str) else repr(mode))
+        return _float(value["seconds"], "outage.seconds"), mode
+    return _float(value, "outage"), None
 
 
 def _mapping_of_floats(plan: Any, kind: str) -> Mapping[str, float]:
@@ -148,6 +166,8 @@ def describe(core: Core) -> dict[str, Any]:
             "callbacks": core.callbacks.enabled,
             "duplicate_callbacks": core.callbacks.duplicate,
             "clock_offset": core.clock.offset,
+            "outage": core.outage.mode,
+            "outages": core.outage.count,
             "faults": core.faults.as_dict(),
             "prices": dict(core.store.prices),
             "shapes": core.shapes.as_dict(),

@@ -8,6 +8,7 @@ import hmac
 import secrets
 from collections import deque
 from collections.abc import Mapping
+from email.utils import formatdate
 from typing import Any
 
 from ._auth import Authenticator
@@ -16,6 +17,7 @@ from ._clock import SimClock
 from ._config import SimulatorConfig
 from ._content import VideoContent
 from ._faults import FaultInjector
+from ._outage import OutageSwitch
 from ._protocol import SimError
 from ._shapes import AnswerShapes
 from ._state import Task, TaskStore
@@ -31,7 +33,7 @@ class Core:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.clock = SimClock()
+        self.clock = SimClock(config.clock_offset)
         self.stats = SimulatorStats()
         self.faults = FaultInjector(config.faults, seed=config.seed)
         self.content = VideoContent(config.video_bytes)
@@ -48,6 +50,7 @@ class Core:
         self.retention_ms = int(config.retention_days * 86_400_000)
         self.video_base = ""
         self.stopping = asyncio.Event()
+        self.outage = OutageSwitch(self.stopping, config.outage_mode)
         self._url_secret = secrets.token_bytes(32)
         self._window: deque[float] = deque()
 
@@ -91,12 +94,14 @@ class Core:
         return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()[:32]
 
     def video_link(self, name: str) -> str:
-        """URL of a video on the video origin; signed with ``exp`` when url_ttl is set."""
+        """URL of a video on the video origin; with url_ttl, signed with ``exp`` (simulator
+        milliseconds): each query hands out a link valid for url_ttl seconds from that query."""
         url = f"{self.video_base}/videos/{name}.mp4"
         ttl = self.config.url_ttl
         if ttl is None:
             return url
-        exp = int(self.clock.now() + ttl)
+        # Milliseconds: a TTL of 0.5 s must not be truncated to a link that expired already.
+        exp = self.clock.now_ms() + round(ttl * 1000)
         return f"{url}?exp={exp}&sig={self._signature(name, exp)}"
 
     def link_valid(self, name: str, query: Mapping[str, str]) -> bool:
@@ -106,7 +111,11 @@ class Core:
         exp, sig = query.get("exp", ""), query.get("sig", "")
         if not exp.isdigit() or not hmac.compare_digest(sig, self._signature(name, int(exp))):
             return False
-        return self.clock.now() < int(exp)
+        return self.clock.now_ms() < int(exp)
+
+    def date(self) -> str:
+        """The ``Date`` header of an answer: the simulator's clock, not the machine's."""
+        return formatdate(self.clock.now(), usegmt=True)
 
     def resolve_video(self, name: str) -> Task | None:
         """The succeeded, unexpired task that owns video ``name`` (id, or id + "-wm")."""

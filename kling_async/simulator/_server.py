@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
@@ -63,6 +64,34 @@ def _bind_video(host: str, port: int, saved_port: int | None) -> socket.socket:
     return _bind(host, port, "video")
 
 
+class _ApiListener:
+    """The API origin's listening side, which an outage closes and opens again."""
+
+    def __init__(self, runner: web.AppRunner, site: web.SockSite, host: str, port: int) -> None:
+        self.runner, self.site, self.host, self.port = runner, site, host, port
+
+    async def close(self) -> None:
+        """Stop listening (connections are refused) and drop the connections still open."""
+        await self.site.stop()
+        server = self.runner.server
+        if server is not None:
+            for handler in server.connections:
+                handler.force_close()
+
+    async def reopen(self) -> None:
+        """Listen again on the same port (retried briefly while the old socket lets go)."""
+        for _ in range(100):
+            try:
+                sock = _bind(self.host, self.port, "API")
+                break
+            except BindError:
+                await asyncio.sleep(0.05)
+        else:
+            sock = _bind(self.host, self.port, "API")
+        self.site = web.SockSite(self.runner, sock)
+        await self.site.start()
+
+
 def _origin(host: str, sock: socket.socket) -> str:
     port = sock.getsockname()[1]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -112,7 +141,12 @@ class Simulator:
                 )
                 await runner.setup()
                 self._runners.append(runner)
-                await web.SockSite(runner, sock).start()
+                site = web.SockSite(runner, sock)
+                await site.start()
+                if sock is api_sock:
+                    host, port = cfg.host, api_sock.getsockname()[1]
+                    self._core.outage.listener = _ApiListener(runner, site, host, port)
+            self._core.outage.schedule(cfg.outages)
         except BaseException:
             await self.stop()
             api_sock.close()
@@ -125,6 +159,7 @@ class Simulator:
         self._stopped = True
         core = self._core
         core.stopping.set()
+        await core.outage.close()
         core.store.close()
         if self._saved is not None:
             self._saved.close()
@@ -237,6 +272,21 @@ class Simulator:
     @rate_limit.setter
     def rate_limit(self, value: float | None) -> None:
         apply_control(self._core, {"rate_limit": value})
+
+    def outage(self, seconds: float, *, mode: str | None = None) -> None:
+        """Take the API origin down for `seconds`, then bring it back on the same port; 0 ends
+        an outage now. `mode`: "refuse" (nothing listens; the default unless configured) or
+        "hang" (connections accepted, never answered). Needs the running event loop."""
+        self._core.outage.start(seconds, mode)
+
+    async def switched(self) -> None:
+        """Wait until the API origin has closed or reopened as the last outage change asked."""
+        await self._core.outage.settled()
+
+    @property
+    def down(self) -> bool:
+        """True during an outage of the API origin."""
+        return self._core.outage.down
 
     def control(self, **settings: Any) -> dict[str, Any]:
         """Apply settings as ``POST /__sim/control`` would; return stats and settings."""

@@ -44,6 +44,8 @@ class SimulatorStats:
     video_auth_headers: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    #: API requests that arrived while the API origin was down (dropped without an answer).
+    outage_drops: int = 0
     #: With ``record_bodies``: one dict per create body received (content_length, chunked,
     #: size, sha256), in arrival order.
     create_bodies: list[dict[str, Any]] = field(default_factory=list)

@@ -45,7 +45,14 @@ class _Videos:
         return None  # "truncate" is applied while streaming
 
     async def video(self, request: web.Request) -> web.StreamResponse:
-        """GET/HEAD /videos/{name}.mp4: full body, or one byte range (206/416)."""
+        """GET/HEAD /videos/{name}.mp4, dated by the simulator's clock."""
+        response = await self.serve(request)
+        if not response.prepared:
+            response.headers["Date"] = self.core.date()
+        return response
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """Full body, or one byte range (206/416)."""
         core = self.core
         core.stats.requests["video"] += 1
         if "Authorization" in request.headers:
@@ -62,7 +69,7 @@ class _Videos:
         if not core.link_valid(name, request.query):
             return web.Response(status=403, text="link expired or invalid", content_type=_TEXT)
         size = core.content.size(name)
-        headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4", "Date": core.date()}
         try:
             span = parse_range(request.headers.get("Range"), size)
         except RangeNotSatisfiable:

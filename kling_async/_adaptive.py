@@ -1,0 +1,241 @@
+"""The adaptive request rate's arithmetic: how fast we may send, learnt from 1302 answers.
+
+Modelled on the AWS SDKs' "adaptive" retry mode (a client-side token bucket whose fill rate a
+CUBIC curve sets), reworked for Kling; pure — no I/O, no clock of its own, every method is
+given `now` — so the same rules drive a local bucket or one shared through Redis.
+
+Phases:
+
+- **start**: the first request opens a short slow start, `start_rate` doubling every
+  `start_doubling` seconds, so a batch that opens 50 slots at once does not spend its first
+  second on 1302 answers. It passes 1,000 requests/s within about two seconds, then ends.
+- **free**: no limit at all (the default state once started: nothing binds in normal use).
+- **cubic**: a throttling answer (1302) to a request sent after the last cut takes the rate
+  down to `beta` × the rate we were sending at (the measured send rate over the last `window`,
+  or the allowed rate if lower): W_max is that rate, and the allowed rate then climbs back
+  along the CUBIC curve
+
+      r(t) = W_max · (1 − (1 − beta) · (1 − t / K)³)
+
+  which rises fast at first, flattens as it approaches W_max at t = K (where it spends a
+  while, probing gently), and then grows faster and faster past it. Once it passes
+  `lift` × W_max the episode is over: back to **free**.
+
+Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
+limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
+keeps that cost near one throttled answer per n requests whatever the limit (AWS's constant
+gives K ≈ 1 s at 1 request/s: a throttled answer every couple of requests). K is bounded by
+`recovery` and `recovery_max` seconds.
+
+Why a throttled request sent before the last cut, or within `window` seconds after it, never
+cuts again: its answer says the *old* rate was too fast, which the cut already answered, and a
+server counting requests over a window still counts the old burst for up to that long; without
+this one burst of N throttled answers would cut N times (0.7^N) and leave the rate far below
+the limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from ._errors import ConfigurationError
+
+__all__ = ["MEASURED", "Phase", "RateController", "RateRules", "RateState"]
+
+#: The send rate is measured over at least this many requests' worth of time.
+MEASURED = 4
+
+
+class Phase(Enum):
+    """Where the controller is: slow start, no limit, or recovering from a cut."""
+
+    START = "start"
+    FREE = "free"
+    CUBIC = "cubic"
+
+
+@dataclass(frozen=True, slots=True)
+class RateRules:
+    """The adaptive rate's constants (requests per second, seconds)."""
+
+    #: The rate is cut to this share of the rate that was throttled.
+    beta: float = 0.7
+    #: Never below this many requests per second (each waits at most 1/floor seconds).
+    floor: float = 0.5
+    #: The climb back to W_max takes K = recovery_requests / W_max seconds, bounded by these.
+    recovery_requests: float = 30.0
+    recovery: float = 2.0
+    recovery_max: float = 60.0
+    #: Past lift × W_max the throttling episode is over: no limit again.
+    lift: float = 4.0
+    #: The send rate is measured over this many seconds, and a throttled request sent less
+    #: than this long after a cut does not cut again (the server may still count the burst).
+    window: float = 1.0
+    #: Slow start: this many requests per second at first, doubling every `start_doubling`
+    #: seconds until the curve passes `start_end` (then: no limit). None: no slow start.
+    start_rate: float | None = 20.0
+    start_doubling: float = 0.25
+    start_end: float = 1000.0
+    #: The user's ceiling (`Limits(rps=)`); None: none.
+    cap: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.beta < 1:
+            raise ConfigurationError(f"RateRules.beta must be between 0 and 1, got {self.beta}")
+        for name in ("floor", "recovery_requests", "recovery", "window", "start_doubling"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"RateRules.{name} must be > 0, got {getattr(self, name)}")
+        if self.recovery_max < self.recovery:
+            raise ConfigurationError(
+                f"RateRules.recovery_max ({self.recovery_max}) must be ≥ recovery ({self.recovery})"
+            )
+        if self.lift <= 1:
+            raise ConfigurationError(f"RateRules.lift must be > 1, got {self.lift}")
+        for name in ("start_rate", "cap"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"RateRules.{name} must be > 0 or None, got {value}")
+
+    def recovery_time(self, w_max: float) -> float:
+        """K: seconds the curve takes to climb back to `w_max`."""
+        return min(self.recovery_max, max(self.recovery, self.recovery_requests / w_max))
+
+    def curve(self, w_max: float, since_cut: float) -> float:
+        """The allowed rate `since_cut` seconds after a cut from `w_max`; inf once past lift."""
+        k = self.recovery_time(w_max)
+        rate = w_max * (1 - (1 - self.beta) * (1 - max(0.0, since_cut) / k) ** 3)
+        return math.inf if rate >= self.lift * w_max else max(self.floor, rate)
+
+    def start_curve(self, since_start: float) -> float:
+        """The slow start's rate `since_start` seconds after the first request; inf once over."""
+        if self.start_rate is None:
+            return math.inf
+        exponent = max(0.0, since_start) / self.start_doubling
+        if exponent > 64:
+            return math.inf
+        rate = self.start_rate * 2**exponent
+        return math.inf if rate >= self.start_end else rate
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """A snapshot: the allowed rate (inf: none), the phase, and what the last cut was."""
+
+    rate: float
+    phase: Phase
+    w_max: float | None  # the rate the last cut came from (None: never cut)
+    since_cut: float | None  # seconds since then
+    sent_rate: float  # requests per second sent over the last window
+    answered: int  # answers that were not throttles
+    throttled: int  # throttling answers seen
+    cuts: int  # of which cut the rate
+    cap: float | None
+
+    @property
+    def throttled_share(self) -> float:
+        """Throttling answers as a share of all answers (0 before any)."""
+        total = self.answered + self.throttled
+        return self.throttled / total if total else 0.0
+
+    @property
+    def limited(self) -> bool:
+        """True while some rate (ours or the user's cap) binds."""
+        return math.isfinite(self.rate)
+
+
+class RateController:
+    """Learns the allowed request rate from the requests sent and the answers throttled."""
+
+    def __init__(self, rules: RateRules | None = None) -> None:
+        self.rules = rules or RateRules()
+        self._phase = Phase.START if self.rules.start_rate is not None else Phase.FREE
+        self._started: float | None = None  # the first request
+        self._w_max: float | None = None
+        self._cut_at: float | None = None
+        self._sends: deque[float] = deque()
+        self.answered_count = 0
+        self.throttled_count = 0
+        self.cuts = 0
+
+    def _uncapped(self, now: float) -> float:
+        rules = self.rules
+        rate = math.inf
+        if self._phase is Phase.START:
+            rate = rules.start_curve(0.0 if self._started is None else now - self._started)
+        elif self._phase is Phase.CUBIC:
+            assert self._w_max is not None and self._cut_at is not None
+            rate = rules.curve(self._w_max, now - self._cut_at)
+        if math.isinf(rate) and self._phase is not Phase.FREE:
+            self._phase = Phase.FREE  # the slow start or the episode is over
+        return rate
+
+    def rate(self, now: float) -> float:
+        """Requests per second allowed now (inf: no limit)."""
+        rate = self._uncapped(now)
+        cap = self.rules.cap
+        return rate if cap is None else min(rate, cap)
+
+    def sent(self, now: float) -> None:
+        """One request leaves now (its token was granted)."""
+        if self._started is None:
+            self._started = now
+        self._sends.append(now)
+        self._span(now)
+
+    def _span(self, now: float) -> float:
+        """The measuring window now: `window`, or long enough for `MEASURED` requests at the
+        allowed rate (at 1 request/s a one-second count is 0, 1 or 2: too noisy to cut from)."""
+        span = max(self.rules.window, MEASURED / self._uncapped(now))
+        horizon = now - span
+        while self._sends and self._sends[0] <= horizon:
+            self._sends.popleft()
+        return span
+
+    def sent_rate(self, now: float) -> float:
+        """Requests per second sent over the measuring window."""
+        span = self._span(now)
+        return len(self._sends) / span
+
+    def answered(self) -> None:
+        """An answer that was not a throttle came back (counted for the throttled share)."""
+        self.answered_count += 1
+
+    def throttled(self, now: float, sent_at: float) -> bool:
+        """A request sent at `sent_at` was answered 1302: cut the rate unless it left before the
+        last cut or within one window after it (that cut answered this overload already).
+        True if the rate was cut."""
+        self.throttled_count += 1
+        if self._cut_at is not None and sent_at < self._cut_at + self.rules.window:
+            return False
+        allowed = self._uncapped(now)
+        # At least the throttled request itself was sent: never measure a rate of zero.
+        measured = max(self.sent_rate(now), 1 / self._span(now))
+        base = min(allowed, measured)
+        self.adopt(now, base, now)
+        self.cuts += 1
+        return True
+
+    def adopt(self, now: float, w_max: float, cut_at: float) -> None:
+        """Follow a cut made elsewhere (e.g. by another process through a shared bucket):
+        from `w_max`, at `cut_at` on this controller's clock."""
+        self._w_max = max(w_max, self.rules.floor)
+        self._cut_at = cut_at
+        self._phase = Phase.CUBIC
+        self._uncapped(now)  # an episode that is already over ends now
+
+    def state(self, now: float) -> RateState:
+        """A snapshot for progress lines and events."""
+        return RateState(
+            rate=self.rate(now),
+            phase=self._phase,
+            w_max=self._w_max,
+            since_cut=None if self._cut_at is None else now - self._cut_at,
+            sent_rate=self.sent_rate(now),
+            answered=self.answered_count,
+            throttled=self.throttled_count,
+            cuts=self.cuts,
+            cap=self.rules.cap,
+        )

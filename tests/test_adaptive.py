@@ -1,0 +1,198 @@
+"""The adaptive rate's arithmetic (`_adaptive`): slow start, cuts, the cubic climb, the cap."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from kling_async import ConfigurationError
+from kling_async._adaptive import Phase, RateController, RateRules
+
+NO_START = RateRules(start_rate=None)
+
+
+def sending(controller: RateController, start: float, rate: float, seconds: float) -> float:
+    """Record sends at `rate` per second from `start` for `seconds`; returns the last moment."""
+    now = start
+    for k in range(round(rate * seconds)):
+        now = start + k / rate
+        controller.sent(now)
+    return now
+
+
+def test_slow_start_doubles_then_ends_with_no_limit() -> None:
+    rules = RateRules()
+    controller = RateController(rules)
+    assert controller.rate(0.0) == 20.0  # before the first request: the start rate
+    controller.sent(10.0)  # the slow start counts from the first request
+    assert controller.rate(10.0) == 20.0
+    assert controller.rate(10.25) == pytest.approx(40.0)
+    assert controller.rate(10.5) == pytest.approx(80.0)
+    # 20 · 2^(t/0.25) passes 1000 requests/s at t ≈ 1.41 s: then no limit, for good.
+    assert math.isfinite(controller.rate(11.4))
+    assert controller.rate(11.5) == math.inf
+    assert controller.state(11.5).phase is Phase.FREE
+    assert controller.rate(11.0) == math.inf  # over is over (a later clock reading too)
+
+
+def test_without_slow_start_nothing_binds() -> None:
+    controller = RateController(NO_START)
+    sending(controller, 0.0, 500, 1.0)
+    assert controller.rate(1.0) == math.inf
+    state = controller.state(1.0)
+    assert state.phase is Phase.FREE and not state.limited and state.w_max is None
+
+
+def test_a_throttle_cuts_to_beta_times_the_measured_send_rate() -> None:
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 30, 2.0)  # 30 requests/s, no limit
+    assert controller.throttled(last, sent_at=last) is True
+    state = controller.state(last)
+    assert state.phase is Phase.CUBIC
+    assert state.w_max == pytest.approx(30.0, abs=1.0)  # one send more or less at the edge
+    assert state.rate == pytest.approx(0.7 * state.w_max)
+    assert (state.throttled, state.cuts) == (1, 1)
+
+
+def test_a_cut_starts_from_the_allowed_rate_when_we_sent_faster() -> None:
+    # During the slow start the allowed rate is the curve's: a burst above it is not the rate.
+    controller = RateController(RateRules())
+    for k in range(10):
+        controller.sent(k * 0.001)
+    controller.throttled(0.01, sent_at=0.009)
+    assert controller.state(0.01).w_max == pytest.approx(10.0)  # 10 sends in the 1 s window
+    # The allowed rate binds when it is lower than what was measured.
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 40, 1.0)
+    controller.throttled(last, sent_at=last)  # cut from ~40: the curve restarts at ~28
+    again = sending(controller, last + 0.025, 40, 1.1)  # still sent at 40/s
+    allowed = controller.rate(again)
+    assert allowed < controller.sent_rate(again) - 1
+    controller.throttled(again, sent_at=again)
+    assert controller.state(again).w_max == pytest.approx(allowed)
+
+
+def test_throttles_from_before_the_cut_or_its_settling_window_do_not_cut_again() -> None:
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 50, 1.0)
+    assert controller.throttled(last, sent_at=last)
+    cut_rate = controller.rate(last)
+    # The rest of the same burst, and requests sent while the server still counts it.
+    for sent_at in (last - 0.5, last, last + 0.5, last + 0.99):
+        assert controller.throttled(last + 1.0, sent_at=sent_at) is False
+    assert controller.state(last + 1.0).cuts == 1
+    assert controller.rate(last) == cut_rate
+    # A request sent a whole window after the cut that is throttled says the new rate is too
+    # fast as well: cut again.
+    assert controller.throttled(last + 1.2, sent_at=last + 1.05) is True
+    assert controller.state(last + 1.2).cuts == 2
+
+
+def test_the_cubic_curve_climbs_back_to_w_max_flattens_then_passes_it() -> None:
+    rules = RateRules(start_rate=None)
+    w_max = 15.0
+    k = rules.recovery_time(w_max)
+    assert k == pytest.approx(2.0)  # 30 requests at 15/s, bounded below by 2 s
+    assert rules.curve(w_max, 0.0) == pytest.approx(0.7 * w_max)
+    assert rules.curve(w_max, k) == pytest.approx(w_max)
+    # Concave before K, convex after: steep, flat near W_max, steep again.
+    early = rules.curve(w_max, 0.2 * k) - rules.curve(w_max, 0.0)
+    near = rules.curve(w_max, 1.1 * k) - rules.curve(w_max, 0.9 * k)
+    late = rules.curve(w_max, 2.2 * k) - rules.curve(w_max, 2.0 * k)
+    assert near < early and near < late
+    values = [rules.curve(w_max, t / 10) for t in range(0, 60)]
+    finite = [v for v in values if math.isfinite(v)]
+    assert finite == sorted(finite)  # never falls while nothing throttles
+    # Past lift × W_max the episode is over: no limit.
+    assert rules.curve(w_max, 10 * k) == math.inf
+
+
+def test_recovery_time_is_a_number_of_requests_within_bounds() -> None:
+    rules = RateRules()
+    assert rules.recovery_time(1.0) == 30.0  # 30 requests at 1/s
+    assert rules.recovery_time(0.2) == 60.0  # bounded by recovery_max
+    assert rules.recovery_time(1000.0) == 2.0  # bounded by recovery
+
+
+def test_the_episode_ends_and_the_limit_is_lifted() -> None:
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 20, 1.0)
+    controller.throttled(last, sent_at=last)
+    assert controller.state(last + 2.0).phase is Phase.CUBIC
+    assert controller.rate(last + 60.0) == math.inf
+    assert controller.state(last + 60.0).phase is Phase.FREE
+
+
+def test_the_rate_never_falls_below_the_floor() -> None:
+    controller = RateController(RateRules(start_rate=None, floor=0.5))
+    now = 0.0
+    for _ in range(20):  # throttled again and again, each time a window after the last cut
+        controller.sent(now)
+        controller.throttled(now, sent_at=now)
+        now += 1.5
+    assert controller.rate(now) >= 0.5
+    assert controller.state(now).w_max == 0.5
+
+
+def test_the_cap_binds_in_every_phase() -> None:
+    rules = RateRules(cap=5.0)
+    controller = RateController(rules)
+    assert controller.rate(0.0) == 5.0  # slow start at 20, capped
+    controller.sent(0.0)
+    assert controller.rate(100.0) == 5.0  # free, capped
+    controller.throttled(100.0, sent_at=100.0)  # 1 request in the window: cut from 1/s
+    assert controller.rate(100.0) == pytest.approx(0.7)
+    assert controller.rate(10_000.0) == 5.0
+    assert controller.state(0.0).cap == 5.0
+
+
+def test_adopt_follows_a_cut_made_elsewhere() -> None:
+    controller = RateController(NO_START)
+    controller.adopt(now=10.0, w_max=8.0, cut_at=9.0)  # e.g. another process, a second ago
+    assert controller.rate(10.0) == pytest.approx(RateRules().curve(8.0, 1.0))
+    assert controller.state(10.0).since_cut == pytest.approx(1.0)
+    # A cut so long ago that its episode is over changes nothing.
+    controller = RateController(NO_START)
+    controller.adopt(now=1000.0, w_max=8.0, cut_at=0.0)
+    assert controller.rate(1000.0) == math.inf
+    assert controller.state(1000.0).phase is Phase.FREE
+
+
+def test_low_rates_are_measured_over_several_requests() -> None:
+    # At 1 request/s a one-second window would count 0, 1 or 2: the window stretches to four
+    # requests' worth of the allowed rate.
+    controller = RateController(NO_START)
+    controller.adopt(now=0.0, w_max=1.0, cut_at=0.0)  # allowed 0.7/s
+    for k in range(12):
+        controller.sent(k * 1.0)
+    assert controller.sent_rate(11.0) == pytest.approx(1.0, rel=0.2)
+
+
+def test_answers_are_counted_for_the_throttled_share() -> None:
+    controller = RateController(NO_START)
+    for _ in range(9):
+        controller.answered()
+    controller.sent(0.0)
+    controller.throttled(0.0, sent_at=0.0)
+    assert controller.state(0.0).throttled_share == pytest.approx(0.1)
+    assert RateController().state(0.0).throttled_share == 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("beta", 1.0, "beta must be between 0 and 1"),
+        ("beta", 0.0, "beta must be between 0 and 1"),
+        ("floor", 0.0, "floor must be > 0"),
+        ("window", -1.0, "window must be > 0"),
+        ("recovery_max", 1.0, "recovery_max (1.0) must be ≥ recovery (2.0)"),
+        ("lift", 1.0, "lift must be > 1"),
+        ("cap", 0.0, "cap must be > 0 or None"),
+        ("start_rate", -5.0, "start_rate must be > 0 or None"),
+    ],
+)
+def test_rules_are_checked(field: str, value: float, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(f"RateRules.{says}")):
+        RateRules(**{field: value})

@@ -3,7 +3,9 @@
 Every process given the same Redis URL and the same credentials shares, through it:
 - the concurrency slots (`SharedGate` over `SharedSlots`: leases with a TTL, one FIFO queue,
   the learned limit, the 1303 back-off and the upward probes);
-- the request rate (`Limits.rps` becomes the account's rate, not each process's: `SharedRate`);
+- the adaptive request rate (`SharedTokens` in the client's `RequestRate`): one token bucket;
+  a 1302 anywhere cuts it once for all, and every process follows that cut's recovery curve
+  (`Limits.rps`, a ceiling, becomes the account's);
 - status tracking (`SharedTracker`: an elected leader sweeps and publishes, the others read).
 
 The URL is `redis://[:password@]host:port/db` (or rediss://, unix://), from the argument or
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._auth import Credentials
-from ._errors import ConfigurationError, CoordinatorLostError
+from ._errors import ConfigurationError, CoordinatorLostError, CoordinatorUnavailableError
 from ._events import CoordinatorBack, CoordinatorLost, EventHook, emit
 from ._shared_gate import SharedGate
 from ._shared_tracker import SharedTracker
@@ -35,6 +37,7 @@ from ._shared_tracker import SharedTracker
 if TYPE_CHECKING:
     from ._http import HttpLayer
     from ._shared_link import KeepAlive, RedisLink
+    from ._shared_rate import SharedRate
     from ._shared_slots import SharedSlots
     from ._shared_status import LeaderLease, SharedStatus
 
@@ -45,6 +48,8 @@ ENV = "KLING_COORDINATOR"
 _DEFAULT_TTL = 15.0
 #: Seconds Redis may stay away mid-run before a client stops creating for good.
 DEFAULT_LOST_LIMIT = 600.0
+#: How often a process looks for a rate cut made by another (seconds).
+_RATE_WATCH = 0.25
 _PARAMS = {"ttl": (_DEFAULT_TTL, 3600.0), "lost_limit": (DEFAULT_LOST_LIMIT, float("inf"))}
 
 
@@ -87,7 +92,6 @@ class Coordinator:
         *,
         maximum: int,
         probe_interval: float,
-        rps: float | None,
         event_hook: EventHook | None = None,
     ) -> None:
         self._url, params = _split_params(url)
@@ -96,7 +100,6 @@ class Coordinator:
         self._lost_at: float | None = None  # loop time Redis was lost, while it is away
         self._give_up: asyncio.TimerHandle | None = None
         self._credentials, self._http, self.tracker = credentials, http, tracker
-        self._rps = rps
         tracker.stale = 4 * self.ttl
         self.gate = SharedGate(self.connect, maximum, probe_interval=probe_interval)
         self.link: RedisLink | None = None
@@ -104,6 +107,8 @@ class Coordinator:
         self._leader: LeaderLease | None = None
         self._status: SharedStatus | None = None
         self._refresher: KeepAlive | None = None
+        self._rate_watch: KeepAlive | None = None
+        self._jobs: set[asyncio.Future[None]] = set()
         self._lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -145,9 +150,32 @@ class Coordinator:
         # before its first status matters, rarely enough to cost nothing (one call a second).
         self._refresher = KeepAlive(link, min(1.0, self.ttl / 3), tracker.refresh)
         self._refresher.start()
-        if self._rps:
-            self._http.pace_with(SharedRate(link, self._rps))
+        self._share_rate(link, SharedRate(link))
         return slots
+
+    def _share_rate(self, link: RedisLink, shared: SharedRate) -> None:
+        """The client's adaptive rate takes its tokens from Redis and shares its cuts."""
+        from ._shared_link import KeepAlive
+        from ._shared_tokens import SharedTokens
+
+        rate = self._http.rate
+        tokens = SharedTokens(shared, adopt=rate.adopt)
+        rules = rate.controller.rules
+
+        async def share_cut(measured: float) -> None:
+            with contextlib.suppress(CoordinatorUnavailableError):  # our own cut stands
+                rate.adopt(*await tokens.cut(rules.beta, rules.window, measured))
+
+        def on_cut(measured: float) -> None:
+            job = asyncio.ensure_future(share_cut(measured))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+
+        rate.share(tokens)
+        rate.on_cut = on_cut
+        # A process not throttled itself follows another's cut within this (one call each).
+        self._rate_watch = KeepAlive(link, _RATE_WATCH, tokens.follow)
+        self._rate_watch.start()
 
     def _availability(self, available: bool) -> None:
         """Redis lost or back: tell the user (events), and stop creating past the lost limit."""
@@ -182,7 +210,9 @@ class Coordinator:
         """Leave the queue, hand leadership over, stop the loops; leases expire by their TTL."""
         if self._give_up is not None:
             self._give_up.cancel()
-        for part in (self._refresher, self._leader, self._status, self._slots):
+        for job in self._jobs:
+            job.cancel()
+        for part in (self._rate_watch, self._refresher, self._leader, self._status, self._slots):
             if part is not None:
                 with contextlib.suppress(Exception):  # closing must never fail the caller
                     await part.aclose()

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -43,7 +43,7 @@ from ._retry import Retries, Verdict, classify
 from ._server_time import ServerClock
 from ._types import Clock, Sleep
 
-__all__ = ["HttpLayer", "Limiter", "new_session", "parse_envelope"]
+__all__ = ["HttpLayer", "new_session", "parse_envelope"]
 
 logger = logging.getLogger("kling_async")
 
@@ -123,13 +123,6 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     return payload.get("data")
 
 
-class Limiter(Protocol):
-    """A further pace on every request: the coordinator's rate shared by several processes."""
-
-    async def acquire(self) -> None:
-        """Wait for one request's token."""
-
-
 def _small(body: bytes | CreateBody | None) -> bool:
     """True unless the request uploads more than 1 MiB (an upload may take a while)."""
     if body is None:
@@ -185,14 +178,8 @@ class HttpLayer:
         self._monotonic = monotonic
         self._wall = wall
         self._hook = event_hook
-        self._limiter: Limiter | None = None  # the coordinator's shared rate, if any
         self.requests_sent = 0
         self.throttled = 0  # answers of 1302
-
-    def pace_with(self, limiter: Limiter) -> None:
-        """Also take a token from `limiter` for every request from now on (a rate shared by
-        several processes), after the client's own adaptive rate."""
-        self._limiter = limiter
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -267,8 +254,6 @@ class HttpLayer:
         """
         self._check_health()
         ticket = await self.rate.acquire(lane)
-        if self._limiter is not None:
-            await self._limiter.acquire()
         self._check_health()
         sent_at = self._monotonic()
         try:

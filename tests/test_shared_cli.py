@@ -236,3 +236,26 @@ def test_redis_away_past_the_lost_limit_stops_creating_and_exits_1(
         assert videos(out) == per
     assert_no_duplicate_creates(stats)
     assert stats["accepted_creates"] == 2 * per
+
+
+def test_processes_on_one_account_share_the_adaptive_rate(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    per, rate = 12, 8  # the account answers 1302 above 8 requests a second
+    with sim(CAP, 0.3, "--rate-limit", str(rate)) as api:
+        env = api.env()
+        url = f"{redis_server.url}?ttl={TTL}"
+        runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(3)]
+        try:
+            for proc, _ in runs:
+                finish(proc, timeout=120)
+        finally:
+            stop_all(proc for proc, _ in runs)
+        stats = api.get("/__sim/stats")["stats"]
+    for _, out in runs:
+        assert videos(out) == per
+    assert_no_duplicate_creates(stats)
+    assert stats["accepted_creates"] == 3 * per
+    # One cut shared by all (and followed by processes not throttled themselves), not a cut
+    # per process and each process learning R alone.
+    assert stats["rejected_rate"] / (3 * per) <= 0.25, stats  # main before: 10 (0.28)

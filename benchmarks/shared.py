@@ -7,7 +7,8 @@
 Each process is told `--concurrency N` on an account of N slots and gets an equal share of the
 jobs (real CLI processes, one simulator process, one redis-server). As in every other scenario,
 the client's time constants are scaled by T / 120 s (generation runs ~60× faster than Kling's):
-`--rps` 600 instead of 10, `--poll-interval`, and the retry waits (`_shared_child`). Measured on
+`--rps` ÷ that factor when `Limits` has a default ceiling (10 before issue 15: `--rps 600`;
+none since), `--poll-interval`, and the retry waits (`_shared_child`). Measured on
 the simulator:
 - refused creates (1303) per job;
 - makespan ÷ bound: from the first create to the last video on disk, over the ideal

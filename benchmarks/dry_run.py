@@ -2,6 +2,7 @@
 
     python benchmarks/dry_run.py                # 10,000 lines
     python benchmarks/dry_run.py --lines 2000   # smaller
+    python benchmarks/dry_run.py --max-units 100  # with the budget check (a second pass)
 
 The file's jobs use one to four of four 2 MB PNG files (so each file is named thousands of
 times and must be probed once), every mode and duration, and one missing image per thousand
@@ -83,15 +84,17 @@ def make_jobs(folder: Path, lines: int, seed: int = 13) -> tuple[Path, int]:
     return folder / "jobs.jsonl", bad
 
 
-def run_dry_run(lines: int, work: Path) -> DryRun:
-    """Build the file under `work`, run the dry-run command once, check it, time it."""
+def run_dry_run(lines: int, work: Path, max_units: str | None = None) -> DryRun:
+    """Build the file under `work`, run the dry-run command once, check it, time it (with
+    `max_units`, the budget check too: the jobs are read again, each identified)."""
     jobs, bad = make_jobs(work, lines)
     out = work / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "kling_async", "run", str(jobs), "--out", str(out), "--dry-run"],
+        [sys.executable, "-m", "kling_async", "run", str(jobs), "--out", str(out), "--dry-run"]
+        + (["--max-units", max_units] if max_units else []),
         capture_output=True,
         text=True,
         env=env,
@@ -100,8 +103,11 @@ def run_dry_run(lines: int, work: Path) -> DryRun:
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     expected = f"{lines:,} jobs, {lines - bad:,} valid, {bad:,} bad"
+    checked = not max_units or "job(s) to create, estimated" in proc.stdout
     if proc.returncode != (1 if bad else 0) or expected not in proc.stdout or out.exists():
         raise RuntimeError(f"dry run misbehaved (rc {proc.returncode}):\n{proc.stdout[-2000:]}")
+    if not checked:
+        raise RuntimeError(f"no budget line:\n{proc.stdout[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return DryRun(lines, bad, wall, cpu)
 
@@ -110,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=10_000, help="job lines (default 10,000)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--max-units", help="also check the estimate against this budget")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kling-dry-run-"))
     try:
-        result = run_dry_run(args.lines, work)
+        result = run_dry_run(args.lines, work, args.max_units)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(result.describe())

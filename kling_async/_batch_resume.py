@@ -28,15 +28,16 @@ from ._events import UnitsOvershoot, emit
 from ._jobs import Job, legacy_fingerprint
 from ._journal import JobRow, JobState, Journal
 from ._journal_run import RunLedger
+from ._journal_units import replay
 from ._prices import deduction, format_units
 from ._records import NOT_SENT, Charge, JobError
 from ._results import MAX_UNITS, result_from_row
 from .models import Task
 
-__all__ = ["Resumer"]
+__all__ = ["Resumer", "retryable"]
 
 
-def _retryable(row: JobRow) -> bool:
+def retryable(row: JobRow) -> bool:
     """A rejection we made (invalid job, id taken or in use) is decided again every run; one
     Kling made (its error code is on record) stands while the job is unchanged."""
     return row.error is None or row.error.code is None
@@ -44,6 +45,9 @@ def _retryable(row: JobRow) -> bool:
 
 class Resumer(Feeder):
     """The journal side of a batch (see the module docstring)."""
+
+    #: Finished jobs from before units were recorded whose cost is unknown (not counted).
+    units_unknown = 0
 
     # Provided by Batch.
     async def _room_for_results(self) -> None:
@@ -77,11 +81,7 @@ class Resumer(Feeder):
         if self._jobs_given:  # the cap of the last run that read a jobs file (for `status`)
             cap = self.budget.cap
             journal.set_meta(MAX_UNITS, "" if cap is None else format_units(cap))
-        for key, _, charge in journal.charges():
-            if charge.spent is not None:
-                self.budget.restore(charge.kind, charge.spent)
-            else:  # created, or its create's outcome is unknown: it may be billed
-                self.budget.reserve(key, charge.kind, units=charge.reserved, force=True)
+        self.units_unknown = len(replay(journal, self.budget).unknown)
 
     @property
     def _jobs_given(self) -> bool:
@@ -89,8 +89,11 @@ class Resumer(Feeder):
 
     def _charge(self, key: str, task: Task) -> Charge | None:
         """Settle a finished task's units (its `final_unit_deduction`); None for a task that
-        holds no reservation (recorded before units were)."""
+        holds no reservation (created before units were recorded: its deduction, if readable,
+        is counted without a kind, as a later open backfills it from the stored task)."""
         if self.budget.held(key) is None:
+            if (units := deduction(task.final_unit_deduction)) is not None:
+                self.budget.restore(None, units)  # once: a followed task ends once per run
             return None
         done = self.budget.settle(key, deduction(task.final_unit_deduction))
         if done.overshoot:
@@ -170,7 +173,7 @@ class Resumer(Feeder):
             return True
         if row.state == JobState.SUBMITTING:
             return self.ledger.uncreated(key)
-        return row.state == JobState.REJECTED and _retryable(row)
+        return row.state == JobState.REJECTED and retryable(row)
 
     def _seen_known(self, line: int, row: JobRow) -> None:
         """A job the journal knows, read again at `line`: report it if it is done (and not

@@ -4,14 +4,16 @@ the number of jobs."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from ._budget import Budget
 from ._folder import OutputFolderError
 from ._journal import JobState, Journal
+from ._journal_units import replay
+from ._labels import OVER_BUDGET_LABEL
 from ._prices import format_units, parse_units
 from ._records import check_file
 from ._results import JOURNAL_NAME, MAX_UNITS, BatchResult, result_from_row
@@ -51,13 +53,27 @@ class BatchStatus:
     units_spent: Decimal = Decimal(0)
     units_reserved: Decimal = Decimal(0)
     max_units: Decimal | None = None
+    #: Finished jobs from before units were recorded whose task carries no readable
+    #: deduction: their cost is unknown and not in `units_spent`.
+    units_unknown: int = 0
+    #: Jobs not sent because their estimate did not fit the units budget (not counted in
+    #: `problems`/`problem_count`: nothing is wrong with them; `over_budget` keeps `limit`).
+    over_budget: list[BatchResult] = field(default_factory=list)
+    over_budget_count: int = 0
 
     @property
     def units(self) -> str:
-        """`7 spent, 3.5 reserved, 10 budget (units)` (`no cap` without a budget)."""
+        """`7 spent, 3.5 reserved, 10 budget (units)` (`no cap` without a budget), plus how
+        many finished jobs have an unknown cost, if any."""
         cap = "no cap" if self.max_units is None else f"{format_units(self.max_units)} budget"
         spent, reserved = format_units(self.units_spent), format_units(self.units_reserved)
-        return f"{spent} spent, {reserved} reserved, {cap} (units)"
+        unknown = ""
+        if self.units_unknown:
+            unknown = (
+                f"; {self.units_unknown} finished job(s) of unknown cost (recorded before units"
+                " were, with no readable final_unit_deduction: not counted)"
+            )
+        return f"{spent} spent, {reserved} reserved, {cap} (units){unknown}"
 
     @property
     def total(self) -> int:
@@ -93,14 +109,9 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
                     if limit is None or len(bad) < limit:
                         problem = FileProblem(result_from_row(row), record.path, reason)
                         bad.append(problem)
-        errors = itertools.islice(journal.rows(task=False, with_error=True), limit)
-        problems = [result_from_row(row) for row in errors]
-        spent = reserved = Decimal(0)
-        for _, _, charge in journal.charges():
-            if charge.spent is None:
-                reserved += charge.reserved
-            else:
-                spent += charge.spent
+        problems, over_budget = _problems(journal, limit)
+        units = Budget()
+        unknown = len(replay(journal, units).unknown)
         cap = journal.meta(MAX_UNITS)
     finally:
         journal.close_sync()
@@ -114,9 +125,27 @@ def batch_status(out_dir: Path, *, verify: bool = False, limit: int | None = 100
         bad,
         tally.removed,
         checked,
-        problem_count=tally.errors,
+        problem_count=tally.errors - tally.over_budget,
         files_bad_count=bad_count,
-        units_spent=spent,
-        units_reserved=reserved,
+        units_spent=units.spent,
+        units_reserved=units.reserved,
         max_units=parse_units(cap) if cap else None,
+        units_unknown=unknown,
+        over_budget=over_budget,
+        over_budget_count=tally.over_budget,
     )
+
+
+def _problems(journal: Journal, limit: int | None) -> tuple[list[BatchResult], list[BatchResult]]:
+    """The first `limit` jobs with an error, and apart from them the first `limit` left unsent
+    by the units budget (not a fault of theirs: a higher cap sends them)."""
+    problems: list[BatchResult] = []
+    over: list[BatchResult] = []
+    for row in journal.rows(task=False, with_error=True):
+        result = result_from_row(row)
+        kept = over if result.outcome == OVER_BUDGET_LABEL else problems
+        if limit is None or len(kept) < limit:
+            kept.append(result)
+        elif limit is not None and len(problems) >= limit and len(over) >= limit:
+            break
+    return problems, over

@@ -133,11 +133,12 @@ class Budget:
         """The kind and units reserved for `job`, if any."""
         return self._reserved.get(job)
 
-    def restore(self, kind: Priced | Kind, units: Units) -> None:
+    def restore(self, kind: Priced | Kind | None, units: Units) -> None:
         """Count a task an earlier run settled: spent, and its kind's estimate raised if it
-        cost more (no per-job record: a finished task is never settled again)."""
-        k, charged = kind_of(kind), parse_units(units)
-        if charged > self.estimate(k):
+        cost more (no per-job record: a finished task is never settled again). `kind` None:
+        a task recorded before units were, whose kind is unknown: only counted."""
+        charged = parse_units(units)
+        if kind is not None and charged > self.estimate(k := kind_of(kind)):
             self._raised[k] = charged
         self._spent += charged
 

@@ -129,6 +129,7 @@ class Client:
                 cast(SharedTracker, self._tracker),
                 maximum=limits.concurrency,
                 probe_interval=limits.probe_interval or 30.0,
+                rps=limits.rps,
                 event_hook=self._emit,
             )
         )

@@ -92,11 +92,13 @@ class Coordinator:
         *,
         maximum: int,
         probe_interval: float,
+        rps: float | None = None,
         event_hook: EventHook | None = None,
     ) -> None:
         self._url, params = _split_params(url)
         self.ttl, self.lost_limit = params["ttl"], params["lost_limit"]
         self._hook = event_hook
+        self._rps = rps
         self._lost_at: float | None = None  # loop time Redis was lost, while it is away
         self._give_up: asyncio.TimerHandle | None = None
         self._credentials, self._http, self.tracker = credentials, http, tracker
@@ -151,6 +153,8 @@ class Coordinator:
         self._refresher = KeepAlive(link, min(1.0, self.ttl / 3), tracker.refresh)
         self._refresher.start()
         self._share_rate(link, SharedRate(link))
+        if self._rps:  # the user's ceiling is the account's: its own bucket, beside the adaptive
+            self._http.pace_with(SharedRate(link, self._rps, name="rate:ceiling"))
         return slots
 
     def _share_rate(self, link: RedisLink, shared: SharedRate) -> None:

@@ -15,9 +15,10 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 
 from ._adaptive import RateRules
 from ._auth import JwtSigner
@@ -43,7 +44,7 @@ from ._retry import Retries, Verdict, classify
 from ._server_time import ServerClock
 from ._types import Clock, Sleep
 
-__all__ = ["HttpLayer", "new_session", "parse_envelope"]
+__all__ = ["HttpLayer", "Limiter", "new_session", "parse_envelope"]
 
 logger = logging.getLogger("kling_async")
 
@@ -123,6 +124,13 @@ def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
     return payload.get("data")
 
 
+class Limiter(Protocol):
+    """A fixed pace on every request: the user's `rps` ceiling, or the coordinator's shared rate."""
+
+    async def acquire(self) -> None:
+        """Wait for one request's token."""
+
+
 def _small(body: bytes | CreateBody | None) -> bool:
     """True unless the request uploads more than 1 MiB (an upload may take a while)."""
     if body is None:
@@ -178,8 +186,16 @@ class HttpLayer:
         self._monotonic = monotonic
         self._wall = wall
         self._hook = event_hook
+        # The user's fixed ceiling is a plain leaky bucket, which aiolimiter does well; the
+        # adaptive rate above learns, below it, what the server allows.
+        self._limiter: Limiter | None = AsyncLimiter(rps, 1.0) if rps else None
         self.requests_sent = 0
         self.throttled = 0  # answers of 1302
+
+    def pace_with(self, limiter: Limiter) -> None:
+        """Take a token from `limiter` for every request from now on (a rate shared by several
+        processes, which replaces the local ceiling), after the client's own adaptive rate."""
+        self._limiter = limiter
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -254,6 +270,8 @@ class HttpLayer:
         """
         self._check_health()
         ticket = await self.rate.acquire(lane)
+        if self._limiter is not None:
+            await self._limiter.acquire()
         self._check_health()
         sent_at = self._monotonic()
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._journal_rows import JobRow, JobState, Tally
 from ._journal_schema import JournalError, connect, select_columns
-from ._records import Charge, FileRecord, JobError
+from ._records import OVER_BUDGET, Charge, FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
@@ -99,21 +99,35 @@ class Journal:
         ):
             yield key, JobState(state), Charge.from_dict(json.loads(units))
 
+    def unpriced(self) -> Iterator[tuple[str, str | None]]:
+        """Finished jobs with no units on record (ended before units were): key and raw
+        `final_unit_deduction` of their task (None: none; SQLite reads it, garbled as None)."""
+        units = "" if self._columns.endswith("NULL") else " AND units IS NULL"
+        sql = (
+            f"SELECT {self._columns.split(',')[0]}, CASE WHEN json_valid(task) THEN json_extract"
+            f"(task, '$.final_unit_deduction') END FROM jobs WHERE state IN (?, ?, ?, ?){units}"
+        )
+        finished = (JobState.SUCCEEDED, JobState.DOWNLOADED, JobState.FAILED, JobState.EXPIRED)
+        for key, raw in self._db.execute(sql, finished):
+            yield key, None if raw is None else str(raw)
+
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
 
     def tally(self) -> Tally:
         """Counts SQLite makes without handing over a row (the same for any number of jobs)."""
-        removed, errors = self._db.execute(
-            "SELECT COALESCE(SUM(line IS NULL), 0), COALESCE(SUM(error IS NOT NULL), 0) FROM jobs"
+        removed, errors, over = self._db.execute(
+            "SELECT COALESCE(SUM(line IS NULL), 0), COALESCE(SUM(error IS NOT NULL), 0),"
+            " COALESCE(SUM(state = ? AND json_extract(error, '$.type') = ?), 0) FROM jobs",
+            (JobState.PENDING, OVER_BUDGET),
         ).fetchone()
         pending, soonest, unknown = self._db.execute(
             "SELECT COUNT(*), MIN(NULLIF(expires_at, 0)),"
             " COALESCE(SUM(expires_at IS NULL OR expires_at = 0), 0) FROM jobs WHERE state = ?",
             (JobState.SUCCEEDED,),
         ).fetchone()
-        return Tally(self.counts(), removed, errors, pending, soonest, unknown)
+        return Tally(self.counts(), removed, errors, pending, soonest, unknown, over)
 
     # -- durable writes ---------------------------------------------------------------------
     async def _write(self, *ops: _Op) -> None:

@@ -85,7 +85,8 @@ class JobRow:
 @dataclass(frozen=True, slots=True)
 class Tally:
     """Jobs by state; how many are no longer in the jobs file, how many carry an error; the
-    finished videos not on disk: how many, the soonest expiry (epoch s), how many unknown."""
+    finished videos not on disk: how many, the soonest expiry (epoch s), how many unknown;
+    jobs left unsent by the units budget (`over_budget`, among `errors`)."""
 
     counts: dict[str, int]
     removed: int
@@ -93,3 +94,4 @@ class Tally:
     pending: int
     soonest: float | None
     unknown: int
+    over_budget: int = 0

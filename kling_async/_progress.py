@@ -1,5 +1,9 @@
 """Progress for the CLI: results (one line per job) on stdout, rich bars on a terminal's stderr.
 
+With a units budget the bars show units spent / reserved / budget; without a terminal (and
+unless progress is off) the same is written to stderr as a line whenever it changes (at most
+about once a second), so a log shows how close the batch came to its cap.
+
 Results are what `kling-async run … > log.txt` must capture, so they go to stdout whatever the
 bars do; while bars are drawn on the same terminal, results are printed above them (and only
 problems: the bars count the rest).
@@ -45,6 +49,8 @@ class Reporter:
         fancy: bool,
         out: TextIO | None = None,
         log: TextIO | None = None,
+        lines: bool = False,
+        every: float = 1.0,
     ):
         self.batch = batch
         self.total = total
@@ -61,6 +67,10 @@ class Reporter:
         self._ticker: asyncio.Task[None] | None = None
         self._last = (time.monotonic(), 0)
         self._rate = 0.0
+        # Units lines on stderr: only when no bars show them and the batch has a cap.
+        self._units_lines = lines and not fancy and batch.budget.cap is not None
+        self._every = every
+        self._units_said = ""
 
     async def __aenter__(self) -> Reporter:
         if self.fancy:
@@ -77,6 +87,8 @@ class Reporter:
                 self._ids[name] = self._progress.add_task(name, total=self.total, note="")
             self._progress.start()
             self._ticker = asyncio.create_task(self._tick())
+        elif self._units_lines:
+            self._ticker = asyncio.create_task(self._tick_units())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -87,6 +99,20 @@ class Reporter:
         if self._progress is not None:
             self._refresh()
             self._progress.stop()
+        if self._units_lines:
+            self._say_units()
+
+    async def _tick_units(self) -> None:
+        while True:
+            self._say_units()
+            await asyncio.sleep(self._every)
+
+    def _say_units(self) -> None:
+        text = f"units: {self.batch.budget.state()}"
+        if text != self._units_said:
+            self._units_said = text
+            with suppress(OSError, ValueError):  # progress must never end the batch
+                print(text, file=self.log, flush=True)
 
     async def _tick(self) -> None:
         while True:
@@ -102,7 +128,9 @@ class Reporter:
             self._rate = (c.bytes - before) / (now - then)
             self._last = (now, c.bytes)
         update = self._progress.update
-        update(self._ids["submitted"], completed=c.running + c.finished)
+        budget = self.batch.budget
+        units = "" if budget.cap is None else f"units: {budget.state()}"
+        update(self._ids["submitted"], completed=c.running + c.finished, note=units)
         client = self.batch.client
         note = f"slots in use (limit {client.slot_limit})"
         if client.health.waiting:

@@ -158,7 +158,22 @@ def status_lines(out_dir: Path, view: Overview, *, verify: bool, show_all: bool)
         message = problem.error.message if problem.error else None
         lines.append(f"  {where(problem)}: {problem.outcome}: {message}")
     lines += _more(status.problem_count - len(problems))
+    if status.over_budget_count:  # not a fault of the jobs: a higher cap sends them
+        lines.append(
+            f"  not submitted, over budget: {status.over_budget_count} job(s) — rerun with a"
+            " higher --max-units to send them"
+        )
+        over = status.over_budget[:shown]
+        lines += [f"    {where(job)}: {_estimate(job)}" for job in over]
+        lines += [f"  {more}" for more in _more(status.over_budget_count - len(over))]
     return lines
+
+
+def _estimate(job: BatchResult) -> str:
+    """ "its estimate (7 units, kling-v1-6 pro 10 s)", from the reason the batch recorded."""
+    message = job.error.message if job.error else ""
+    start, end = message.find("its estimate"), message.find(" would exceed")
+    return message[start:end] if 0 <= start < end else message
 
 
 def _more(hidden: int) -> list[str]:
@@ -180,6 +195,11 @@ def units_lines(batch: Batch) -> list[str]:
         f"{format_units(s.estimate)}): its estimate is now {format_units(s.units)}"
         for s in batch.overshoots
     ]
+    if batch.units_unknown and batch.budget.cap is not None:
+        lines.append(
+            f"units: {batch.units_unknown} finished job(s) from before units were recorded have"
+            " an unknown cost (no readable final_unit_deduction): not counted against the budget"
+        )
     if batch.over_budget:
         lines.append(
             f"units budget reached: {batch.budget.state()}; {batch.over_budget} job(s) not "

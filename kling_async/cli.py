@@ -125,7 +125,7 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
-        reporter = Reporter(batch, total, fancy=fancy)
+        reporter = Reporter(batch, total, fancy=fancy, lines=not args.no_progress)
         client.event_hook = reporter.event  # coordinator lost / back: a line on stderr
         try:
             async with reporter:
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if jobs is not None and not jobs.is_file():
             raise ConfigurationError(f"job file not found: {jobs}")
         if jobs is not None and args.dry_run:  # before any client: no credentials, no I/O
-            return dry_run(jobs, args.price)
+            return dry_run(jobs, args.price, max_units=args.max_units, folder=args.out)
         total = _count_jobs(jobs) if jobs is not None else None
         if total == 0:
             print(f"kling-async: no jobs in {jobs} (one JSON object per line)", file=sys.stderr)

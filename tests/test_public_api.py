@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"_coordinator"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
-    {"_labels"},
+    {"_labels", "_journal_units"},
     {"_results", "_preflight", "_journal_run"},
     {"_batch_downloads", "_batch_submit", "_batch_status"},
     {"_batch_feed"},
@@ -166,6 +167,15 @@ def test_layer_checker_sees_runtime_imports_only() -> None:
         "models",
         "_errors",
     ]
+
+
+def test_architecture_names_every_module_in_its_layer() -> None:
+    """ARCHITECTURE.md's module table is the module map: every unit, in its layer, no other."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| `([\w]+)(?:\.py|/)` \|", text, flags=re.M)
+    assert {name: int(layer) for layer, name in rows} == LAYER_OF
+    units = {_unit(p) for p in PACKAGE.rglob("*.py")}
+    assert units == set(LAYER_OF)
 
 
 def test_all_sorted_and_present() -> None:

@@ -130,6 +130,7 @@ class Client:
                 maximum=limits.concurrency,
                 probe_interval=limits.probe_interval or 30.0,
                 rps=limits.rps,
+                event_hook=self._emit,
             )
         )
         self._gate: Gate = (

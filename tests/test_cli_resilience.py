@@ -104,26 +104,6 @@ def test_base_url_without_scheme_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_an_outage_mid_run_is_waited_out(tmp_path: Path) -> None:
-    with SimThread(concurrency=5, gen_seconds=0.3) as st:
-
-        def cut() -> None:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if st.stats()["accepted_creates"] >= 5:
-                    st.call(st.sim.outage, 20)
-                    return
-                time.sleep(0.02)
-
-        watcher = threading.Thread(target=cut)
-        watcher.start()
-        proc = run(st, tmp_path, 20, "--concurrency", "5", timeout=120)
-        watcher.join()
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        all_downloaded(st, tmp_path, 20)
-        assert "waiting for the API" not in proc.stdout  # results only on stdout
-
-
 def _outage_after(st: SimThread, creates: int, seconds: float, mode: str) -> threading.Thread:
     """Start an outage of `seconds` once `creates` creates were accepted (from a thread)."""
 
@@ -138,6 +118,16 @@ def _outage_after(st: SimThread, creates: int, seconds: float, mode: str) -> thr
     watcher = threading.Thread(target=cut)
     watcher.start()
     return watcher
+
+
+def test_an_outage_mid_run_is_waited_out(tmp_path: Path) -> None:
+    with SimThread(concurrency=5, gen_seconds=0.3) as st:
+        watcher = _outage_after(st, 5, 20, "refuse")
+        proc = run(st, tmp_path, 20, "--concurrency", "5", timeout=120)
+        watcher.join()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        all_downloaded(st, tmp_path, 20)
+        assert "waiting for the API" not in proc.stdout  # results only on stdout
 
 
 def test_a_hang_mid_run_is_noticed_and_waited_out(tmp_path: Path) -> None:

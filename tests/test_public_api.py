@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"_http", "_download_stream", "_followed", "_shared_link", "_journal_rows"},
     {"_create", "_poll", "_download_retry", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_queries", "_slots", "_shared_gate", "_shared_tracker", "_shared_tokens"},
-    {"_coordinator"},
+    {"_coordinator", "_client_tasks"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_labels", "_journal_units"},

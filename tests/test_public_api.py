@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema", "_records"},
     {"_request_rate"},
     {"_http", "_download_stream", "_followed", "_shared_link", "_journal_rows"},
+    {"_sweep"},
     {"_create", "_poll", "_download_retry", "_shared_slots", "_shared_rate", "_shared_status"},
     {"_queries", "_slots", "_shared_gate", "_shared_tracker", "_shared_tokens"},
     {"_coordinator", "_client_tasks"},

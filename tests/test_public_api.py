@@ -19,18 +19,8 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
-    {
-        "_config",
-        "_events",
-        "_encoding",
-        "_names",
-        "_prices",
-        "_probe",
-        "_folder",
-        "_sink",
-        "_lost_time",
-    },
-    {"_adaptive", "_health", "_server_time"},
+    {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
+    {"_adaptive", "_health", "_server_time", "_lost_time", "_journal_writer"},
     {"_gate", "_stats"},
     {"_imagefile"},
     {"_images", "_budget"},

@@ -40,6 +40,7 @@ LAYERS: list[set[str]] = [
     {"_batch_feed"},
     {"_batch_resume"},
     {"_batch_create"},
+    {"_batch_follow"},
     {"_batch"},
     {"_progress", "_summary"},
     {"_dry_run"},

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"_gate", "_stats"},
     {"_imagefile"},
     {"_images", "_budget"},
-    {"models", "_image_cache"},
+    {"models", "_image_cache", "_image_digests"},
     {"_auth", "_retry", "_limits", "_pacing", "_body", "_identity", "_journal_schema", "_records"},
     {"_request_rate"},
     {"_http", "_download_stream", "_followed", "_shared_link", "_journal_rows"},

@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     {"_coordinator", "_client_tasks"},
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
-    {"_labels", "_journal_units"},
+    {"_labels", "_journal_units", "_journal_legacy"},
     {"_results", "_preflight", "_journal_run"},
     {"_batch_downloads", "_batch_submit", "_batch_status"},
     {"_batch_feed"},

@@ -23,13 +23,13 @@ import kling_async as kling
 
 from ._common import ClientResult, Meter, RunSpec, child_main
 
-__all__ = ["run"]
+__all__ = ["run", "scaled_retry"]
 
 
 def scaled_client(spec: RunSpec) -> kling.Client:
     """A client with the default policies, time constants scaled by T / 120 s."""
     s = spec.scale
-    dp, dr, dl = kling.PollPolicy(), kling.RetryPolicy(), kling.Limits()
+    dp, dl = kling.PollPolicy(), kling.Limits()
     poll = kling.PollPolicy(
         interval=dp.interval * s,
         interval_max=dp.interval_max * s,
@@ -38,15 +38,7 @@ def scaled_client(spec: RunSpec) -> kling.Client:
         min_interval=dp.min_interval * s,
         due_fraction=dp.due_fraction,
     )
-    retry = kling.RetryPolicy(
-        attempts=dr.attempts,
-        timeout=dr.timeout,
-        wait_initial=dr.wait_initial * s,
-        wait_max=dr.wait_max * s,
-        wait_exp_base=dr.wait_exp_base,
-        wait_jitter=dr.wait_jitter,
-        concurrency_wait_initial=dr.concurrency_wait_initial * s,
-    )
+    retry = scaled_retry(s)
     limits = kling.Limits(
         concurrency=spec.concurrency,
         rps=None if spec.rps is None else spec.rps / s,
@@ -64,6 +56,20 @@ def scaled_client(spec: RunSpec) -> kling.Client:
     # The slot gate's probe interval is not scaled here: by default it follows the generation
     # time the tracker observes (1.5 × median), which scales with T by itself.
     return client
+
+
+def scaled_retry(s: float) -> kling.RetryPolicy:
+    """The default retry policy with its waits scaled by `s` (T / 120 s)."""
+    dr = kling.RetryPolicy()
+    return kling.RetryPolicy(
+        attempts=dr.attempts,
+        timeout=dr.timeout,
+        wait_initial=dr.wait_initial * s,
+        wait_max=dr.wait_max * s,
+        wait_exp_base=dr.wait_exp_base,
+        wait_jitter=dr.wait_jitter,
+        concurrency_wait_initial=dr.concurrency_wait_initial * s,
+    )
 
 
 def _requests(spec: RunSpec) -> Iterator[kling.MultiImageToVideoRequest]:

@@ -5,11 +5,19 @@
     python benchmarks/run.py --only shared # the same, as rows of the benchmark table
 
 Each process is told `--concurrency N` on an account of N slots and gets an equal share of the
-jobs (real CLI processes, one simulator process, one redis-server). Measured on the simulator:
+jobs (real CLI processes, one simulator process, one redis-server). As in every other scenario,
+the client's time constants are scaled by T / 120 s (generation runs ~60× faster than Kling's):
+`--rps` ÷ that factor when `Limits` has a default ceiling (10 before issue 15: `--rps 600`;
+none since), `--poll-interval`, and the retry waits (`_shared_child`). Measured on
+the simulator:
 - refused creates (1303) per job;
 - makespan ÷ bound: from the first create to the last video on disk, over the ideal
-  max(ΣT/N, max T) for the generation times the simulator actually drew;
-- status requests (list + query) per job, over those of ONE process running all the jobs.
+  max(ΣT/N, max T) for the generation times the simulator actually drew (`fluid_bound`, the
+  other scenarios' bound);
+- status requests (list + query) per job, over those of ONE process running all the jobs;
+- where the time goes (`Timing`): first create after start, the refill gap (a task's end to
+  the create that took its slot), the last wave, last end to last video on disk, and what a
+  zero-latency greedy client would reach on the same durations (the last wave's share).
 """
 
 from __future__ import annotations
@@ -22,16 +30,18 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT
+from benchmarks._common import REAL_GEN_SECONDS, ROOT
 from benchmarks._rows import Row
-from benchmarks._scenarios import fluid_bound
+from benchmarks._scenarios import fluid_bound, greedy_makespan
 from benchmarks._sim import ACCESS_KEY, SECRET_KEY, SimProcess
+from kling_async import Limits, PollPolicy
 
 __all__ = ["Shared", "run_shared", "shared_rows"]
 
@@ -39,6 +49,7 @@ __all__ = ["Shared", "run_shared", "shared_rows"]
 #: quick one small (its last wave alone keeps makespan ÷ bound well above 1.05).
 FULL, QUICK = (210, 10, 2.0), (48, 4, 1.0)
 PROCS = (3, 6)
+DEFAULTS = Limits()
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Outcome:
     peak_running: int
     makespan_s: float
     bound_s: float
+    timing: Timing = field(default_factory=lambda: Timing())
 
     @property
     def refused_per_job(self) -> float:
@@ -70,6 +82,47 @@ class Outcome:
     def status_per_job(self) -> float:
         """List and query requests per job."""
         return self.status_requests / self.jobs
+
+
+@dataclass
+class Timing:
+    """Where the time goes, in seconds (from the simulator's per-task timestamps)."""
+
+    first_create: float = 0.0  # the first create after the processes were started
+    refill_mean: float = 0.0  # a task's end to the next create (the (N+j)-th after the j-th end)
+    refill_p90: float = 0.0
+    lost_slot_s: float = 0.0  # Σ refill gaps ÷ N: the makespan those gaps cost
+    last_wave: float = 0.0  # the last create to the last task's end
+    to_disk: float = 0.0  # the last task's end to the last video on disk
+    greedy_ratio: float = 0.0  # a zero-latency greedy client's makespan ÷ the bound
+
+    def describe(self) -> str:
+        """One line."""
+        return (
+            f"first create {self.first_create:.2f} s after start, refill {self.refill_mean:.3f} s "
+            f"mean / {self.refill_p90:.3f} p90 (costs {self.lost_slot_s:.2f} s), last wave "
+            f"{self.last_wave:.2f} s, last end → on disk {self.to_disk:.2f} s, greedy ÷ bound "
+            f"{self.greedy_ratio:.3f}"
+        )
+
+
+def timing(
+    started: float, spans: list[tuple[float, float]], cap: int, on_disk: float, bound: float
+) -> Timing:
+    """The breakdown of one run: `spans` (created, ended) in creation order, Unix seconds."""
+    creates = sorted(start for start, _ in spans)
+    ends = sorted(end for _, end in spans)
+    gaps = sorted(creates[cap + j] - ends[j] for j in range(len(creates) - cap))
+    t0 = creates[0]
+    return Timing(
+        first_create=t0 - started,
+        refill_mean=sum(gaps) / len(gaps) if gaps else 0.0,
+        refill_p90=gaps[int(0.9 * (len(gaps) - 1))] if gaps else 0.0,
+        lost_slot_s=sum(gaps) / cap,
+        last_wave=ends[-1] - creates[-1],
+        to_disk=on_disk - ends[-1],
+        greedy_ratio=greedy_makespan([e - s for s, e in spans], [(0.0, cap)]) / bound,
+    )
 
 
 @dataclass
@@ -91,7 +144,8 @@ class Shared:
             f"shared: {r.procs} process(es) {'with' if r.coordinated else 'without'} coordinator: "
             f"{r.creates} creates for {r.jobs} jobs, {r.refused_per_job:.3f} refused/job, "
             f"peak running {r.peak_running}/{r.cap}, makespan {r.makespan_s:.1f} s = "
-            f"{r.makespan_ratio:.3f} × bound, {r.status_per_job:.2f} status requests/job"
+            f"{r.makespan_ratio:.3f} × bound, {r.status_per_job:.2f} status requests/job\n"
+            f"  {r.timing.describe()}"
             for r in self.runs
         )
 
@@ -108,6 +162,9 @@ def _redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) -> Outcome:
     jobs, cap, gen = size
+    # Time constants (request rate, first poll pause) scaled by T / 120 s, as in every other
+    # scenario (benchmarks/_ours.py): the real defaults would throttle a run 60× compressed.
+    scale = gen / REAL_GEN_SECONDS
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
@@ -115,17 +172,23 @@ def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) 
     with SimProcess(concurrency=cap, gen_seconds=gen, video_bytes=20_000) as sim:
         env["KLING_BASE_URL"] = sim.url
         children = []
+        started = time.time()
         for k in range(procs):
             lines = [
                 f'{{"images": ["https://example.com/ref.png"], "prompt": "job {k}-{i}"}}\n'
                 for i in range(jobs // procs)
             ]
             (work / f"jobs{k}.jsonl").write_text("".join(lines))
-            argv = [sys.executable, "-m", "kling_async", "run", str(work / f"jobs{k}.jsonl")]
+            argv = [sys.executable, "-m", "benchmarks._shared_child", f"{scale:g}"]
+            argv += ["run", str(work / f"jobs{k}.jsonl")]
             argv += ["--out", str(work / f"out{k}"), "--concurrency", str(cap), "--no-progress"]
+            if DEFAULTS.rps is not None:  # a ceiling (none by default: the rate adapts to 1302)
+                argv += ["--rps", f"{DEFAULTS.rps / scale:g}"]
+            argv += ["--poll-interval", f"{PollPolicy().interval * scale:g}"]
             argv += ["--coordinator", url] if url else []
             log = open(work / f"log{k}", "w")  # noqa: SIM115  # closed when the child exits
-            children.append((subprocess.Popen(argv, stdout=log, stderr=log, env=env), log))
+            child = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=ROOT)
+            children.append((child, log))
         for proc, log in children:
             if proc.wait(timeout=600) != 0:
                 raise RuntimeError(f"run failed: {(work / 'log0').read_text()[-2000:]}")
@@ -133,6 +196,8 @@ def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) 
         stats = sim.stats()
         spans = sim.task_spans()
     requests = stats["requests"]
+    on_disk = _last_download(work, procs)
+    bound = fluid_bound([end - start for start, end in spans], [(0.0, cap)])
     return Outcome(
         procs=procs,
         coordinated=url is not None,
@@ -142,8 +207,9 @@ def _one(procs: int, url: str | None, size: tuple[int, int, float], work: Path) 
         status_requests=requests.get("list", 0) + requests.get("query", 0),
         creates=stats["accepted_creates"],
         peak_running=stats["peak_running"],
-        makespan_s=_last_download(work, procs) - min(start for start, _ in spans),
-        bound_s=fluid_bound([end - start for start, end in spans], [(0.0, cap)]),
+        makespan_s=on_disk - min(start for start, _ in spans),
+        bound_s=bound,
+        timing=timing(started, spans, cap, on_disk, bound),
     )
 
 
@@ -170,7 +236,7 @@ def run_shared(quick: bool, work: Path) -> Shared:
             for coordinated in (False, True):
                 tag = f"{procs}-{'redis' if coordinated else 'alone'}"
                 result.runs.append(_one(procs, url if coordinated else None, size, work / tag))
-                print(result.describe().splitlines()[-1], file=sys.stderr, flush=True)
+                print("\n".join(result.describe().splitlines()[-2:]), file=sys.stderr, flush=True)
 
                 redis_flush(url)
     finally:

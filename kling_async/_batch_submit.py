@@ -12,6 +12,7 @@ from ._errors import (
     APIError,
     ApiUnreachableError,
     AuthenticationError,
+    CoordinatorLostError,
     InvalidRequestError,
     KlingError,
     is_no_such_task,
@@ -31,7 +32,7 @@ class Outcome(Enum):
     CREATED = "created"  # Kling has the task (perhaps adopted from a lost earlier answer)
     REJECTED = "rejected"  # refused for this job only (invalid, policy): never billed, final
     UNSUBMITTED = "unsubmitted"  # transient or unknown outcome: a rerun asks, then creates
-    FATAL = "fatal"  # account, credentials or a dead API: every later create would fail too
+    FATAL = "fatal"  # account, credentials, a dead API, coordinator lost: every later create too
     ABANDONED = "abandoned"  # the batch stopped while this job waited for a slot
 
 
@@ -87,7 +88,7 @@ async def create_for_batch(
         task, adopted = await _submit_unless_stopped(client, request, ext, stopped)
     except InvalidRequestError as exc:
         return CreateOutcome(Outcome.REJECTED, error=exc)
-    except (AccountError, AuthenticationError, ApiUnreachableError) as exc:
+    except (AccountError, AuthenticationError, ApiUnreachableError, CoordinatorLostError) as exc:
         return CreateOutcome(Outcome.FATAL, error=exc)
     except APIError as exc:
         # 5xx / 1302 past every retry are transient: not "rejected" for good (a rerun skips

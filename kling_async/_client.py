@@ -120,6 +120,7 @@ class Client(TaskOperations):
                 maximum=limits.concurrency,
                 probe_interval=limits.probe_interval or 30.0,
                 rps=limits.rps,
+                event_hook=self._emit,
             )
         )
         self._gate: Gate = (

@@ -32,6 +32,7 @@ KlingError
 └── CoordinatorError                          the Redis coordinator shared by several processes
     ├── CoordinatorUnreachableError           (see above)
     └── CoordinatorUnavailableError           Redis lost mid-run: creates pause, following goes on
+        └── CoordinatorLostError              away past ?lost_limit=: no more creates, for good
 ```
 
 Which errors are retried is decided in `_retry.classify`, not here.
@@ -56,6 +57,7 @@ __all__ = [
     "ConnectError",
     "ContentPolicyError",
     "CoordinatorError",
+    "CoordinatorLostError",
     "CoordinatorUnavailableError",
     "CoordinatorUnreachableError",
     "DiskFullError",
@@ -277,6 +279,10 @@ class CoordinatorUnreachableError(CoordinatorError, ConfigurationError):
 
 class CoordinatorUnavailableError(CoordinatorError):
     """Redis was lost mid-run: stop creating, keep following; it comes back by itself."""
+
+
+class CoordinatorLostError(CoordinatorUnavailableError):
+    """Redis stayed away longer than the URL's `lost_limit`: this client creates no more."""
 
 
 # (first code, last code) → class; the business code decides before the HTTP status does.

@@ -24,6 +24,8 @@ __all__ = [
     "ApiHealthChanged",
     "CallbackReceived",
     "ConcurrencyBackoff",
+    "CoordinatorBack",
+    "CoordinatorLost",
     "DownloadFinished",
     "DownloadProgress",
     "Event",
@@ -56,6 +58,8 @@ EventKind: TypeAlias = Literal[
     "video_skipped",
     "api_health",
     "units_overshoot",
+    "coordinator_lost",
+    "coordinator_back",
 ]
 
 
@@ -219,6 +223,30 @@ class VideoSkipped(Event):
     message: str
     index: int
     video_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorLost(Event):
+    """Redis stopped answering mid-run: creating pauses, following and downloading go on.
+
+    `url`: the coordinator, its password masked; `lost_limit`: seconds after which, Redis
+    still away, this client stops creating for good (`CoordinatorLostError`).
+    """
+
+    kind: ClassVar[EventKind] = "coordinator_lost"
+    url: str
+    lost_limit: float
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorBack(Event):
+    """Redis answers again after `after` seconds; creating resumes unless `gave_up` (it was
+    away longer than the lost limit)."""
+
+    kind: ClassVar[EventKind] = "coordinator_back"
+    url: str
+    after: float
+    gave_up: bool
 
 
 EventHook: TypeAlias = Callable[[Event], None]

@@ -12,6 +12,7 @@ problems: the bars count the rest).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import time
@@ -29,10 +30,11 @@ from rich.progress import (
 )
 
 from ._batch import Batch, BatchResult
+from ._events import CoordinatorBack, CoordinatorLost, Event
 from ._labels import ALREADY_DONE
 from ._records import JobError
 
-__all__ = ["Reporter", "write_result"]
+__all__ = ["Reporter", "coordinator_line", "write_result"]
 
 
 class Reporter:
@@ -168,6 +170,32 @@ class Reporter:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
             write_result(text, self.out)
+
+    def event(self, event: Event) -> None:
+        """The client's events the user must see as they happen (on stderr, above any bars)."""
+        text = coordinator_line(event)
+        if text is None:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            with suppress(OSError, ValueError):
+                print(text, file=self.log, flush=True)
+
+
+def coordinator_line(event: Event) -> str | None:
+    """The stderr line for a coordinator lost or back; None for any other event."""
+    match event:
+        case CoordinatorLost(url=url, lost_limit=limit):
+            give_up = f"; creating stops for good after {limit:g} s" if limit < math.inf else ""
+            return (
+                f"coordinator lost: {url} does not answer: creating paused, following and "
+                f"downloading go on{give_up}"
+            )
+        case CoordinatorBack(after=after, gave_up=gave_up):
+            then = "creating stays stopped (lost_limit passed)" if gave_up else "creating resumes"
+            return f"coordinator back after {after:.1f} s: {then}"
+    return None
 
 
 def write_result(text: str, out: TextIO | None = None) -> None:

@@ -136,6 +136,8 @@ class RequestRate:
         self._pump: asyncio.Task[None] | None = None
         #: Called with a lane's name when its last waiter got its token.
         self.on_drained: Callable[[str], None] | None = None
+        #: Called with the rate measured (W_max) when a 1302 cut the rate: to share the cut.
+        self.on_cut: Callable[[float], None] | None = None
 
     def __repr__(self) -> str:
         state = self.controller.state(self._monotonic())
@@ -213,7 +215,21 @@ class RequestRate:
 
     def on_throttled(self, ticket: float) -> bool:
         """The request that left at `ticket` was answered 1302; True if that cut the rate."""
-        return self.controller.throttled(self._monotonic(), ticket)
+        now = self._monotonic()
+        cut = self.controller.throttled(now, ticket)
+        w_max = self.controller.state(now).w_max
+        if cut and self.on_cut is not None and w_max is not None:
+            self.on_cut(w_max)
+        return cut
+
+    def share(self, store: TokenStore) -> None:
+        """Take tokens from `store` from now on (a bucket shared by several processes)."""
+        self._store = store
+
+    def adopt(self, w_max: float, since_cut: float) -> None:
+        """Follow a cut made elsewhere `since_cut` seconds ago, from `w_max`."""
+        now = self._monotonic()
+        self.controller.adopt(now, w_max, now - since_cut)
 
     def queue_time(self, lane: str) -> float:
         """Seconds the requests waiting in `lane` need at the rate now (0 when nothing binds)."""

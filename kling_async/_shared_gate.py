@@ -9,6 +9,7 @@ configured ceiling and nothing is counted as refused.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -35,6 +36,8 @@ class SharedGate:
         self._maximum, self._probe_interval = maximum, probe_interval
         self._slots: SharedSlots | None = None
         self._early: dict[str, Slot | None] = {}  # held before Redis was up → its lease
+        self._refusal: Exception | None = None  # set by `close()`: no slot is ever given again
+        self._closed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"SharedGate({self._slots!r})"
@@ -89,9 +92,33 @@ class SharedGate:
         return self._slots.probes if self._slots else 0
 
     async def acquire(self) -> Slot:
-        """Wait in the account-wide queue for a slot (connecting first if need be)."""
+        """Wait in the account-wide queue for a slot (connecting first if need be); raises
+        the `close()` error if the gate is closed first."""
+        if self._refusal is not None:
+            raise self._refusal
         slots = self._slots or await self._connect()
-        return await slots.acquire()
+        waiting = asyncio.ensure_future(slots.acquire())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({waiting, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not waiting.done():
+                waiting.cancel()  # leaves the account's queue
+            await asyncio.gather(waiting, closed, return_exceptions=True)
+        if waiting.cancelled() and self._refusal is not None:
+            raise self._refusal
+        return waiting.result()
+
+    @property
+    def refused(self) -> bool:
+        """Closed for good (`close()`)."""
+        return self._refusal is not None
+
+    def close(self, error: Exception) -> None:
+        """Give no slot any more: waiting and later `acquire()` calls raise `error`."""
+        self._refusal = error
+        self._closed.set()
 
     async def accepted(self, slot: Slot) -> None:
         """The create on `slot` was accepted (the level is proven account-wide)."""

@@ -56,6 +56,7 @@ class LeaderLease:
         self.id = f"{os.getpid()}-{secrets.token_hex(6)}"
         self.is_leader = False
         self.key = link.key(name)
+        self._resigned = f"{name}:resigned"  # the channel a resigning leader publishes on
         self._claim, self._resign = link.script(LEADER_CLAIM), link.script(LEADER_RESIGN)
         self._on_change = on_change
         self._monotonic = monotonic
@@ -68,6 +69,9 @@ class LeaderLease:
 
     def start(self) -> None:
         """Start campaigning (needs a running loop); the first attempt is made at once."""
+        # A leader that resigns says so: the others claim at once, not at their next attempt
+        # (up to TTL/3 later, while every follower would sweep for itself).
+        self.link.listen(self._resigned, lambda _: self._keeper.poke())
         self._keeper.start()
         self._keeper.poke()
 
@@ -96,8 +100,10 @@ class LeaderLease:
         """Stop campaigning and hand leadership over at once."""
         await self._keeper.aclose()
         if self.is_leader:
+            link, channel = self.link, self.link.key(self._resigned)
             with contextlib.suppress(CoordinatorUnavailableError):
-                await self.link.run(self._resign, [self.key], [self.id])
+                await link.run(self._resign, [self.key], [self.id])
+                await link.call(lambda: link.client.publish(channel, self.id))
             self._set(False)
 
 

@@ -10,9 +10,11 @@ take(rate)`). This is the store for several processes: it wraps `SharedRate`.
   many processes saw the throttling; it returns (W_max, seconds since the cut, by Redis' clock)
   for `RateController.adopt(now, w_max, now - since_cut)`, so every process follows that cut.
 
-It fits the `TokenStore` protocol structurally; it is not yet plugged into the client (the
-adaptive rate is on its own branch): until then the client shares `Limits.rps` as a plain cap
-through `SharedRate`.
+- `follow()` (a periodic check by the coordinator, and after every write) hands a cut made by
+  another process to `adopt(W_max, seconds since)`, so a process whose requests are not
+  throttled — or not even paced — slows down with the others.
+
+The coordinator plugs it into the client's `RequestRate` (`RequestRate.share`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from ._errors import CoordinatorUnavailableError
-from ._shared_rate import SharedRate
+from ._shared_rate import RateState, SharedRate
 from ._types import Clock
 
 __all__ = ["SharedTokens"]
@@ -30,14 +32,25 @@ __all__ = ["SharedTokens"]
 #: Write the wanted rate at least this often while it drifts by less than `DRIFT`.
 RECHECK = 0.25
 DRIFT = 0.02
+#: Two cut times this close (seconds, after clock conversion) are the same cut.
+_SAME_CUT = 0.05
 
 
 class SharedTokens:
     """A TokenStore whose bucket is shared by every process of the account (Redis)."""
 
-    def __init__(self, shared: SharedRate, *, monotonic: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        shared: SharedRate,
+        *,
+        adopt: Callable[[float, float], None] | None = None,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
         self.shared = shared
+        #: Called with (W_max, seconds since the cut) for a cut made by another process.
+        self.adopt = adopt
         self._monotonic = monotonic
+        self._cut_seen: float | None = None  # when the last cut we follow was made (our clock)
         self._written: float | None = None  # the rate we last wrote
         self._written_at = -math.inf
 
@@ -57,7 +70,7 @@ class SharedTokens:
         wanted, now = rate(), self._monotonic()
         if self._stale(wanted, now):
             try:
-                await self.shared.set_rate(wanted)
+                self._follow(await self.shared.set_rate(wanted), now)
             except CoordinatorUnavailableError:
                 self.shared.rate = wanted  # paced locally at it until Redis is back
             self._written, self._written_at = wanted, now
@@ -68,5 +81,21 @@ class SharedTokens:
     ) -> tuple[float, float]:
         """Throttled (1302): cut the shared rate once per `window`; (W_max, seconds since)."""
         state = await self.shared.cut(beta, cooldown=window, measured=measured)
-        self._written, self._written_at = state.rate, self._monotonic()
+        now = self._monotonic()
+        self._written, self._written_at = state.rate, now
+        if state.since_cut is not None:
+            self._cut_seen = now - state.since_cut  # ours (or one we now follow): not again
         return state.max_rate, state.since_cut or 0.0
+
+    async def follow(self) -> None:
+        """Look at the shared bucket: a cut made elsewhere since the last one is adopted."""
+        self._follow(await self.shared.state(), self._monotonic())
+
+    def _follow(self, state: RateState, now: float) -> None:
+        if state.since_cut is None or self.adopt is None or math.isinf(state.max_rate):
+            return
+        at = now - state.since_cut
+        if self._cut_seen is not None and at <= self._cut_seen + _SAME_CUT:
+            return
+        self._cut_seen = at
+        self.adopt(state.max_rate, state.since_cut)

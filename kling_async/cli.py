@@ -126,6 +126,7 @@ async def _run(args: argparse.Namespace, jobs: Path | None, total: int | None) -
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         reporter = Reporter(batch, total, fancy=fancy, lines=not args.no_progress)
+        client.event_hook = reporter.event  # coordinator lost / back: a line on stderr
         try:
             async with reporter:
                 async for result in batch:

@@ -17,7 +17,11 @@ from redis_helpers import free_port, until
 from kling_async import (
     Client,
     ConfigurationError,
+    CoordinatorBack,
+    CoordinatorLost,
+    CoordinatorLostError,
     CoordinatorUnreachableError,
+    Event,
     Limits,
     MultiImageToVideoRequest,
     PollPolicy,
@@ -42,7 +46,7 @@ async def clients(sim: Simulator, url: str, n: int, cap: int) -> AsyncIterator[l
                     base_url=sim.url,
                     limits=Limits(concurrency=cap),
                     poll=FAST,
-                    coordinator=f"{url}?ttl=1",
+                    coordinator=f"{url}{'&' if '?' in url else '?'}ttl=1",
                 )
             )
             for _ in range(n)
@@ -91,11 +95,18 @@ def test_the_coordinator_comes_from_the_environment_and_its_ttl_is_checked() -> 
     assert Client(access_key="ak", secret_key="sk", environ={})._coordinator is None  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="ttl must be seconds"):
         Client(access_key="ak", secret_key="sk", coordinator="redis://h:1/0?ttl=never")
+    limited = Client(access_key="ak", secret_key="sk", coordinator="redis://h:1/0?lost_limit=30")
+    assert limited._coordinator.lost_limit == 30  # type: ignore[union-attr]
+    assert Client(access_key="ak", secret_key="sk", coordinator="redis://h:1/0")._coordinator
+    with pytest.raises(ConfigurationError, match="lost_limit must be seconds above 0"):
+        Client(access_key="ak", secret_key="sk", coordinator="redis://h:1/0?lost_limit=0")
 
 
 async def test_redis_lost_mid_run_pauses_creates_and_following_goes_on(redis_server: Any) -> None:
     async with Simulator(concurrency=2, gen_seconds=0.4) as sim:
         async with clients(sim, redis_server.url, 1, cap=2) as (client,):
+            seen: list[Event] = []
+            client.event_hook = seen.append
             running = [await client.submit(request(i)) for i in range(2)]
             redis_server.stop()
             late = asyncio.ensure_future(client.submit(request(99)))
@@ -109,6 +120,31 @@ async def test_redis_lost_mid_run_pauses_creates_and_following_goes_on(redis_ser
             created = await asyncio.wait_for(late, 30)
             assert (await client.wait(created, timeout=30)).task_status.value == "succeed"
         assert sim.stats.accepted_creates == 3
+    lost = [e for e in seen if isinstance(e, CoordinatorLost | CoordinatorBack)]
+    assert [e.kind for e in lost] == ["coordinator_lost", "coordinator_back"]
+    assert lost[0].lost_limit == 600 and "127.0.0.1" in lost[0].url
+    assert isinstance(lost[1], CoordinatorBack) and not lost[1].gave_up and lost[1].after > 0
+
+
+async def test_redis_away_past_the_lost_limit_stops_creating_for_good(redis_server: Any) -> None:
+    async with Simulator(concurrency=1, gen_seconds=0.3) as sim:
+        url = f"{redis_server.url}?lost_limit=0.5"
+        async with clients(sim, url, 1, cap=1) as (client,):
+            seen: list[Event] = []
+            client.event_hook = seen.append
+            first = await client.submit(request(0))
+            redis_server.stop()
+            waiting = asyncio.ensure_future(client.submit(request(1)))  # waits for the slot
+            with pytest.raises(CoordinatorLostError, match=r"more than 0.5 s \(lost_limit\)"):
+                await asyncio.wait_for(waiting, 30)
+            assert (await client.wait(first, timeout=30)).task_status.value == "succeed"
+            redis_server.start()
+            assert await until(lambda: any(isinstance(e, CoordinatorBack) for e in seen))
+            with pytest.raises(CoordinatorLostError):  # for good, even with Redis back
+                await client.submit(request(2))
+        assert sim.stats.accepted_creates == 1
+    back = next(e for e in seen if isinstance(e, CoordinatorBack))
+    assert back.gave_up
 
 
 async def test_a_slot_held_before_connecting_becomes_a_lease(redis_server: Any) -> None:

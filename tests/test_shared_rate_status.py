@@ -108,6 +108,17 @@ async def test_one_leader_and_a_clean_hand_over(connect: Connect) -> None:
     await b.aclose()
 
 
+async def test_a_resigning_leader_is_replaced_at_once(connect: Connect) -> None:
+    a, b = LeaderLease(await connect(), ttl=60.0), LeaderLease(await connect(), ttl=60.0)
+    a.start()
+    assert await until(lambda: a.is_leader)
+    b.start()  # its next own attempt is 20 s away
+    await asyncio.sleep(0.2)
+    await a.aclose()  # resigns and says so: b claims now
+    assert await until(lambda: b.is_leader, timeout=5.0)
+    await b.aclose()
+
+
 @pytest.mark.slow
 async def test_a_killed_leader_is_replaced_within_the_ttl(
     redis_server: Any, connect: Connect

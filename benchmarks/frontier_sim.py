@@ -4,7 +4,7 @@
 
 N slots, M jobs of T·U(0.8, 1.2) (the benchmark's distribution), a completion noticed at the
 next sweep and its slot refilled at once. Prints, for uniform polling and for kling-async's
-pacing rule (`kling_async._pacing.lost_time_due`, the learnt distribution given up front),
+pacing rule (`kling_async._lost_time.lost_time_due`, the learnt distribution given up front),
 status requests per job, makespan ÷ the zero-latency greedy schedule, and their product
 (≈ 1/(2N) for uniform polling at any interval). What the full benchmark adds above these is
 latency the simulation leaves out (a sweep's round trip, the next create).
@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `kling_async` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kling_async._pacing import Durations, lost_time_due
+from kling_async._lost_time import Durations, lost_time_due
 
 #: (now, last sweep, start times of running tasks) → the next sweep time.
 Policy = Callable[[float, float, list[float]], float]

@@ -154,6 +154,7 @@ def _redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from redis_helpers import RedisServer  # the tests' throwaway server: free port, no disk
 
+    work.mkdir(parents=True, exist_ok=True)  # redis-server refuses a --dir that does not exist
     server = RedisServer(work)
     server.start()
     assert server.proc is not None

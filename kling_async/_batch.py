@@ -1,13 +1,13 @@
 """The bulk engine: jobs → tasks → videos on disk, at the account's concurrency, crash-safe.
 
 A job is its content (`_identity`): the journal is keyed by identity, so editing, inserting,
-deleting, moving or duplicating lines between runs never re-creates a job that exists, never
-skips a new one and never hands one job another's task. Three layers make a `Batch`:
-`Resumer` (`_batch_resume`: what the journal and the disk already hold), `Creator`
-(`_batch_create`: reading the jobs file in order, creating each new job once under an id the
-folder owns) and `Batch` here (the run itself: lock, stages, following tasks, results). The
-client's tracker follows running tasks; a download pool takes the earliest-expiring video
-first. The folder is locked (`_folder`) for the whole run.
+deleting, moving or duplicating lines between runs never re-creates a job that exists, never skips
+a new one and never hands one job another's task. Four layers make a `Batch`: `Resumer`
+(`_batch_resume`: what the journal and the disk already hold), `Creator` (`_batch_create`: reading
+the jobs file in order, creating each new job once under an id the folder owns), `Follower`
+(`_batch_follow`: what a followed task's end means for its job) and `Batch` here (the run itself:
+lock, stages, results). The client's tracker follows running tasks; a download pool takes the
+earliest-expiring video first. The folder is locked (`_folder`) for the whole run.
 """
 
 from __future__ import annotations
@@ -19,25 +19,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._batch_create import Creator
 from ._batch_downloads import DownloadStage
-from ._batch_feed import InFlight
+from ._batch_follow import Follower
 from ._budget import Budget
 from ._errors import (
-    AccountError,
-    ApiUnreachableError,
-    AuthenticationError,
     ConfigurationError,
-    KlingError,
 )
 from ._folder import FolderLock, OutputFolderError
 from ._jobs import Job, Line, jobs_from_requests, lines_from_jsonl
-from ._journal import JobState, Journal
+from ._journal import Journal
 from ._prices import Kind, PriceTable, Units
-from ._records import JobError, job_error
 from ._results import JOURNAL_NAME, MANIFEST_NAME, BatchResult, write_manifest
 from ._types import PathLike
-from .models import MultiImageToVideoRequest, Task
+from .models import MultiImageToVideoRequest
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -49,7 +43,7 @@ __all__ = ["Batch", "BatchResult", "run_batch"]
 _RESULTS_HIGH, _RESULTS_LOW = 1024, 256
 
 
-class Batch(Creator):
+class Batch(Follower):
     """Runs a batch; iterate it (`async for result in batch`) to drive it and get results.
 
     `jobs=None` runs on the journal alone (`kling-async download`): nothing new is created,
@@ -202,60 +196,6 @@ class Batch(Creator):
         job = asyncio.ensure_future(coro)
         self._background.add(job)  # keep a reference: the loop holds tasks only weakly
         job.add_done_callback(self._background.discard)
-
-    # -- following tasks ----------------------------------------------------------------------
-    def _follow(
-        self,
-        key: str,
-        ext: str,
-        task: Task,
-        *,
-        hold_slot: bool,
-        watermark: bool | None,
-        line: int | None = None,
-    ) -> None:
-        self._outstanding += 1
-        self._inflight[key] = InFlight(watermark, line)
-        self.counts.running += 1
-        done = self.client.follow(task, hold_slot=hold_slot)
-
-        def finished(future: asyncio.Future[Task]) -> None:
-            if not self._closed:
-                self._spawn(self._finished(key, ext, future))
-
-        done.add_done_callback(finished)
-
-    async def _finished(self, key: str, ext: str, done: asyncio.Future[Task]) -> None:
-        self.counts.running -= 1
-        self.counts.finished += 1
-        if done.cancelled():
-            self._inflight.pop(key, None)
-            self._settle()
-            return
-        exc = done.exception()
-        if exc is not None:  # Kling lost the task, or polling hit a fatal error
-            error = job_error(exc) if isinstance(exc, KlingError) else JobError(str(exc))
-            if isinstance(exc, AccountError | AuthenticationError | ApiUnreachableError):
-                self.stop_submitting(f"{type(exc).__name__}: {exc}")
-            # SUBMITTING: a rerun asks Kling by external id and creates it again if still unknown
-            await self.journal.update(key, JobState.SUBMITTING, error=error)
-            self._emit(key, BatchResult(None, ext, JobState.SUBMITTING, error=error))
-            self._settle()
-            return
-        task = done.result()
-        units = self._charge(key, task)
-        if task.task_status == "succeed":
-            await self.journal.update_task(key, JobState.SUCCEEDED, task, units=units)
-            self._to_disk(key, ext, task, None if units is None else units.spent)
-            return
-        self.counts.failed += 1
-        error = JobError(task.task_status_msg or "task failed", "TaskFailedError")
-        await self.journal.update_task(key, JobState.FAILED, task, error=error, units=units)
-        result = BatchResult(None, ext, JobState.FAILED, task.task_id, (), error, task.expires_at)
-        if units is not None:
-            result = replace(result, units=units.spent)
-        self._emit(key, result)
-        self._settle()
 
 
 def run_batch(

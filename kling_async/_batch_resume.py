@@ -49,7 +49,7 @@ class Resumer(Feeder):
     #: Finished jobs from before units were recorded whose cost is unknown (not counted).
     units_unknown = 0
 
-    # Provided by Batch.
+    # Provided by Follower (`_follow`) and Batch.
     async def _room_for_results(self) -> None:
         raise NotImplementedError
 

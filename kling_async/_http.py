@@ -1,16 +1,16 @@
-"""The one HTTP choke point: session, auth header (API origin only), timeouts, envelope parsing,
-error mapping and the retry loop (with an injected sleep, so tests never wait).
+"""The one HTTP choke point: session, auth header (API origin only), timeouts and the retry loop
+(with an injected sleep, so tests never wait).
 
 Around each request: a token from the client's adaptive request rate (its lane: creates or
-status reads), the answer's `Date` for the server clock, the outcome for the API's health (an
-`ApiHealthChanged` event when it changes), and 1302 or not for the rate.
+status reads), the answer's `Date` for the server clock, then its envelope parsed and any
+failure mapped onto the error tree (`_envelope`), and the outcome told to the API's health and
+the rate (`_http_outcomes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import random
 import time
@@ -24,37 +24,19 @@ from ._adaptive import RateRules
 from ._auth import JwtSigner
 from ._body import CreateBody
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUTS, RetryPolicy, Timeouts
-from ._errors import (
-    ApiUnreachableError,
-    AuthenticationError,
-    ClientClosedError,
-    ConnectError,
-    KlingError,
-    RateLimitError,
-    RequestTimeoutError,
-    ResponseValidationError,
-    ServerError,
-    TransportError,
-    error_from_response,
-)
-from ._events import ApiHealthChanged, EventHook, emit
-from ._health import ApiHealth, Change, Health, HealthRules, Outcome, outcome_of
+from ._envelope import parse_envelope, read_capped, transport_error
+from ._errors import AuthenticationError, ClientClosedError, KlingError
+from ._events import EventHook
+from ._health import ApiHealth, HealthRules
+from ._http_outcomes import RequestOutcomes
 from ._request_rate import RequestRate
 from ._retry import Retries, Verdict, classify
 from ._server_time import ServerClock
 from ._types import Clock, Sleep
 
-__all__ = ["HttpLayer", "Limiter", "new_session", "parse_envelope"]
+__all__ = ["HttpLayer", "Limiter", "new_session"]
 
 logger = logging.getLogger("kling_async")
-
-#: While the API has not answered yet (or is down), a request in flight is looked at this often
-#: (seconds): a hung request reports nothing, and the API must be given up on time.
-WATCH_EVERY = 0.5
-
-#: The largest API answer we read (a 500-task list page is well under 1 MiB): no server may
-#: make us buffer gigabytes.
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def new_session(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> aiohttp.ClientSession:
@@ -66,62 +48,6 @@ def new_session(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=64),
         read_bufsize=1 << 20,
     )
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date: rare enough to fall back on our own back-off
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, what: str) -> bytes:
-    """The body, refused once it passes MAX_ANSWER_BYTES."""
-    declared = resp.content_length
-    chunks: list[bytes] = []
-    size = 0 if declared is None else declared
-    if size <= MAX_ANSWER_BYTES:
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                break
-            chunks.append(chunk)
-    if size > MAX_ANSWER_BYTES:
-        raise ResponseValidationError(
-            f"{what}: answer larger than {MAX_ANSWER_BYTES} bytes refused", status=resp.status
-        )
-    return b"".join(chunks)
-
-
-def parse_envelope(status: int, body: bytes, headers: Mapping[str, str]) -> Any:
-    """Return `data` of a successful answer, or raise the error the answer stands for."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested 100 000 deep
-        payload = None
-    code = payload.get("code") if isinstance(payload, dict) else None
-    if not isinstance(code, int) or isinstance(code, bool):
-        if status >= 500:
-            raise ServerError(f"HTTP {status} without a Kling envelope", status=status, code=None)
-        raise ResponseValidationError(
-            f"HTTP {status}: answer is not a Kling envelope (no integer 'code')",
-            status=status,
-            body=body[:500].decode("utf-8", "replace"),
-        )
-    assert isinstance(payload, dict)
-    if code != 0 or status >= 400:
-        message = payload.get("message")
-        request_id = payload.get("request_id")
-        raise error_from_response(
-            status=status,
-            code=code if code != 0 else None,
-            message=message[:1000] if isinstance(message, str) else "",  # bounded, whatever sent
-            request_id=request_id[:200] if isinstance(request_id, str) else None,
-            retry_after=_retry_after(headers),
-        )
-    return payload.get("data")
 
 
 class Limiter(Protocol):
@@ -139,7 +65,7 @@ def _small(body: bytes | CreateBody | None) -> bool:
     return size is not None and size <= 1 << 20
 
 
-class HttpLayer:
+class HttpLayer(RequestOutcomes):
     """Signs, sends, parses and retries API calls; owns (or borrows) the aiohttp session."""
 
     def __init__(
@@ -284,47 +210,6 @@ class HttpLayer:
         self._answered(None, sent_at, ticket)
         return data
 
-    def _check_health(self) -> None:
-        gave_up = self.health.gave_up
-        if gave_up is not None:
-            raise ApiUnreachableError(gave_up.message)
-
-    async def _watched(self, request: Any, sent_at: float, small: bool) -> Any:
-        """Await `request` under a timer, so that a hung API is noticed (and given up) on time
-        rather than at the read timeout: `ApiHealth.watch` judges what waiting means."""
-        health = self.health
-        task = asyncio.ensure_future(request)
-        try:
-            while True:
-                wait = WATCH_EVERY
-                if health.health is Health.UP:  # one timer for the usual, answered, request
-                    wait = max(wait, sent_at + health.hang_after() - self._monotonic())
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if done:
-                    return task.result()
-                self._health_changed(health.watch(self._monotonic(), sent_at, small))
-                self._check_health()
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-    def _answered(self, error: KlingError | None, sent_at: float, ticket: float) -> None:
-        """Tell the health, the rate and the server clock what this request's outcome says."""
-        if isinstance(error, ApiUnreachableError):
-            return  # our own verdict, not an outcome
-        now = self._monotonic()
-        self._health_changed(self.health.record(outcome_of(error), now, error, sent_at=sent_at))
-        if isinstance(error, RateLimitError) and error.code == 1302:
-            self.throttled += 1
-            self.rate.on_throttled(ticket)
-        elif outcome_of(error) is Outcome.ANSWERED:  # no answer says nothing about the rate
-            self.rate.on_success()
-
-    def _health_changed(self, change: Change | None) -> None:
-        if change is not None:
-            emit(self._hook, ApiHealthChanged(change.health.value, change.message))
-
     async def _send(
         self,
         method: str,
@@ -347,13 +232,13 @@ class HttpLayer:
             async with self.session.request(
                 method, url, data=data, params=params, headers=headers
             ) as resp:
-                raw = await _read_capped(resp, f"{method} {path}")
+                raw = await read_capped(resp, f"{method} {path}")
                 status, resp_headers = resp.status, resp.headers
             self.server_clock.observe(resp_headers.get("Date"), sent_wall, self._wall())
         except (TimeoutError, aiohttp.ClientError) as exc:
             if isinstance(body, CreateBody) and body.failure is not None:
                 raise body.failure from None
-            raise self._transport_error(method, path, exc) from exc
+            raise transport_error(f"{method} {path}", exc, self.base_url) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s → HTTP %d, %d bytes in %.1f ms",
@@ -364,12 +249,3 @@ class HttpLayer:
                 (time.perf_counter() - started) * 1000,
             )
         return parse_envelope(status, raw, resp_headers)
-
-    def _transport_error(self, method: str, path: str, exc: BaseException) -> TransportError:
-        if isinstance(exc, TimeoutError):
-            return RequestTimeoutError(f"{method} {path}: timed out")
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return ConnectError(f"{method} {path}: cannot connect to {self.base_url}")
-        if isinstance(exc, aiohttp.ClientConnectionError):  # disconnected, reset, OS error…
-            return ConnectError(f"{method} {path}: connection lost ({exc})")
-        return TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")

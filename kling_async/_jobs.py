@@ -19,7 +19,7 @@ from typing import Any
 
 from ._errors import InvalidRequestError
 from ._identity import IDENTITY_VERSION, content_id, invalid_content_id, job_key
-from ._images import ContentDigests
+from ._image_digests import ContentDigests
 from .models import ImageParser, MultiImageToVideoRequest
 
 __all__ = [

@@ -4,18 +4,14 @@ Jobs are keyed by identity (`_identity`), never by line: a line number is only w
 was last seen. Every state change is committed before the step it guards goes on (the intent
 before a create, the task id after it), so a batch killed at any instant restarts knowing
 what exists. Writes from many coroutines are grouped into one transaction per round trip of
-the writer thread (group commit): durable, yet a few thousand changes a second cost little.
+the writer thread (group commit, `_journal_writer`): durable, yet a few thousand changes a
+second cost little.
 The file format (versioned, migrated from release 0.1) lives in `_journal_schema`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import queue
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,14 +19,11 @@ from typing import Any
 
 from ._journal_rows import JobRow, JobState, Tally
 from ._journal_schema import JournalError, connect, select_columns
+from ._journal_writer import GroupCommit
 from ._records import OVER_BUDGET, Charge, FileRecord, JobError
 from .models import Task
 
 __all__ = ["JobRow", "JobState", "Journal", "JournalError", "Tally"]
-
-
-_Op = tuple[str, tuple[Any, ...]]
-_Write = tuple[list[_Op], asyncio.Future[None]]  # the statements of one call, and its waiter
 
 
 class Journal:
@@ -47,14 +40,7 @@ class Journal:
         self._db, self._columns = connect(path, readonly=readonly)
         #: Set when this open migrated a release-0.1 journal.
         self.migrated = not readonly and self.meta("migrated_from") == "1"
-        self._queue: queue.SimpleQueue[list[_Write] | None] = queue.SimpleQueue()
-        #: Writes asked for in this turn of the event loop, handed to the writer at its end:
-        #: one wake-up of the writer thread for all of them.
-        self._outbox: list[_Write] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self.commits = 0
+        self._writer = GroupCommit(self._db, path)
 
     # -- reads (at start-up and for `status`; cheap, synchronous) ---------------------------
     def meta(self, key: str) -> str | None:
@@ -130,52 +116,6 @@ class Journal:
         return Tally(self.counts(), removed, errors, pending, soonest, unknown, over)
 
     # -- durable writes ---------------------------------------------------------------------
-    async def _write(self, *ops: _Op) -> None:
-        if self._closed:  # a writer thread on a closed connection would die, never answering
-            raise RuntimeError(f"journal {self.path} is closed")
-        if self._thread is None:
-            self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(target=self._writer, name="kling-journal", daemon=True)
-            self._thread.start()
-        assert self._loop is not None
-        done: asyncio.Future[None] = self._loop.create_future()
-        self._outbox.append((list(ops), done))
-        if len(self._outbox) == 1:
-            self._loop.call_soon(self._post)
-        await asyncio.shield(done)  # a cancelled caller must not un-write what is queued
-
-    def _post(self) -> None:
-        if self._outbox:
-            self._queue.put(self._outbox)
-            self._outbox = []
-
-    def _writer(self) -> None:
-        assert self._loop is not None
-        while True:
-            batch = [self._queue.get()]
-            while not self._queue.empty():  # group commit: take everything already waiting
-                batch.append(self._queue.get())
-            stop = None in batch
-            work = [write for posted in batch if posted is not None for write in posted]
-            error: BaseException | None = None
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for ops, _ in work:
-                    for sql, params in ops:
-                        self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-                self.commits += 1
-            except BaseException as exc:  # reported to every waiter below
-                error = exc
-                with contextlib.suppress(sqlite3.Error):  # the thread must live to answer
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-            if work:  # one wake-up of the loop per group, not one per waiter
-                futures = [future for _, future in work]
-                self._loop.call_soon_threadsafe(_settle, futures, error)
-            if stop:
-                return
-
     async def intent(
         self,
         key: str,
@@ -186,7 +126,7 @@ class Journal:
         units: Charge | None = None,
     ) -> None:
         """Record "about to create" (and the units reserved for it) before the POST leaves."""
-        await self._write(
+        await self._writer.write(
             (
                 "INSERT INTO jobs (key, line, external_id, watermark, state, updated, units)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
@@ -236,7 +176,7 @@ class Journal:
         units: Charge | None = None,
     ) -> None:
         """Move a job to `state`, storing what is given (None leaves a column as it was)."""
-        await self._write(
+        await self._writer.write(
             (
                 "UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),"
                 " task = COALESCE(?, task), expires_at = COALESCE(?, expires_at),"
@@ -263,7 +203,7 @@ class Journal:
         no units are held for it."""
         # Upsert on `key` only: INSERT OR REPLACE would also delete any other row that
         # conflicts on another unique column.
-        await self._write(
+        await self._writer.write(
             (
                 "INSERT INTO jobs (key, line, external_id, state, error, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
@@ -276,30 +216,20 @@ class Journal:
 
     def close_sync(self) -> None:
         """Close a journal that was only read (no writer thread running)."""
-        assert self._thread is None, "use aclose() after writes"
-        self._closed = True
+        assert not self._writer.started, "use aclose() after writes"
+        self._writer.closed = True
         self._db.close()
 
     async def aclose(self) -> None:
         """Let queued writes finish, stop the writer and close the file."""
-        self._closed = True
-        if self._thread is not None:
-            self._post()  # writes asked for in this very turn go first
-            self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        await self._writer.aclose()
         self._db.close()
+
+    @property
+    def commits(self) -> int:
+        """Transactions the writer thread has committed (each a group of writes)."""
+        return self._writer.commits
 
 
 def _json(units: Charge | None) -> str | None:
     return None if units is None else json.dumps(units.as_dict())
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)

@@ -36,7 +36,7 @@ from kling_async import (
     TaskUnreadable,
     TransportError,
 )
-from kling_async._http import MAX_ANSWER_BYTES
+from kling_async._envelope import MAX_ANSWER_BYTES
 from kling_async.simulator import Simulator
 
 PATH = "/v1/videos/multi-image2video"

@@ -35,7 +35,8 @@ from kling_async import (
 )
 from kling_async._adaptive import RateRules
 from kling_async._auth import JwtSigner
-from kling_async._http import HttpLayer, new_session, parse_envelope
+from kling_async._envelope import parse_envelope
+from kling_async._http import HttpLayer, new_session
 from kling_async._request_rate import RequestRate
 
 BASE = "http://api.test"

@@ -26,7 +26,8 @@ from kling_async import (
 )
 from kling_async._folder import LOCK_NAME, FolderLock, check_folder
 from kling_async._identity import content_id, generated_external_id, job_key
-from kling_async._images import ContentDigests, ImageInput
+from kling_async._image_digests import ContentDigests
+from kling_async._images import ImageInput
 from kling_async._jobs import Identifier, Job, jobs_from_jsonl, jobs_from_requests
 from kling_async._journal import Journal
 from kling_async._journal_schema import APPLICATION_ID, SCHEMA_VERSION

@@ -1,4 +1,4 @@
-"""Sweep pacing: the lost-time rule and the Pacer's modes (kling_async._pacing), no clocks."""
+"""Sweep pacing: the lost-time rule (_lost_time) and the Pacer's modes (_pacing), no clocks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from kling_async import PollPolicy
-from kling_async._pacing import RELIABLE, Durations, Pacer, lost_time_due
+from kling_async._lost_time import Durations, lost_time_due
+from kling_async._pacing import RELIABLE, Pacer
 
 POLICY = PollPolicy(interval=1.0, interval_max=30.0, backoff=2.0, min_interval=0.05)
 

@@ -20,6 +20,18 @@ Phases:
   which rises fast at first, flattens as it approaches W_max at t = K (where it spends a
   while, probing gently), and then grows faster and faster past it. Once it passes
   `lift` × W_max the episode is over: back to **free**.
+- **steady**: when a cut comes from about the same rate as the cut before it (within `same`),
+  that rate is the account's limit rather than a passing burst: the curve then stays at W_max
+  for `hold` seconds once it reaches it instead of growing on to free. Going free at a known
+  limit only buys a burst of 1302 answers and another cut, and while the rate binds, status
+  sweeps make way for queued creates; after `hold` the curve probes upwards again (the limit
+  may have grown).
+
+Throttles that are not ours to answer. A 1302 while we send at less than `ignore_below` ×
+W_max, when at most `ignore_share` of the window's answers were throttles, does not cut: we are
+far below a rate the server took, and it accepted nearly everything — another process on the
+account or a passing fault, which cutting on and on would only drive to the floor. If the limit
+really fell, most answers are throttles and the rate is cut as usual.
 
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
@@ -71,6 +83,14 @@ class RateRules:
     recovery_max: float = 60.0
     #: Past lift × W_max the throttling episode is over: no limit again.
     lift: float = 4.0
+    #: Two cuts in a row from rates this close (a share of the first) find a steady limit:
+    #: the curve then stays at W_max for `hold` seconds before it probes upwards again.
+    same: float = 0.25
+    hold: float = 30.0
+    #: A throttle while sending below ignore_below × W_max, with at most ignore_share of the
+    #: window's answers throttled, is not ours: no cut.
+    ignore_below: float = 0.8
+    ignore_share: float = 0.2
     #: The send rate is measured over this many seconds, and a throttled request sent less
     #: than this long after a cut does not cut again (the server may still count the burst).
     window: float = 1.0
@@ -92,6 +112,13 @@ class RateRules:
             raise ConfigurationError(
                 f"RateRules.recovery_max ({self.recovery_max}) must be ≥ recovery ({self.recovery})"
             )
+        for name in ("same", "ignore_below", "ignore_share"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigurationError(
+                    f"RateRules.{name} must be ≥ 0 and < 1, got {getattr(self, name)}"
+                )
+        if self.hold < 0:
+            raise ConfigurationError(f"RateRules.hold must be ≥ 0, got {self.hold}")
         if self.lift <= 1:
             raise ConfigurationError(f"RateRules.lift must be > 1, got {self.lift}")
         for name in ("start_rate", "cap"):
@@ -103,9 +130,12 @@ class RateRules:
         """K: seconds the curve takes to climb back to `w_max`."""
         return min(self.recovery_max, max(self.recovery, self.recovery_requests / w_max))
 
-    def curve(self, w_max: float, since_cut: float) -> float:
-        """The allowed rate `since_cut` seconds after a cut from `w_max`; inf once past lift."""
+    def curve(self, w_max: float, since_cut: float, hold: float = 0.0) -> float:
+        """The allowed rate `since_cut` seconds after a cut from `w_max`; inf once past lift.
+        `hold`: seconds it stays at `w_max` once there (a steady limit)."""
         k = self.recovery_time(w_max)
+        if since_cut > k:
+            since_cut = max(k, since_cut - hold)
         rate = w_max * (1 - (1 - self.beta) * (1 - max(0.0, since_cut) / k) ** 3)
         return math.inf if rate >= self.lift * w_max else max(self.floor, rate)
 
@@ -156,6 +186,8 @@ class RateController:
         self._w_max: float | None = None
         self._cut_at: float | None = None
         self._sends: deque[float] = deque()
+        self._answers: deque[tuple[float, bool]] = deque()  # (when, throttled) over `window`
+        self._steady = False  # the last two cuts came from about the same rate
         self.answered_count = 0
         self.throttled_count = 0
         self.cuts = 0
@@ -167,7 +199,8 @@ class RateController:
             rate = rules.start_curve(0.0 if self._started is None else now - self._started)
         elif self._phase is Phase.CUBIC:
             assert self._w_max is not None and self._cut_at is not None
-            rate = rules.curve(self._w_max, now - self._cut_at)
+            hold = rules.hold if self._steady else 0.0
+            rate = rules.curve(self._w_max, now - self._cut_at, hold)
         if math.isinf(rate) and self._phase is not Phase.FREE:
             self._phase = Phase.FREE  # the slow start or the episode is over
         return rate
@@ -199,21 +232,42 @@ class RateController:
         span = self._span(now)
         return len(self._sends) / span
 
-    def answered(self) -> None:
+    def answered(self, now: float | None = None) -> None:
         """An answer that was not a throttle came back (counted for the throttled share)."""
         self.answered_count += 1
+        if now is not None:
+            self._answer(now, False)
+
+    def _answer(self, now: float, throttled: bool) -> None:
+        self._answers.append((now, throttled))
+        horizon = now - self.rules.window
+        while self._answers and self._answers[0][0] <= horizon:
+            self._answers.popleft()
+
+    def _not_ours(self, measured: float) -> bool:
+        """True for a throttle that says nothing about our rate (see the module's doc)."""
+        rules = self.rules
+        if self._w_max is None or measured >= rules.ignore_below * self._w_max:
+            return False
+        throttles = sum(throttled for _, throttled in self._answers)
+        return throttles <= rules.ignore_share * len(self._answers)
 
     def throttled(self, now: float, sent_at: float) -> bool:
         """A request sent at `sent_at` was answered 1302: cut the rate unless it left before the
         last cut or within one window after it (that cut answered this overload already).
         True if the rate was cut."""
         self.throttled_count += 1
+        self._answer(now, True)
         if self._cut_at is not None and sent_at < self._cut_at + self.rules.window:
             return False
         allowed = self._uncapped(now)
         # At least the throttled request itself was sent: never measure a rate of zero.
         measured = max(self.sent_rate(now), 1 / self._span(now))
+        if self._not_ours(measured):
+            return False
         base = min(allowed, measured)
+        last = self._w_max
+        self._steady = last is not None and abs(base - last) <= self.rules.same * last
         self.adopt(now, base, now)
         self.cuts += 1
         return True

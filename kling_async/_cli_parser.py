@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from . import __version__
-from ._config import DEFAULT_LIMITS, DEFAULT_POLL
+from ._config import DEFAULT_LIMITS, DEFAULT_POLL, DEFAULT_RETRY
 from ._dry_run import price_arg, units_arg
 from ._errors import ConfigurationError
 from ._health import check_base_url
@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="a ceiling on API requests per second (default: none; the rate adapts to Kling's "
         "'too many requests' answers)",
+    )
+    _number(
+        run,
+        "--outage-limit",
+        float,
+        DEFAULT_RETRY.outage_limit or 0.0,
+        "SECONDS",
+        "how long the API may be down (refusing or hanging) after it worked before the run "
+        "gives up",
+        above=0,
     )
     _number(
         run,

@@ -11,7 +11,11 @@ than once per job:
   naming the URL and the error (the URL is wrong, or nothing runs there);
 - **outage**: after any answer, transport failures that last `down_after` seconds are an outage
   → "waiting for the API" (jobs keep everything and wait), back to normal at the next answer,
-  or give up once the outage passes `outage_limit`.
+  or give up once the outage passes `outage_limit`;
+- **hang**: after any answer, a request outstanding while nothing at all has answered for
+  `hang_after()` seconds (a few seconds past the slowest recent answer, never below
+  `HealthRules.hang_after`) is a failure too: a server that accepts connections and never
+  answers is an outage found in seconds, not at the 60 s read timeout.
 
 Any HTTP answer counts as the API being there, whatever its status or code: a 5xx, a 1302 or a
 page that is not Kling's says the URL reaches a server, and those have their own rules.
@@ -20,6 +24,7 @@ page that is not Kling's says the URL reaches a server, and those have their own
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
@@ -115,14 +120,22 @@ class HealthRules:
 
     never_worked: float = 10.0
     down_after: float = 1.0
+    #: The least time without any answer, a request outstanding, that counts as a hang; the
+    #: slowest recent answer plus `HANG_MARGIN` raises it (a slow server is not a hung one).
+    hang_after: float = 5.0
     #: None: wait for the API as long as the run lasts.
     outage_limit: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        for name in ("never_worked", "down_after", "outage_limit"):
+        for name in ("never_worked", "down_after", "hang_after", "outage_limit"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"HealthRules.{name} must be > 0, got {value}")
+
+
+#: Seconds beyond the slowest of the last `LATENCIES` answers before a request counts as hung.
+HANG_MARGIN = 3.0
+LATENCIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,10 @@ def _describe(error: BaseException | str | None) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _hung(waited: float) -> str:
+    return f"no answer within {waited:.0f} s (requests hang)"
+
+
 class ApiHealth:
     """Health of one base URL, from request outcomes; every method is given `now` (monotonic).
 
@@ -159,6 +176,7 @@ class ApiHealth:
         self._failing_since: float | None = None  # first transport failure since the last answer
         self._down_since: float | None = None
         self._answered_at: float | None = None
+        self._latencies: deque[float] = deque(maxlen=LATENCIES)
         self.gave_up: Change | None = None
 
     def __repr__(self) -> str:
@@ -180,6 +198,7 @@ class ApiHealth:
         if self.health is Health.GAVE_UP or outcome is Outcome.OTHER:
             return None
         if outcome is Outcome.ANSWERED:
+            self._latencies.append(now - sent)
             return self._answered(now)
         self.last_error = _describe(error)
         if self._failing_since is None:
@@ -233,6 +252,27 @@ class ApiHealth:
                     f"(outage limit {limit:g} s): {self.last_error}",
                 )
         return None
+
+    def hang_after(self) -> float:
+        """Seconds with no answer at all after which an outstanding request counts as hung."""
+        slowest = max(self._latencies, default=0.0)
+        return max(self.rules.hang_after, slowest + HANG_MARGIN)
+
+    def watch(self, now: float, sent_at: float, small: bool = True) -> Change | None:
+        """A request sent at `sent_at` is still unanswered at `now`: is it hung, and what
+        follows (call it from a timer: a hung request reports nothing by itself).
+
+        Only a `small` request (no large upload, which may take long) can count as hung: before
+        any answer once it waited `never_worked`; after one, once neither it nor any other
+        request was answered for `hang_after()`.
+        """
+        if small and self.health is Health.STARTING and now - sent_at >= self.rules.never_worked:
+            return self.record(Outcome.TRANSPORT, now, _hung(now - sent_at), sent_at=sent_at)
+        if small and self.health is Health.UP:
+            since = sent_at if self._answered_at is None else max(sent_at, self._answered_at)
+            if now - since >= self.hang_after():
+                return self.record(Outcome.TRANSPORT, now, _hung(now - since), sent_at=since)
+        return self.check(now)
 
     def _give_up(self, now: float, message: str) -> Change:
         self.health = Health.GAVE_UP

@@ -36,29 +36,19 @@ class RequestOutcomes:
             raise ApiUnreachableError(gave_up.message)
 
     async def _watched(self, request: Any, sent_at: float, small: bool) -> Any:
-        """Await `request`; while the API is not known to answer, give it up on time even if
-        this request hangs (a timer rather than the read timeout decides).
-
-        A `small` request (no large body to upload) unanswered for `never_worked` seconds
-        counts as failed: a server that accepts connections and never answers is no API.
-        """
-        if self.health.health is Health.UP:
-            return await request
+        """Await `request` under a timer, so that a hung API is noticed (and given up) on time
+        rather than at the read timeout: `ApiHealth.watch` judges what waiting means."""
+        health = self.health
         task = asyncio.ensure_future(request)
-        hung = False
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=WATCH_EVERY)
+                wait = WATCH_EVERY
+                if health.health is Health.UP:  # one timer for the usual, answered, request
+                    wait = max(wait, sent_at + health.hang_after() - self._monotonic())
+                done, _ = await asyncio.wait({task}, timeout=wait)
                 if done:
                     return task.result()
-                now = self._monotonic()
-                if small and not hung and now - sent_at >= self.health.rules.never_worked:
-                    hung = True
-                    error = f"no answer within {now - sent_at:.0f} s (requests hang)"
-                    change = self.health.record(Outcome.TRANSPORT, now, error, sent_at=sent_at)
-                else:
-                    change = self.health.check(now)
-                self._health_changed(change)
+                self._health_changed(health.watch(self._monotonic(), sent_at, small))
                 self._check_health()
         finally:
             if not task.done():

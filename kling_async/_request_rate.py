@@ -37,6 +37,8 @@ __all__ = ["LocalTokens", "RateView", "RequestRate", "TokenBucket", "TokenStore"
 #: A waiting token store looks at the rate again at least this often (it may have been cut or
 #: have grown since).
 RECHECK = 0.25
+#: A lane served this recently still counts as queueing (see `RequestRate.queue_time`).
+RECENT = 1.0
 #: A bucket this close to a whole token has one: float rounding must not leave a waiter sleeping
 #: for 1e-18 s forever.
 _EPSILON = 1e-9
@@ -134,6 +136,7 @@ class RequestRate:
         self._lanes: dict[str, deque[asyncio.Future[float]]] = {}
         self._turn = 0  # index of the lane whose turn it is
         self._pump: asyncio.Task[None] | None = None
+        self._served: dict[str, float] = {}  # when each lane's last waiter got its token
         #: Called with a lane's name when its last waiter got its token.
         self.on_drained: Callable[[str], None] | None = None
         #: Called with the rate measured (W_max) when a 1302 cut the rate: to share the cut.
@@ -176,6 +179,7 @@ class RequestRate:
                 waiter = queue.popleft()
                 if not waiter.done():
                     self._turn = index + 1
+                    self._served[name] = self._monotonic()
                     if not queue and self.on_drained is not None:
                         self.on_drained(name)
                     return waiter
@@ -211,7 +215,7 @@ class RequestRate:
 
     def on_success(self) -> None:
         """An answer that was not a throttle (success or any other error) came back."""
-        self.controller.answered()
+        self.controller.answered(self._monotonic())
 
     def on_throttled(self, ticket: float) -> bool:
         """The request that left at `ticket` was answered 1302; True if that cut the rate."""
@@ -232,12 +236,18 @@ class RequestRate:
         self.controller.adopt(now, w_max, now - since_cut)
 
     def queue_time(self, lane: str) -> float:
-        """Seconds the requests waiting in `lane` need at the rate now (0 when nothing binds)."""
+        """Seconds the requests waiting in `lane` need at the rate now (0 when nothing binds).
+
+        A lane whose last waiter got its token less than `RECENT` seconds ago counts one token's
+        time even if empty just now: at a binding rate it empties and fills again with every
+        token, and a caller spacing work behind it (status sweeps) must not see it idle."""
         rate = self._rate()
-        queue = self._lanes.get(lane)
-        if not queue or math.isinf(rate):
+        if math.isinf(rate):
             return 0.0
-        return sum(not w.done() for w in queue) / rate
+        waiting = sum(not w.done() for w in self._lanes.get(lane, ()))
+        if not waiting and self._monotonic() - self._served.get(lane, -math.inf) < RECENT:
+            waiting = 1
+        return waiting / rate
 
     def state(self) -> RateView:
         """The rate now, and how many requests wait in each lane."""

@@ -18,11 +18,12 @@ from . import (
     Limits,
     OutputFolderError,
     PollPolicy,
+    RetryPolicy,
     batch_status,
     run_batch,
 )
 from ._cli_parser import build_parser
-from ._config import DEFAULT_LIMITS, DEFAULT_POLL
+from ._config import DEFAULT_LIMITS, DEFAULT_POLL, DEFAULT_RETRY
 from ._dry_run import dry_run
 from ._folder import FolderLock
 from ._journal import Journal
@@ -60,6 +61,9 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
             min_interval=min(DEFAULT_POLL.min_interval, poll_interval),
         ),
         "coordinator": args.coordinator,
+        "retry": RetryPolicy(
+            outage_limit=getattr(args, "outage_limit", DEFAULT_RETRY.outage_limit)
+        ),
     }
     if not args.simulate:
         try:  # checked here too, so that the message can show the way in without an account

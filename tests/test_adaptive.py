@@ -180,6 +180,78 @@ def test_answers_are_counted_for_the_throttled_share() -> None:
     assert RateController().state(0.0).throttled_share == 0.0
 
 
+def test_a_limit_hit_twice_is_held_rather_than_lifted() -> None:
+    rules = RateRules(start_rate=None, hold=30.0)
+    controller = RateController(rules)
+    last = sending(controller, 0.0, 20, 2.0)
+    controller.throttled(last, sent_at=last)  # first cut from ~20/s: no steady limit yet
+    k = rules.recovery_time(20.0)
+    assert controller.rate(last + k + 10.0) > 20.0  # past K the curve grows on
+    now = sending(controller, last + 5.0, 20, 2.0)  # ~20/s again, throttled again
+    assert controller.throttled(now, sent_at=now) is True
+    w_max = controller.state(now).w_max
+    assert w_max is not None and w_max == pytest.approx(20.0, abs=1.5)
+    for later in (k, k + 5.0, k + 29.0):  # held at W_max for `hold` seconds past K
+        assert controller.rate(now + later) == pytest.approx(w_max)
+    assert controller.state(now + k + 29.0).phase is Phase.CUBIC
+    assert controller.rate(now + k + 31.0) > w_max  # then probing upwards again
+    assert controller.rate(now + k + 30.0 + 60.0) == math.inf  # and free once far past it
+
+
+def test_a_cut_from_a_different_rate_is_no_steady_limit() -> None:
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 40, 2.0)
+    controller.throttled(last, sent_at=last)  # from ~40/s
+    now = sending(controller, last + 5.0, 10, 2.0)
+    controller.throttled(now, sent_at=now)  # from ~10/s (a fall far below: not ignored below)
+    k = controller.rules.recovery_time(10.0)
+    assert controller.rate(now + k + 5.0) > controller.state(now).w_max + 1  # not held
+
+
+def accepted(controller: RateController, start: float, rate: float, seconds: float) -> float:
+    """Sends at `rate` whose answers are all accepted; returns the last moment."""
+    now = start
+    for k in range(round(rate * seconds)):
+        now = start + k / rate
+        controller.sent(now)
+        controller.answered(now)
+    return now
+
+
+def test_a_throttle_far_below_the_learnt_limit_with_nearly_all_accepted_is_not_ours() -> None:
+    # Another process on the account, or a scripted fault: one 1302 among many accepted
+    # answers while we send at half the rate the server took must not cut us towards the floor.
+    controller = RateController(NO_START)
+    last = accepted(controller, 0.0, 30, 2.0)
+    assert controller.throttled(last, sent_at=last) is True  # ~30/s: cut
+    w_max = controller.state(last).w_max
+    assert w_max is not None
+    now = accepted(controller, last + 10.0, 12, 2.0)  # 12/s < 0.8 · W_max, all accepted
+    before = controller.rate(now)
+    assert controller.throttled(now, sent_at=now) is False
+    assert controller.rate(now) == before and controller.state(now).cuts == 1
+    for _ in range(20):  # one more every window: still none ours
+        now = accepted(controller, now + 0.1, 12, 1.0)
+        assert controller.throttled(now, sent_at=now) is False
+    assert controller.rate(now) >= 0.7 * w_max
+
+
+def test_a_limit_that_really_fell_still_cuts_far_below_the_old_one() -> None:
+    controller = RateController(NO_START)
+    last = accepted(controller, 0.0, 30, 2.0)
+    controller.throttled(last, sent_at=last)
+    now = last + 10.0
+    for k in range(12):  # 12/s, most of them throttled: the account's limit fell
+        now = last + 10.0 + k / 12
+        controller.sent(now)
+        if k % 4:  # throttled (sent_at before the cut's window: counted, no cut by itself)
+            assert controller.throttled(now, sent_at=last) is False
+        else:
+            controller.answered(now)
+    assert controller.throttled(now, sent_at=now) is True
+    assert controller.state(now).cuts == 2
+
+
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
@@ -189,6 +261,9 @@ def test_answers_are_counted_for_the_throttled_share() -> None:
         ("window", -1.0, "window must be > 0"),
         ("recovery_max", 1.0, "recovery_max (1.0) must be ≥ recovery (2.0)"),
         ("lift", 1.0, "lift must be > 1"),
+        ("same", 1.0, "same must be ≥ 0 and < 1"),
+        ("ignore_share", -0.1, "ignore_share must be ≥ 0 and < 1"),
+        ("hold", -1.0, "hold must be ≥ 0"),
         ("cap", 0.0, "cap must be > 0 or None"),
         ("start_rate", -5.0, "start_rate must be > 0 or None"),
     ],

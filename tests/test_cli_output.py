@@ -124,6 +124,7 @@ BAD_FLAGS = [
     ("run", "--rps", "0", "--rps must be > 0 (got 0)"),
     ("run", "--rps", "-1", "--rps must be > 0 (got -1)"),
     ("run", "--rps", "inf", "--rps must be a finite number (got 'inf')"),
+    ("run", "--outage-limit", "0", "--outage-limit must be > 0 (got 0)"),
     ("run", "--poll-interval", "0", "--poll-interval must be > 0 (got 0)"),
     ("run", "--poll-interval", "soon", "--poll-interval must be a number (got 'soon')"),
     ("run", "--download-concurrency", "0", "--download-concurrency must be ≥ 1 (got 0)"),

@@ -104,24 +104,57 @@ def test_base_url_without_scheme_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def _outage_after(st: SimThread, creates: int, seconds: float, mode: str) -> threading.Thread:
+    """Start an outage of `seconds` once `creates` creates were accepted (from a thread)."""
+
+    def cut() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if st.stats()["accepted_creates"] >= creates:
+                st.call(st.sim.outage, seconds, mode=mode)
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=cut)
+    watcher.start()
+    return watcher
+
+
 def test_an_outage_mid_run_is_waited_out(tmp_path: Path) -> None:
     with SimThread(concurrency=5, gen_seconds=0.3) as st:
-
-        def cut() -> None:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if st.stats()["accepted_creates"] >= 5:
-                    st.call(st.sim.outage, 20)
-                    return
-                time.sleep(0.02)
-
-        watcher = threading.Thread(target=cut)
-        watcher.start()
+        watcher = _outage_after(st, 5, 20, "refuse")
         proc = run(st, tmp_path, 20, "--concurrency", "5", timeout=120)
         watcher.join()
         assert proc.returncode == 0, proc.stdout + proc.stderr
         all_downloaded(st, tmp_path, 20)
         assert "waiting for the API" not in proc.stdout  # results only on stdout
+
+
+def test_a_hang_mid_run_is_noticed_and_waited_out(tmp_path: Path) -> None:
+    # The API answered, then accepts connections and answers nothing: found in seconds, not at
+    # the 60 s read timeout; the run resumes when the outage ends.
+    with SimThread(concurrency=5, gen_seconds=0.3) as st:
+        watcher = _outage_after(st, 5, 12, "hang")
+        proc = run(st, tmp_path, 20, "--concurrency", "5", timeout=120)
+        watcher.join()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        all_downloaded(st, tmp_path, 20)
+        assert st.stats()["outage_drops"] > 0
+
+
+def test_a_hang_longer_than_the_outage_limit_is_given_up_once(tmp_path: Path) -> None:
+    with SimThread(concurrency=5, gen_seconds=0.3) as st:
+        watcher = _outage_after(st, 5, 60, "hang")
+        started = time.monotonic()
+        proc = run(st, tmp_path, 20, "--concurrency", "5", "--outage-limit", "3", timeout=60)
+        took = time.monotonic() - started
+        watcher.join()
+        st.call(st.sim.outage, 0)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 1, text
+        assert took < 40, took  # hang noticed after ~5 s, given up 3 s later; not the 60 s timeout
+        assert text.count("giving up:") == 1, text
+        assert "requests hang" in text and "outage limit 3 s" in text
 
 
 def test_links_that_expire_half_a_second_after_each_query(tmp_path: Path) -> None:

@@ -199,7 +199,52 @@ def test_an_outage_past_its_limit_is_given_up() -> None:
     assert repr(health) == f"ApiHealth({URL!r}, gave up)"
 
 
-@pytest.mark.parametrize("field", ["never_worked", "down_after", "outage_limit"])
+# -- hangs after the API worked ---------------------------------------------------------------
+
+
+def test_a_hang_after_answers_is_an_outage_within_seconds() -> None:
+    health = ApiHealth(URL, HealthRules(down_after=1.0, hang_after=5.0, outage_limit=30.0))
+    health.record(A, now=10.0, sent_at=9.9)  # answers take 0.1 s: the floor, 5 s, rules
+    assert health.hang_after() == 5.0
+    assert health.watch(12.0, sent_at=11.0) is None  # waiting 1 s is no hang
+    assert health.watch(15.5, sent_at=11.0) is None  # 4.5 s without any answer: not yet
+    down = health.watch(16.0, sent_at=11.0)  # 5 s since it was sent, nothing answered
+    assert down is not None and down.health is Health.DOWN and health.waiting
+    assert down.message == (
+        f"waiting for the API: {URL} stopped answering (no answer within 5 s (requests hang))"
+    )
+    assert health.watch(20.0, sent_at=11.0) is None  # said once
+    assert health.watch(40.0, sent_at=11.0) is None  # down since 11: limit 30 s at 41
+    gave_up = health.watch(41.0, sent_at=11.0)
+    assert gave_up is not None and gave_up.health is Health.GAVE_UP
+    assert "outage limit 30 s" in gave_up.message and "requests hang" in gave_up.message
+
+
+def test_a_slow_request_is_no_hang_while_others_answer() -> None:
+    health = ApiHealth(URL, HealthRules(hang_after=5.0))
+    health.record(A, now=0.0)
+    for now in (4.0, 8.0, 12.0):  # other requests answer every 4 s
+        health.record(A, now=now, sent_at=now - 0.1)
+        assert health.watch(now + 0.5, sent_at=0.0) is None  # one slow request, sent at 0
+    assert health.health is Health.UP
+
+
+def test_the_hang_threshold_follows_the_slowest_recent_answer() -> None:
+    health = ApiHealth(URL, HealthRules(hang_after=5.0))
+    health.record(A, now=8.0, sent_at=0.0)  # a server that takes 8 s to answer
+    assert health.hang_after() == 11.0  # 8 s + 3 s margin
+    assert health.watch(18.0, sent_at=8.0) is None  # 10 s: as slow as it is, not hung
+    assert health.watch(19.0, sent_at=8.0) is not None
+
+
+def test_a_large_upload_never_counts_as_hung() -> None:
+    health = ApiHealth(URL, HealthRules(hang_after=5.0))
+    health.record(A, now=0.0)
+    assert health.watch(100.0, sent_at=0.0, small=False) is None
+    assert health.health is Health.UP
+
+
+@pytest.mark.parametrize("field", ["never_worked", "down_after", "hang_after", "outage_limit"])
 def test_rules_are_checked(field: str) -> None:
     with pytest.raises(ConfigurationError, match=f"HealthRules.{field} must be > 0, got 0"):
         HealthRules(**{field: 0})

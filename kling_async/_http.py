@@ -92,8 +92,8 @@ class HttpLayer(RequestOutcomes):
             self.base_url,
             HealthRules(outage_limit=retry.outage_limit),
         )
-        #: The client's request rate: adaptive, with `rps` as a ceiling.
-        self.rate = rate or RequestRate(RateRules(cap=rps), monotonic=monotonic, sleep=sleep)
+        #: The client's request rate, learnt from 1302 (the `rps` ceiling is the limiter below).
+        self.rate = rate or RequestRate(RateRules(), monotonic=monotonic, sleep=sleep)
         #: The server's time, learnt from the `Date` of every answer.
         self.server_clock = server_clock or ServerClock(wall=wall)
         #: The policy, clocks, random source and event hook every retry loop of a client uses.

@@ -142,6 +142,9 @@ class Results:
 
     plan: Plan
     runs: dict[tuple[str, str], Run] = field(default_factory=dict)
+    #: Client runs that failed, by (scenario, client): the reason, kept so one client's
+    #: failure (e.g. the baseline timing out on 50 parallel 48 MB uploads) ends no other run.
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
     downloads: dict[str, DownloadRun] = field(default_factory=dict)
 
 
@@ -202,7 +205,13 @@ def run_plan(
         if only is not None and key not in only:
             continue
         for client in clients:
-            run = run_client(client, scenarios[key], work)
+            try:
+                run = run_client(client, scenarios[key], work)
+            except RuntimeError as exc:
+                reason = str(exc).strip().splitlines()
+                results.failures[key, client] = f"{reason[0]} … {reason[-1]}"[:300]
+                log(f"{key:<16} {client:<12} FAILED: {results.failures[key, client]}")
+                continue
             results.runs[key, client] = run
             log(
                 f"{key:<16} {client:<12} wall {run.result.wall_s:7.2f} s  bound "

@@ -153,6 +153,7 @@ def summary(results: Results, rows: list[Row]) -> dict[str, Any]:
         }
         for (key, client), run in results.runs.items()
     }
+    out["failed_runs"] = {f"{key}/{client}": why for (key, client), why in results.failures.items()}
     out["downloads"] = {
         mode: {
             "mb_per_s": dl.mb_per_s,

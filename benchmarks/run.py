@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row for row in rows if row.ours is not None or row.base is not None]
     table = render(rows)
     notes = footnote(results)
+    for (key, client), why in results.failures.items():
+        notes += f"\nFAILED run (its rows show –): {key} / {client}: {why}"
     facts = machine_facts()
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = (

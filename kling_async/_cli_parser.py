@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gives up",
         above=0,
     )
+    _add_job_timeout(run)
     _number(
         run,
         "--poll-interval",
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("out", type=Path, metavar="DIR", help="output folder of a `run`")
     _add_connection(download)
+    _add_job_timeout(download)
     _add_download_flags(download)
     download.add_argument("--verify", action="store_true", help=_VERIFY)
 
@@ -179,6 +181,18 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="redis://host:port/db shared by every process on this account: slots, request "
         "rate and status sweeps (default: $KLING_COORDINATOR; none: this process alone)",
+    )
+
+
+def _add_job_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--job-timeout",
+        type=number("--job-timeout", float, above=0),
+        default=DEFAULT_RETRY.timeout,
+        metavar="SECONDS",
+        help="how long one step of a job (its create, a status query, a video download) may "
+        "go on retrying without progress before the job ends as timed out; a rerun resumes it "
+        "(default: none, a transient condition is waited out)",
     )
 
 

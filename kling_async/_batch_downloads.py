@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._errors import DiskFullError, DownloadError, VideoExpiredError
+from ._errors import DiskFullError, DownloadError, KlingError, VideoExpiredError, is_no_such_task
 from ._journal import JobState
 from ._names import video_name
 from ._records import FileRecord, JobError, check_file, file_record, job_error
+from ._requery import Requery, stale
 from .models import Task
 
 if TYPE_CHECKING:
@@ -50,7 +52,9 @@ class Fetch:
 
     `watermark`: the job asked for watermarked copies (None: a release-0.1 row, whose copies
     were fetched whenever offered). `records`: files recorded before (kept while intact);
-    `redo`: recorded paths known to be missing or damaged; `units`: what the task cost.
+    `redo`: recorded paths known to be missing or damaged; `units`: what the task cost;
+    `seen`: when (`time.monotonic()`) this process had `task` from Kling (None: stored by an
+    earlier one, so its links may have lapsed: the task is asked again before a video request).
     """
 
     key: str
@@ -60,6 +64,7 @@ class Fetch:
     records: tuple[FileRecord, ...] = ()
     redo: frozenset[str] = frozenset()
     units: Decimal | None = None
+    seen: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,7 @@ class DownloadStage:
         self._ready = asyncio.Event()
         self._busy = 0  # downloads under way
         self._freed = asyncio.Event()
+        self.requery = Requery(client)  # fresh answers for tasks whose links may have lapsed
 
     @property
     def backlog(self) -> int:
@@ -189,7 +195,12 @@ class DownloadStage:
                     f"(past the 30-day retention? expiry {when})"
                 )
             for index, wm, path, record in targets:
-                files.append(await self._fetch_one(fetch, index, wm, path, record))
+                kept = await self._on_disk(fetch, index, wm, path, record)
+                if kept is None:
+                    if task is fetch.task and self._stale(fetch):
+                        task = await self._fresh(fetch)  # once, before its first video request
+                    kept = await self._save(task, index, wm, path)
+                files.append(kept)
         except VideoExpiredError as exc:
             self._discard_parts(targets)  # nothing left to resume: do not litter the folder
             return Saved(JobState.EXPIRED, error=self._lost(fetch, job_error(exc)))
@@ -212,20 +223,53 @@ class DownloadStage:
         for _, _, path, _ in targets:
             (self.out_dir / f"{path}.part").unlink(missing_ok=True)
 
-    async def _fetch_one(
+    async def _on_disk(
         self, fetch: Fetch, index: int, wm: bool, path: str, record: FileRecord | None
-    ) -> FileRecord:
-        if path not in fetch.redo:
-            if record is not None and check_file(self.out_dir, record) is None:
-                return replace(record, video=index, watermarked=wm)
-            dest = self.out_dir / path
-            if record is None and dest.exists():
-                # Only a verified download is ever renamed into place: an earlier run finished
-                # it and died before the journal heard; hash it instead of fetching it again.
-                which = {"video": index, "watermarked": wm}
-                return await asyncio.to_thread(file_record, dest, self.out_dir, **which)
+    ) -> FileRecord | None:
+        """The file's record if it is on disk already (no request then), else None."""
+        if path in fetch.redo:
+            return None
+        if record is not None and check_file(self.out_dir, record) is None:
+            return replace(record, video=index, watermarked=wm)
+        dest = self.out_dir / path
+        if record is None and dest.exists():
+            # Only a verified download is ever renamed into place: an earlier run finished
+            # it and died before the journal heard; hash it instead of fetching it again.
+            which = {"video": index, "watermarked": wm}
+            return await asyncio.to_thread(file_record, dest, self.out_dir, **which)
+        return None
+
+    def _stale(self, fetch: Fetch) -> bool:
+        """Whether the job's links may have lapsed; not asked about once past expiry by what
+        we know of the server's clock (`save_video` calls it expired without a request)."""
+        clock = self.client.server_clock
+        if clock.past_expiry(fetch.task.expires_at):
+            return False
+        return stale(fetch.task, fetch.seen, clock, time.monotonic())
+
+    async def _fresh(self, fetch: Fetch) -> Task:
+        """Ask Kling about the task again (its stored links may have lapsed); the round also
+        asks about the queued jobs in the same case."""
+        others = (f.task for _, _, f in self._heap if self._stale(f))
+        try:
+            task = await self.requery.fresh(fetch.task, others)
+        except KlingError as exc:
+            if is_no_such_task(exc):
+                raise VideoExpiredError(
+                    f"task {fetch.task.task_id}: Kling no longer has it (past retention?)"
+                ) from exc
+            raise DownloadError(
+                f"task {fetch.task.task_id}: could not ask for fresh video links: {exc}"
+            ) from exc
+        if not task.videos:
+            raise VideoExpiredError(f"task {task.task_id}: Kling no longer lists its video")
+        return task
+
+    async def _save(self, task: Task, index: int, wm: bool, path: str) -> FileRecord:
+        if index >= len(task.videos):
+            raise VideoExpiredError(f"task {task.task_id}: Kling no longer lists video {index}")
         saved = await self.client.save_video(
-            fetch.task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
+            task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
         )
         return FileRecord(path, saved.bytes, saved.sha256, index, wm)
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from decimal import Decimal
@@ -127,7 +128,8 @@ class Feeder:
         many downloads wait, leave it to the journal, not memory, for the feeder to queue."""
         if self._fetcher.backlog < FEED:
             watermark = self._inflight[key].watermark if key in self._inflight else None
-            self._fetcher.queue(Fetch(key, ext, task, watermark, units=units))
+            fetch = Fetch(key, ext, task, watermark, units=units, seen=time.monotonic())
+            self._fetcher.queue(fetch)  # just seen by this run's poller: its links are fresh
             return
         self._inflight.pop(key, None)
         self._feed()  # before settling: the batch must not look done in between
@@ -157,6 +159,7 @@ class Feeder:
         self._inflight[row.key] = InFlight(row.watermark)
         task = Task.model_validate(row.task)
         spent = row.units.spent if row.units else None
+        # A stored answer (seen=None): the stage asks again first if its links may have lapsed.
         fetch = Fetch(row.key, row.external_id, task, row.watermark, row.files or (), units=spent)
         if row.legacy is not None:
             self._adopt_legacy_parts(fetch)
@@ -211,7 +214,9 @@ class Feeder:
         error = JobError(f"{lost} missing or damaged: fetching again", "FileMissing")
         await self._write(row.key, JobState.SUCCEEDED, error)
         files, spent = row.files or (), row.units.spent if row.units else None
-        fetch = Fetch(row.key, row.external_id, task, row.watermark, files, bad, spent)
+        fetch = Fetch(
+            row.key, row.external_id, task, row.watermark, files, bad, spent, time.monotonic()
+        )
         self._fetcher.queue(fetch)
 
     async def _write(self, key: str, state: JobState, error: JobError) -> None:

@@ -60,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the account's concurrent tasks to start from; lowered if Kling refuses",
         minimum=1,
     )
-    run.add_argument(
+    _optional_number(
+        run,
         "--rps",
-        type=number("--rps", float, above=0),
-        default=DEFAULT_LIMITS.rps,
-        metavar="R",
-        help="a ceiling on API requests per second (default: none; the rate adapts to Kling's "
+        DEFAULT_LIMITS.rps,
+        "R",
+        "a ceiling on API requests per second (default: none; the rate adapts to Kling's "
         "'too many requests' answers)",
     )
     _number(
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gives up",
         above=0,
     )
+    _add_job_timeout(run)
     _number(
         run,
         "--poll-interval",
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("out", type=Path, metavar="DIR", help="output folder of a `run`")
     _add_connection(download)
+    _add_job_timeout(download)
     _add_download_flags(download)
     download.add_argument("--verify", action="store_true", help=_VERIFY)
 
@@ -179,6 +181,27 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="redis://host:port/db shared by every process on this account: slots, request "
         "rate and status sweeps (default: $KLING_COORDINATOR; none: this process alone)",
+    )
+
+
+def _add_job_timeout(parser: argparse.ArgumentParser) -> None:
+    _optional_number(
+        parser,
+        "--job-timeout",
+        DEFAULT_RETRY.timeout,
+        "SECONDS",
+        "how long one step of a job (its create, a status query, a video download) may go on "
+        "retrying without progress before the job ends as timed out; a rerun resumes it "
+        "(default: none, a transient condition is waited out)",
+    )
+
+
+def _optional_number(
+    parser: argparse.ArgumentParser, flag: str, default: float | None, metavar: str, text: str
+) -> None:
+    """A positive number whose default is "none" (the help says what none means)."""
+    parser.add_argument(
+        flag, type=number(flag, float, above=0), default=default, metavar=metavar, help=text
     )
 
 

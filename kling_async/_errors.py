@@ -86,6 +86,10 @@ __all__ = [
 class KlingError(Exception):
     """Root of every error kling-async raises."""
 
+    #: Seconds of the job timeout (`RetryPolicy.timeout`) that ended the retrying of this
+    #: error, if it did (None: it ended for another reason).
+    timed_out: float | None = None
+
 
 class ConfigurationError(KlingError, ValueError):
     """Missing or invalid credentials or options, found before any I/O."""

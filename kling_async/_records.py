@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ._errors import APIError, InvalidRequestError
+from ._errors import APIError, InvalidRequestError, KlingError
 from ._prices import Kind, deduction
 
 __all__ = [
@@ -145,10 +145,13 @@ class JobError:
 def job_error(exc: BaseException) -> JobError:
     """The record of an error: its class name and message; Kling's code and request_id when
     Kling answered; the field an invalid request names."""
+    timeout = exc.timed_out if isinstance(exc, KlingError) else None
+    late = "" if timeout is None else f"timed out (no progress for {timeout:g} s): "
     if isinstance(exc, APIError):
-        return JobError(exc.message, type(exc).__name__, exc.code, exc.request_id, answered=True)
+        message = late + exc.message
+        return JobError(message, type(exc).__name__, exc.code, exc.request_id, answered=True)
     field = exc.field if isinstance(exc, InvalidRequestError) else None
-    return JobError(str(exc), type(exc).__name__, field=field)
+    return JobError(late + str(exc), type(exc).__name__, field=field)
 
 
 def file_record(path: Path, root: Path, **which: Any) -> FileRecord:

@@ -242,6 +242,7 @@ class Retrying:
             # Resume soon after the API does, or give it up on time if it never answered.
             wait = min(wait, OUTAGE_POLL)
         if policy.timeout is not None and retries.monotonic() + wait > self._since + policy.timeout:
+            error.timed_out = policy.timeout  # the job's result says so, not just the last error
             raise error
         self._wait = wait
         emit(

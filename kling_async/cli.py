@@ -62,7 +62,8 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         ),
         "coordinator": args.coordinator,
         "retry": RetryPolicy(
-            outage_limit=getattr(args, "outage_limit", DEFAULT_RETRY.outage_limit)
+            outage_limit=getattr(args, "outage_limit", DEFAULT_RETRY.outage_limit),
+            timeout=args.job_timeout,
         ),
     }
     if not args.simulate:

@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"_client"},
     {"_journal", "_jobs", "_callbacks"},
     {"_labels", "_journal_units", "_journal_legacy"},
-    {"_results", "_preflight", "_journal_run"},
+    {"_results", "_preflight", "_journal_run", "_requery"},
     {"_batch_downloads", "_batch_submit", "_batch_status"},
     {"_batch_feed"},
     {"_batch_resume"},

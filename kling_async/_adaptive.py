@@ -11,9 +11,10 @@ Phases:
   second on 1302 answers. It passes 1,000 requests/s within about two seconds, then ends.
 - **free**: no limit at all (the default state once started: nothing binds in normal use).
 - **cubic**: a throttling answer (1302) to a request sent after the last cut takes the rate
-  down to `beta` × the rate we were sending at (the measured send rate over the last `window`,
-  or the allowed rate if lower): W_max is that rate, and the allowed rate then climbs back
-  along the CUBIC curve
+  down to `beta` × the rate we were sending at (the send rate over the last `window`, or if
+  lower the allowed rate, or what the server took — answers not throttled in the window: from
+  16/s into a limit of 15, a W_max of 16 is throttled again every K seconds): W_max is that
+  rate, and the allowed rate then climbs back along the CUBIC curve
 
       r(t) = W_max · (1 − (1 − beta) · (1 − t / K)³)
 
@@ -252,6 +253,12 @@ class RateController:
         throttles = sum(throttled for _, throttled in self._answers)
         return throttles <= rules.ignore_share * len(self._answers)
 
+    def _taken(self) -> float:
+        """Requests/s the server took (answers not throttled) over the window; inf when too
+        few to tell (fewer than `MEASURED`, or answers not timed)."""
+        taken = sum(not throttled for _, throttled in self._answers)
+        return taken / self.rules.window if taken >= MEASURED else math.inf
+
     def throttled(self, now: float, sent_at: float) -> bool:
         """A request sent at `sent_at` was answered 1302: cut the rate unless it left before the
         last cut or within one window after it (that cut answered this overload already).
@@ -265,7 +272,7 @@ class RateController:
         measured = max(self.sent_rate(now), 1 / self._span(now))
         if self._not_ours(measured):
             return False
-        base = min(allowed, measured)
+        base = min(allowed, measured, self._taken())
         last = self._w_max
         self._steady = last is not None and abs(base - last) <= self.rules.same * last
         self.adopt(now, base, now)

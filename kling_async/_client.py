@@ -144,10 +144,11 @@ class Client(TaskOperations):
 
     def _creates_runway(self, followed: int) -> float:
         # The slots our followed tasks do not hold are creates still to be sent (see
-        # RequestRate.runway): the tracker sweeps once they are about used up.
+        # RequestRate.runway): the tracker sweeps once they are about used up. Slots free
+        # account-wide are not known to one of several processes: only its own count then.
         gate = self._gate
-        free = max(0, gate.limit - gate.in_use)
-        return self._http.rate.runway("create", max(0, gate.limit - followed), free)
+        free = 0 if self._coordinator else max(0, gate.limit - gate.in_use)
+        return self._http.rate.runway("create", max(0, gate.in_use - followed) + free, free)
 
     def _drained(self, lane: str) -> None:
         if lane == "create":  # sweeps were spaced out behind queued creates: plan anew

@@ -7,6 +7,7 @@ Injected clock throughout: `TaskTracker._next_delay` with a fake `creates_runway
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -118,3 +119,26 @@ def test_request_rate_runway_counts_unheld_slots_while_creates_queue() -> None:
         assert rate.runway("create", unheld=3, free=0) == 0.0  # idle a while: nothing binds
 
     run(main())
+
+
+async def test_the_client_gives_the_tracker_its_creates_runway() -> None:
+    from kling_async import Client, Limits
+
+    client = Client(
+        access_key="ak-test",
+        secret_key="s" * 32,
+        base_url="http://127.0.0.1:9",
+        limits=Limits(concurrency=10),
+    )
+    runway = client._tracker.creates_runway
+    assert runway is not None and runway(0) == 0.0  # no rate binds
+    rate = client._http.rate
+    rate.controller.adopt(time.monotonic(), 10.0, time.monotonic())  # a cut: ~7 requests/s
+    waiters = [asyncio.ensure_future(rate.acquire("create")) for _ in range(3)]
+    await asyncio.sleep(0)
+    # 10 slots, none held: 3 creates queued and 7 to follow; one token is the sweep's
+    assert runway(0) == pytest.approx(9 / 7, rel=0.05)
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    await rate.aclose()

@@ -37,8 +37,8 @@ really fell, most answers are throttles and the rate is cut as usual.
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
 keeps that cost near one throttled answer per n requests whatever the limit (AWS's constant
-gives K ≈ 1 s at 1 request/s: a throttled answer every couple of requests). K is bounded by
-`recovery` and `recovery_max` seconds.
+gives K ≈ 1 s at 1 request/s: a throttled answer every couple of requests); within
+`recovery` … `recovery_max` seconds.
 
 Why a throttled request sent before the last cut, or within `window` seconds after it, never
 cuts again: its answer says the *old* rate was too fast, which the cut already answered, and a
@@ -254,8 +254,7 @@ class RateController:
         return throttles <= rules.ignore_share * len(self._answers)
 
     def _taken(self) -> float:
-        """Requests/s the server took (answers not throttled) over the window; inf when too
-        few to tell (fewer than `MEASURED`, or answers not timed)."""
+        """Requests/s the server took (unthrottled answers) in the window; inf below MEASURED."""
         taken = sum(not throttled for _, throttled in self._answers)
         return taken / self.rules.window if taken >= MEASURED else math.inf
 

@@ -91,12 +91,15 @@ class Run:
 
     @property
     def rate_bound_s(self) -> float:
-        """What the request rate R allows: one create per job at R/s, then the shortest
-        generation; 0 without a rate limit."""
+        """What the request rate R allows: the k-th create (k = 0, 1, …) leaves no sooner than
+        k/R, and its task then takes the generation time the simulator gives the k-th create
+        (the same in every run, `gen_times` being in creation order): max over k of
+        k/R + T_k. Status requests are not counted (a client needs some: this is a floor, not
+        what any client can reach). 0 without a rate limit."""
         rate = self.scenario.rate_limit
         if not rate or not self.gen_times:
             return 0.0
-        return (self.scenario.jobs - 1) / rate + min(self.gen_times)
+        return max(k / rate + took for k, took in enumerate(self.gen_times))
 
     @property
     def rate_ratio(self) -> float:

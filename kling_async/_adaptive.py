@@ -11,9 +11,10 @@ Phases:
   second on 1302 answers. It passes 1,000 requests/s within about two seconds, then ends.
 - **free**: no limit at all (the default state once started: nothing binds in normal use).
 - **cubic**: a throttling answer (1302) to a request sent after the last cut takes the rate
-  down to `beta` × the rate we were sending at (the measured send rate over the last `window`,
-  or the allowed rate if lower): W_max is that rate, and the allowed rate then climbs back
-  along the CUBIC curve
+  down to `beta` × the rate we were sending at (the send rate over the last `window`, or if
+  lower the allowed rate, or what the server took — answers not throttled in the window: from
+  16/s into a limit of 15, a W_max of 16 is throttled again every K seconds): W_max is that
+  rate, and the allowed rate then climbs back along the CUBIC curve
 
       r(t) = W_max · (1 − (1 − beta) · (1 − t / K)³)
 
@@ -36,8 +37,8 @@ really fell, most answers are throttles and the rate is cut as usual.
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
 keeps that cost near one throttled answer per n requests whatever the limit (AWS's constant
-gives K ≈ 1 s at 1 request/s: a throttled answer every couple of requests). K is bounded by
-`recovery` and `recovery_max` seconds.
+gives K ≈ 1 s at 1 request/s: a throttled answer every couple of requests); within
+`recovery` … `recovery_max` seconds.
 
 Why a throttled request sent before the last cut, or within `window` seconds after it, never
 cuts again: its answer says the *old* rate was too fast, which the cut already answered, and a
@@ -252,6 +253,11 @@ class RateController:
         throttles = sum(throttled for _, throttled in self._answers)
         return throttles <= rules.ignore_share * len(self._answers)
 
+    def _taken(self) -> float:
+        """Requests/s the server took (unthrottled answers) in the window; inf below MEASURED."""
+        taken = sum(not throttled for _, throttled in self._answers)
+        return taken / self.rules.window if taken >= MEASURED else math.inf
+
     def throttled(self, now: float, sent_at: float) -> bool:
         """A request sent at `sent_at` was answered 1302: cut the rate unless it left before the
         last cut or within one window after it (that cut answered this overload already).
@@ -265,7 +271,7 @@ class RateController:
         measured = max(self.sent_rate(now), 1 / self._span(now))
         if self._not_ours(measured):
             return False
-        base = min(allowed, measured)
+        base = min(allowed, measured, self._taken())
         last = self._w_max
         self._steady = last is not None and abs(base - last) <= self.rules.same * last
         self.adopt(now, base, now)

@@ -107,7 +107,7 @@ class Client(TaskOperations):
             sleep=sleep,
             monotonic=monotonic,
             event_hook=self._emit,
-            creates_queued=partial(self._http.rate.queue_time, "create"),
+            creates_runway=self._creates_runway,
         )
         self._coordinator = (
             None
@@ -141,6 +141,14 @@ class Client(TaskOperations):
             self._gate, self._tracker, self._http.retries, probe_interval=limits.probe_interval
         )
         self.encodings = EncodingCache()
+
+    def _creates_runway(self, followed: int) -> float:
+        # The slots our followed tasks do not hold are creates still to be sent (see
+        # RequestRate.runway): the tracker sweeps once they are about used up. Slots free
+        # account-wide are not known to one of several processes: only its own count then.
+        gate = self._gate
+        free = 0 if self._coordinator else max(0, gate.limit - gate.in_use)
+        return self._http.rate.runway("create", max(0, gate.in_use - followed) + free, free)
 
     def _drained(self, lane: str) -> None:
         if lane == "create":  # sweeps were spaced out behind queued creates: plan anew

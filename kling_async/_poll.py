@@ -37,8 +37,6 @@ logger = logging.getLogger("kling_async")
 Retake = Callable[[Task, "asyncio.Future[None]"], None]
 #: Fatal for every tracked task: retrying a query cannot help.
 _FATAL = (AuthenticationError, AccountError, ApiUnreachableError)
-#: While creates queue for the request rate, sweeps are this many generation times apart.
-SPACED = 0.5
 _TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
 _RUNNING = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
@@ -64,16 +62,17 @@ class TaskTracker(StatusSweep):
         monotonic: Clock = time.monotonic,
         event_hook: EventHook | None = None,
         retake: Retake | None = None,
-        creates_queued: Callable[[], float] | None = None,
+        creates_runway: Callable[[int], float] | None = None,
     ) -> None:
         self._list_page = list_page
         self._get_one = get_one
         self.pacer = Pacer(policy)
         #: Called when a query contradicts a callback's claim (the slot is ours again).
         self.retake = retake
-        #: Seconds the creates queued for the request rate need: while the rate binds, a sweep
-        #: costs a create its turn, so sweeps are spaced out (None: never).
-        self.creates_queued = creates_queued
+        #: Given how many followed tasks hold slots: seconds until creates queued for the
+        #: request rate run out of slots (0: the rate does not bind; None: never asked).
+        self.creates_runway = creates_runway
+        self._answer_time = 0.0  # how long the last sweep took, its token's wait included
         self.page_size = page_size
         self.max_pages = max_pages
         self._sleep = sleep
@@ -204,6 +203,7 @@ class TaskTracker(StatusSweep):
                 self.pacer.failed(started)
             else:
                 self.pacer.swept(started, changed)
+                self._answer_time = self._monotonic() - started
 
     def _busy(self) -> bool:
         return bool(self._tracked or self._also_running())
@@ -221,15 +221,31 @@ class TaskTracker(StatusSweep):
         running = [e.since for e in self._tracked.values() if not e.claimed]
         claimed = len(self._tracked) - len(running)
         running += self._also_running()
-        delay = self.pacer.delay(self._monotonic(), running, claimed)
-        queued = 0.0 if self.creates_queued is None or claimed else self.creates_queued()
-        if queued > 0:
-            # Creates wait for the request rate, not for slots: seeing a task end sooner frees
-            # nothing they need, so a sweep per half generation time (each finds about R·T/2
-            # ended tasks; slots are held T + T/4 on average) is enough until the queue
-            # drains (`replan`).
-            delay = max(delay, queued, SPACED * (self.typical_duration() or 0.0))
+        now = self._monotonic()
+        delay = self.pacer.delay(now, running, claimed)
+        runway = 0.0
+        if self.creates_runway is not None and not claimed:
+            runway = self.creates_runway(len(self._tracked))
+        if runway > 0:
+            delay = max(delay, self._slot_delay(now, runway, running))
         return delay
+
+    def _slot_delay(self, now: float, runway: float, running: list[float]) -> float:
+        """While creates wait for the request rate, not for slots: the pause that sweeps just
+        before they would run out of slots.
+
+        Each sweep costs a create its token, and seeing a task end sooner frees a slot nobody
+        needs yet; one sweep, however late, reports every task that ended meanwhile. So the
+        sweep goes when the slots not held by running tasks (`runway`: seconds of creates at
+        the rate) are used up, less the time its own answer takes. Capped so results are not
+        held back for long: one median generation time, or (none known yet) the age of the
+        oldest task followed, so the first completions are seen within about twice their age.
+        """
+        cap = self.typical_duration()
+        if cap is None:
+            cap = max((now - start for start in running), default=0.0)
+        cap = max(cap, self.policy.interval_max)
+        return min(cap, runway - self._answer_time)
 
     def replan(self) -> None:
         """Compute the pause before the next sweep again (e.g. the creates' queue drained)."""

@@ -37,7 +37,7 @@ __all__ = ["LocalTokens", "RateView", "RequestRate", "TokenBucket", "TokenStore"
 #: A waiting token store looks at the rate again at least this often (it may have been cut or
 #: have grown since).
 RECHECK = 0.25
-#: A lane served this recently still counts as queueing (see `RequestRate.queue_time`).
+#: A lane served this recently still counts as queueing (see `RequestRate.runway`).
 RECENT = 1.0
 #: A bucket this close to a whole token has one: float rounding must not leave a waiter sleeping
 #: for 1e-18 s forever.
@@ -235,19 +235,21 @@ class RequestRate:
         now = self._monotonic()
         self.controller.adopt(now, w_max, now - since_cut)
 
-    def queue_time(self, lane: str) -> float:
-        """Seconds the requests waiting in `lane` need at the rate now (0 when nothing binds).
+    def runway(self, lane: str, unheld: int, free: int) -> float:
+        """Seconds until `lane` runs dry for lack of slots while the rate binds (0: it does not).
 
-        A lane whose last waiter got its token less than `RECENT` seconds ago counts one token's
-        time even if empty just now: at a binding rate it empties and fills again with every
-        token, and a caller spacing work behind it (status sweeps) must not see it idle."""
+        A lane whose last waiter got its token less than `RECENT` seconds ago still counts as
+        waiting: at a binding rate it empties and fills again with every token. `unheld`: slots
+        not held by running tasks — each is a request of `lane` still to come (queued, being
+        prepared, or a free slot's next one); `free`: slots nobody has taken. One token goes to
+        whoever asks for the slots back (a status sweep), so one is not counted. A lane that is
+        empty while slots stand free does not wait for slots: 0."""
         rate = self._rate()
-        if math.isinf(rate):
-            return 0.0
         waiting = sum(not w.done() for w in self._lanes.get(lane, ()))
-        if not waiting and self._monotonic() - self._served.get(lane, -math.inf) < RECENT:
-            waiting = 1
-        return waiting / rate
+        recent = self._monotonic() - self._served.get(lane, -math.inf) < RECENT
+        if math.isinf(rate) or not (waiting or recent) or (free and not waiting):
+            return 0.0
+        return max(waiting, unheld - 1, 0) / rate
 
     def state(self) -> RateView:
         """The rate now, and how many requests wait in each lane."""

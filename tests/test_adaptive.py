@@ -74,6 +74,26 @@ def test_a_cut_starts_from_the_allowed_rate_when_we_sent_faster() -> None:
     assert controller.state(again).w_max == pytest.approx(allowed)
 
 
+def test_a_cut_starts_from_the_rate_the_server_took_when_lower() -> None:
+    # Sending at 20/s into a limit of 15/s: 15 answers a second accepted, the rest throttled.
+    # W_max is the 15 the server took, not the 20 sent (held at 20, it would throttle again).
+    controller = RateController(NO_START)
+    now = 0.0
+    for k in range(40):
+        now = k / 20
+        controller.sent(now)
+        if k % 4:  # one in four was throttled: no accepted answer
+            controller.answered(now)
+    assert controller.throttled(now, sent_at=now) is True
+    w_max = controller.state(now).w_max
+    assert w_max == pytest.approx(15.0, abs=1.0)
+    # Too few answers in the window to tell (none timed): the send rate alone, as before.
+    controller = RateController(NO_START)
+    last = sending(controller, 0.0, 20, 2.0)
+    controller.throttled(last, sent_at=last)
+    assert controller.state(last).w_max == pytest.approx(20.0, abs=1.0)
+
+
 def test_throttles_from_before_the_cut_or_its_settling_window_do_not_cut_again() -> None:
     controller = RateController(NO_START)
     last = sending(controller, 0.0, 50, 1.0)

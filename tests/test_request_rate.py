@@ -113,24 +113,6 @@ def test_a_cap_paces_requests_evenly() -> None:
     run(main())
 
 
-def test_queue_time_counts_a_lane_served_just_now_as_queueing() -> None:
-    # At a binding rate the create lane empties and fills again with every token: the tracker
-    # spacing sweeps behind queued creates must not see it idle in between.
-    async def main() -> None:
-        rate = RequestRate(capped(10.0), monotonic=clock)
-        assert rate.queue_time("create") == 0.0  # never served
-        await asyncio.gather(*(rate.acquire("create") for _ in range(3)))
-        assert rate.queue_time("create") == pytest.approx(0.1)  # empty, but served 0 s ago
-        await asyncio.sleep(1.0)
-        assert rate.queue_time("create") == 0.0  # idle for a while: nothing queues
-        waiters = [asyncio.ensure_future(rate.acquire("create")) for _ in range(4)]
-        await asyncio.sleep(0)
-        assert rate.queue_time("create") == pytest.approx(0.4)  # four wait for tokens
-        await asyncio.gather(*waiters)
-
-    run(main())
-
-
 def test_lanes_take_turns_and_each_is_first_in_first_out() -> None:
     async def main() -> None:
         rate = RequestRate(capped(1.0), monotonic=clock)

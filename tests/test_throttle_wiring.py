@@ -189,18 +189,3 @@ async def test_a_url_that_never_answers_is_given_up_once_then_nothing_is_sent(
     assert http.requests_sent == sent  # given up: nothing more is sent
     health = [e for e in events if isinstance(e, ApiHealthChanged)]
     assert [e.health for e in health] == ["gave up"]
-
-
-def test_sweeps_wait_behind_the_creates_queued_for_the_rate() -> None:
-    from kling_async import PollPolicy
-    from kling_async._poll import TaskTracker
-
-    async def never(*_: Any) -> Any:
-        raise AssertionError("no request expected")
-
-    tracker = TaskTracker(
-        list_page=never, get_one=never, policy=PollPolicy(), monotonic=lambda: 0.0
-    )
-    assert tracker._next_delay() < 5.0
-    tracker.creates_queued = lambda: 5.0
-    assert tracker._next_delay() == 5.0

@@ -262,7 +262,7 @@ def _throttled_rows(results: Results) -> list[Row]:
         _row(
             results,
             "throttled",
-            "makespan s (ref: what R allows, max over k of k/R + T_k)",
+            "makespan s (ref: what R allows, max over k of ⌊k/R⌋ + T_k)",
             lambda r: r.result.wall_s,
             ref=ours.rate_bound_s if ours else None,
             digits=2,

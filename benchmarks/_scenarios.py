@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import shlex
 import shutil
@@ -91,15 +92,17 @@ class Run:
 
     @property
     def rate_bound_s(self) -> float:
-        """What the request rate R allows: the k-th create (k = 0, 1, …) leaves no sooner than
-        k/R, and its task then takes the generation time the simulator gives the k-th create
-        (the same in every run, `gen_times` being in creation order): max over k of
-        k/R + T_k. Status requests are not counted (a client needs some: this is a floor, not
-        what any client can reach). 0 without a rate limit."""
+        """What the request rate R allows: the simulator admits R requests in any sliding
+        second, so the k-th create (k = 0, 1, …) leaves no sooner than ⌊k/R⌋ (bursts of R a
+        second are the fastest any client can send), and its task then takes the generation
+        time the simulator gives the k-th create (the same in every run, `gen_times` being in
+        creation order): max over k of ⌊k/R⌋ + T_k. Status requests are not counted (a client
+        needs some: this is a floor, not what any client can reach). 0 without a rate limit."""
         rate = self.scenario.rate_limit
         if not rate or not self.gen_times:
             return 0.0
-        return max(k / rate + took for k, took in enumerate(self.gen_times))
+        per_second = max(1, math.floor(rate))
+        return max(k // per_second + took for k, took in enumerate(self.gen_times))
 
     @property
     def rate_ratio(self) -> float:

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -36,6 +37,8 @@ from ._errors import (
     VideoUnavailableError,
 )
 from ._names import redact_url, safe_filename
+from ._saver import fsync_dir
+from ._saver import run as saved
 from ._server_time import ServerClock
 from ._sink import JOINT_MAX, Chunk, Pipeline, append, checkin, checkout
 
@@ -121,6 +124,12 @@ def _drop_if_empty(part: Path) -> None:
             part.unlink()
 
 
+def _clean_up(opened: list[IO[bytes]], part: Path) -> tuple[None, None]:
+    _close(opened)
+    _drop_if_empty(part)
+    return None, None
+
+
 def _finish(fh: IO[bytes]) -> None:
     """Make the bytes durable before the rename can publish them."""
     fh.flush()
@@ -137,13 +146,7 @@ def _publish(fh: IO[bytes], part: Path, dest: Path) -> None:
 def _commit(part: Path, dest: Path) -> None:
     """Publish the .part as `dest` atomically, then persist the rename itself (best effort)."""
     os.replace(part, dest)
-    if os.name == "posix":
-        with contextlib.suppress(OSError):
-            fd = os.open(dest.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    fsync_dir(dest.parent)
 
 
 @dataclass(slots=True)
@@ -179,9 +182,10 @@ async def _read_whole(
 
 def _save_whole(
     part: Path, dest: Path, whole: _Whole, expected: str | None, opened: list[IO[bytes]]
-) -> bool:
-    """Write, hash and fsync the .part in one job; publish it (True) only if complete and as
-    expected. Otherwise a durable prefix stays to resume from (a wrong digest removes it)."""
+) -> tuple[bool, Path | None]:
+    """Write, hash and fsync the .part in one job on the saver; publish it (True) only if
+    complete and as expected (the saver then fsyncs the folder, with those of the jobs run
+    beside it). Otherwise a durable prefix stays to resume from (a wrong digest removes it)."""
     fh = _new_part(part, opened)
     _write(fh, whole.chunks)
     hasher = hashlib.sha256()
@@ -190,12 +194,13 @@ def _save_whole(
     whole.digest = hasher.hexdigest()
     matches = expected is None or whole.digest == expected.lower()
     if whole.complete and matches:
-        _publish(fh, part, dest)
-        return True
+        _finish(fh)
+        os.replace(part, dest)
+        return True, dest.parent
     _finish(fh)
     if whole.complete:
         part.unlink()
-    return False
+    return False, None
 
 
 def _check_whole(whole: _Whole, shown: str, expected: str | None, dest: Path) -> DownloadResult:
@@ -270,7 +275,7 @@ async def stream_to_file(
     # cancellation; the hashing worker only ever hashes.
     pool, hashing = checkout(), checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
-    published = False
+    published = saver = False
     fh: IO[bytes] | None = None
     hasher, offset = hashlib.sha256(), 0
     try:
@@ -301,8 +306,9 @@ async def stream_to_file(
                 total = plan[1]
                 if fh is None and total is not None and total <= JOINT_MAX:
                     whole = await _read_whole(resp, total, on_progress)
-                    job = (part, dest, whole, expected_sha256, opened)
-                    published = await loop.run_in_executor(pool, _save_whole, *job)
+                    saver = True  # from here the cleanup, if any, queues behind the save
+                    job = partial(_save_whole, part, dest, whole, expected_sha256, opened)
+                    published = await saved(job)
                     return _check_whole(whole, shown, expected_sha256, dest)
                 if fh is None:  # no .part was there: start one (offset and hasher are fresh)
                     # Here, not on the writer: an await before the first read lets aiohttp drop
@@ -332,10 +338,13 @@ async def stream_to_file(
         cls, what = (DiskFullError, "disk full") if full else (DownloadError, "cannot write")
         raise cls(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
     finally:
-        if not published:  # queued behind any pending open or write
+        if not published:  # queued behind any pending open, write or save
             with contextlib.suppress(OSError):
-                await loop.run_in_executor(pool, _close, opened)
-                await loop.run_in_executor(pool, _drop_if_empty, part)
+                if saver:
+                    await saved(partial(_clean_up, opened, part))
+                else:
+                    await loop.run_in_executor(pool, _close, opened)
+                    await loop.run_in_executor(pool, _drop_if_empty, part)
         checkin(pool)
         checkin(hashing)
 

@@ -3,6 +3,7 @@ job writes, hashes, fsyncs and publishes it. The same guarantees as the streamed
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import cdn_helpers
 import pytest
 
-from kling_async import _download_stream
+from kling_async import _download_stream, _saver
 from kling_async._download_stream import DownloadResult, stream_to_file
 from kling_async._errors import DownloadError
 
@@ -33,23 +34,40 @@ def small(server: tuple[str, cdn_helpers.State]) -> tuple[str, cdn_helpers.State
 
 async def test_saved_whole_fsynced_then_published(small, session, tmp_path: Path, monkeypatch):
     base, _ = small
-    order: list[str] = []
-    real_finish, real_commit = _download_stream._finish, _download_stream._commit
-    monkeypatch.setattr(
-        _download_stream, "_finish", lambda fh: (order.append("fsync"), real_finish(fh))
-    )
-    monkeypatch.setattr(
-        _download_stream, "_commit", lambda p, d: (order.append("rename"), real_commit(p, d))
-    )
     dest = tmp_path / "d" / "v.mp4"
+    order: list[str] = []
+    real_finish, real_fsync_dir = _download_stream._finish, _saver.fsync_dir
+
+    def finish(fh: Any) -> None:
+        order.append("fsync file")
+        real_finish(fh)
+
+    def fsync_dir(folder: Path) -> None:  # the rename is done; its folder is made durable
+        order.append(f"fsync folder, {dest.name} there: {dest.exists()}")
+        real_fsync_dir(folder)
+
+    monkeypatch.setattr(_download_stream, "_finish", finish)
+    monkeypatch.setattr(_saver, "fsync_dir", fsync_dir)
     progress: list[tuple[int, int | None]] = []
     result = await stream_to_file(
         session, f"{base}/video", dest, on_progress=lambda *a: progress.append(a)
     )
     assert result == DownloadResult(dest, len(SMALL_BODY), sha(SMALL_BODY), 0)
     assert dest.read_bytes() == SMALL_BODY and list(dest.parent.iterdir()) == [dest]
-    assert order == ["fsync", "rename"]
+    assert order == ["fsync file", "fsync folder, v.mp4 there: True"]
     assert progress == [(len(SMALL_BODY), len(SMALL_BODY))]
+
+
+async def test_saves_at_once_share_the_folder_fsync(small, session, tmp_path, monkeypatch):
+    """Saves asked for in one loop turn go to the saver together: one fsync of their folder."""
+    base, _ = small
+    folders: list[Path] = []
+    real = _saver.fsync_dir
+    monkeypatch.setattr(_saver, "fsync_dir", lambda f: (folders.append(f), real(f)))
+    dests = [tmp_path / f"v{i}.mp4" for i in range(6)]
+    results = await asyncio.gather(*(stream_to_file(session, f"{base}/video", d) for d in dests))
+    assert all(r.sha256 == sha(SMALL_BODY) and r.path.read_bytes() == SMALL_BODY for r in results)
+    assert 1 <= len(folders) < len(dests) and set(folders) == {tmp_path}
 
 
 async def test_cut_short_keeps_a_durable_prefix_and_resumes(small, session, tmp_path: Path):

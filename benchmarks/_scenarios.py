@@ -22,7 +22,11 @@ from ._sim import ACCESS_KEY, SECRET_KEY, SimProcess
 __all__ = ["CLIENTS", "Run", "Scenario", "fluid_bound", "greedy_makespan", "run_client"]
 
 #: Client name → the module its child process runs.
-CLIENTS = {"kling-async": "benchmarks._ours", "baseline": "benchmarks._baseline"}
+CLIENTS = {
+    "kling-async": "benchmarks._ours",
+    "baseline": "benchmarks._baseline",
+    "floor": "benchmarks._floor",  # bare aiohttp: the CPU per job no aiohttp client goes below
+}
 
 
 @dataclass(frozen=True, slots=True)

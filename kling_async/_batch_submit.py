@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AccountError,
@@ -56,6 +57,39 @@ async def lookup_external(client: Client, external_id: str) -> Task | None:
         raise
 
 
+class _StopWatch:
+    """The creates waiting on one `stopped` event: a single waiter cancels them all once it is
+    set (not two tasks, `asyncio.wait` and `gather` per create)."""
+
+    def __init__(self, stopped: asyncio.Event) -> None:
+        self._stopped = stopped
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self.stopping: set[asyncio.Task[Any]] = set()  # cancelled by the watcher
+        self._watcher: asyncio.Task[None] | None = None
+
+    def enter(self, task: asyncio.Task[Any]) -> None:
+        self._waiting.add(task)
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self._waiting.discard(task)
+        self.stopping.discard(task)
+        if not self._waiting and self._watcher is not None:  # nothing left to stop
+            self._watcher.cancel()
+            self._watcher = None
+
+    async def _watch(self) -> None:
+        await self._stopped.wait()
+        self._watcher = None
+        for task in self._waiting:
+            self.stopping.add(task)
+            task.cancel()
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.Event, _StopWatch] = weakref.WeakKeyDictionary()
+
+
 async def _submit_unless_stopped(
     client: Client, request: MultiImageToVideoRequest, ext: str, stopped: asyncio.Event
 ) -> tuple[Task | None, bool]:
@@ -65,17 +99,22 @@ async def _submit_unless_stopped(
     the task, or return None when it does not exist (the row stays `submitting`; a rerun asks
     again before creating).
     """
-    submit = asyncio.ensure_future(client.submit(request, adopt_existing=True))
-    stop = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({submit, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        if not submit.done():
-            submit.cancel()
-        await asyncio.gather(submit, stop, return_exceptions=True)
-    if not submit.cancelled():
-        return submit.result(), False
+    task = asyncio.current_task()
+    assert task is not None
+    if not stopped.is_set():
+        watch = _WATCHES.get(stopped) or _WATCHES.setdefault(stopped, _StopWatch(stopped))
+        watch.enter(task)
+        try:
+            created = await client.submit(request, adopt_existing=True)
+        except asyncio.CancelledError:
+            if task not in watch.stopping or task.uncancel() > 0:  # not (only) the stop's
+                raise
+        else:
+            if task in watch.stopping:  # the stop's cancellation was swallowed: forget it
+                task.uncancel()
+            return created, False
+        finally:
+            watch.leave(task)
     found = await lookup_external(client, ext)
     return found, found is not None
 

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -36,8 +37,10 @@ from ._errors import (
     VideoUnavailableError,
 )
 from ._names import redact_url, safe_filename
+from ._saver import fsync_dir
+from ._saver import run as saved
 from ._server_time import ServerClock
-from ._sink import Chunk, Pipeline, append, checkin, checkout
+from ._sink import JOINT_MAX, Chunk, Pipeline, append, checkin, checkout
 
 __all__ = [
     "DownloadResult",
@@ -98,6 +101,14 @@ def _open_part(part: Path, opened: list[IO[bytes]]) -> tuple[IO[bytes], hashlib.
     return fh, hasher, fh.tell()
 
 
+def _new_part(part: Path, opened: list[IO[bytes]]) -> IO[bytes]:
+    """Create (or empty) the .part for a body that starts at byte zero."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(part, "wb")  # noqa: SIM115 - closed through `opened` on every path
+    opened.append(fh)
+    return fh
+
+
 def _close(opened: list[IO[bytes]]) -> None:
     for fh in opened:
         fh.close()  # a no-op after _finish
@@ -111,6 +122,12 @@ def _drop_if_empty(part: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         if part.stat().st_size == 0:
             part.unlink()
+
+
+def _clean_up(opened: list[IO[bytes]], part: Path) -> tuple[None, None]:
+    _close(opened)
+    _drop_if_empty(part)
+    return None, None
 
 
 def _finish(fh: IO[bytes]) -> None:
@@ -129,13 +146,79 @@ def _publish(fh: IO[bytes], part: Path, dest: Path) -> None:
 def _commit(part: Path, dest: Path) -> None:
     """Publish the .part as `dest` atomically, then persist the rename itself (best effort)."""
     os.replace(part, dest)
-    if os.name == "posix":
-        with contextlib.suppress(OSError):
-            fd = os.open(dest.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    fsync_dir(dest.parent)
+
+
+@dataclass(slots=True)
+class _Whole:
+    """A small body read into memory whole, then saved by one job on the writer."""
+
+    chunks: list[Chunk]
+    size: int
+    total: int
+    failure: Exception | None  # the network error that cut it short
+    digest: str = ""  # set by `_save_whole`
+
+    @property
+    def complete(self) -> bool:
+        return self.failure is None and self.size == self.total
+
+
+async def _read_whole(
+    resp: aiohttp.ClientResponse, total: int, on_progress: ProgressCallback | None
+) -> _Whole:
+    chunks: list[Chunk] = []
+    failure: Exception | None = None
+    try:
+        async for data, _ in resp.content.iter_chunks():
+            chunks.append(data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = exc  # still save what did arrive: a prefix a later call can resume from
+    whole = _Whole(chunks, sum(map(len, chunks)), total, failure)
+    if whole.size and on_progress is not None:
+        on_progress(whole.size, total)
+    return whole
+
+
+def _save_whole(
+    part: Path, dest: Path, whole: _Whole, expected: str | None, opened: list[IO[bytes]]
+) -> tuple[bool, Path | None]:
+    """Write, hash and fsync the .part in one job on the saver; publish it (True) only if
+    complete and as expected (the saver then fsyncs the folder, with those of the jobs run
+    beside it). Otherwise a durable prefix stays to resume from (a wrong digest removes it)."""
+    fh = _new_part(part, opened)
+    _write(fh, whole.chunks)
+    hasher = hashlib.sha256()
+    for chunk in whole.chunks:
+        hasher.update(chunk)
+    whole.digest = hasher.hexdigest()
+    matches = expected is None or whole.digest == expected.lower()
+    if whole.complete and matches:
+        _finish(fh)
+        os.replace(part, dest)
+        return True, dest.parent
+    _finish(fh)
+    if whole.complete:
+        part.unlink()
+    return False, None
+
+
+def _check_whole(whole: _Whole, shown: str, expected: str | None, dest: Path) -> DownloadResult:
+    """The result of a body saved whole, or the error `stream_to_file` raises for it."""
+    if whole.failure is not None:
+        msg = f"download of {shown} truncated after {whole.size} of {whole.total} bytes"
+        failure = whole.failure
+        raise DownloadError(f"{msg}: {type(failure).__name__}", url=shown) from failure
+    if whole.size != whole.total:
+        raise _size_error(shown, whole.size, whole.total)
+    if expected is not None and whole.digest != expected.lower():
+        raise DownloadError(f"sha256 mismatch for {shown}: got {whole.digest}", url=shown)
+    return DownloadResult(path=dest, bytes=whole.size, sha256=whole.digest, resumed_from=0)
+
+
+def _size_error(shown: str, received: int, total: int) -> DownloadError:
+    what = "truncated" if received < total else "longer than declared"
+    return DownloadError(f"download of {shown} {what} after {received} of {total} bytes", url=shown)
 
 
 def _plan(resp: aiohttp.ClientResponse, offset: int, shown: str) -> tuple[int, int | None] | None:
@@ -192,9 +275,14 @@ async def stream_to_file(
     # cancellation; the hashing worker only ever hashes.
     pool, hashing = checkout(), checkout()
     opened: list[IO[bytes]] = []  # filled on the worker, so even a cancelled open gets closed
-    published = False
+    published = saver = False
+    fh: IO[bytes] | None = None
+    hasher, offset = hashlib.sha256(), 0
     try:
-        fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
+        # Without a .part (one stat, cheaper than a hop to a thread) the request goes first:
+        # a small body is then saved whole in one job on the writer.
+        if part.exists():
+            fh, hasher, offset = await loop.run_in_executor(pool, _open_part, part, opened)
         while True:
             # Headers are explicit and carry no Authorization: the CDN must not see our token.
             # identity: byte counts and ranges must refer to the stored bytes, not a gzip stream.
@@ -210,20 +298,30 @@ async def stream_to_file(
                 plan = _plan(resp, offset, shown)
                 if plan is None or (offset and plan[0] == 0):  # the server will not resume
                     # Drop the .part; append mode then writes from zero.
+                    assert fh is not None  # offset > 0: the .part is open
                     await loop.run_in_executor(pool, fh.truncate, 0)
                     hasher, offset = hashlib.sha256(), 0
                 if plan is None:
                     continue
                 total = plan[1]
+                if fh is None and total is not None and total <= JOINT_MAX:
+                    whole = await _read_whole(resp, total, on_progress)
+                    saver = True  # from here the cleanup, if any, queues behind the save
+                    job = partial(_save_whole, part, dest, whole, expected_sha256, opened)
+                    published = await saved(job)
+                    return _check_whole(whole, shown, expected_sha256, dest)
+                if fh is None:  # no .part was there: start one (offset and hasher are fresh)
+                    # Here, not on the writer: an await before the first read lets aiohttp drop
+                    # what arrived before a connection error (it raises before buffered data).
+                    fh = _new_part(part, opened)
                 sink = Pipeline(fh, offset, hasher, pool, hashing, write=_write, depth=_DEPTH)
                 received = await _pump(resp, sink, offset, total, chunk_size, on_progress, shown)
             break
+        assert fh is not None  # opened before the pump
         digest = hasher.hexdigest()  # every byte is hashed once the pump has drained
         if total is not None and received != total:
             await loop.run_in_executor(pool, _finish, fh)  # a durable prefix to resume from
-            what = "truncated" if received < total else "longer than declared"
-            msg = f"download of {shown} {what} after {received} of {total} bytes"
-            raise DownloadError(msg, url=shown)
+            raise _size_error(shown, received, total)
         if expected_sha256 is not None and digest != expected_sha256.lower():
             await loop.run_in_executor(pool, _finish, fh)
             await loop.run_in_executor(pool, part.unlink)
@@ -240,10 +338,13 @@ async def stream_to_file(
         cls, what = (DiskFullError, "disk full") if full else (DownloadError, "cannot write")
         raise cls(f"{what} while saving {shown} to {part}: {exc}", url=shown) from exc
     finally:
-        if not published:  # queued behind any pending open or write
+        if not published:  # queued behind any pending open, write or save
             with contextlib.suppress(OSError):
-                await loop.run_in_executor(pool, _close, opened)
-                await loop.run_in_executor(pool, _drop_if_empty, part)
+                if saver:
+                    await saved(partial(_clean_up, opened, part))
+                else:
+                    await loop.run_in_executor(pool, _close, opened)
+                    await loop.run_in_executor(pool, _drop_if_empty, part)
         checkin(pool)
         checkin(hashing)
 

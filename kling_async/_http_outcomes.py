@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ApiUnreachableError, KlingError, RateLimitError
@@ -35,25 +36,45 @@ class RequestOutcomes:
         if gave_up is not None:
             raise ApiUnreachableError(gave_up.message)
 
-    async def _watched(self, request: Any, sent_at: float, small: bool) -> Any:
+    async def _watched(self, request: Coroutine[Any, Any, Any], sent_at: float, small: bool) -> Any:
         """Await `request` under a timer, so that a hung API is noticed (and given up) on time
-        rather than at the read timeout: `ApiHealth.watch` judges what waiting means."""
+        rather than at the read timeout: `ApiHealth.watch` judges what waiting means.
+
+        The request runs in the caller's task; a timer looks at it (no task, no wait future
+        per request). Once the health gives up, the timer cancels the request and the caller
+        gets ApiUnreachableError.
+        """
         health = self.health
-        task = asyncio.ensure_future(request)
-        try:
-            while True:
-                wait = WATCH_EVERY
-                if health.health is Health.UP:  # one timer for the usual, answered, request
-                    wait = max(wait, sent_at + health.hang_after() - self._monotonic())
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if done:
-                    return task.result()
-                self._health_changed(health.watch(self._monotonic(), sent_at, small))
-                self._check_health()
-        finally:
-            if not task.done():
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        gave_up = False
+        timer: asyncio.TimerHandle | None = None
+
+        def delay() -> float:
+            if health.health is Health.UP:  # one timer for the usual, answered, request
+                return max(WATCH_EVERY, sent_at + health.hang_after() - self._monotonic())
+            return WATCH_EVERY
+
+        def look() -> None:
+            nonlocal timer, gave_up
+            self._health_changed(health.watch(self._monotonic(), sent_at, small))
+            if health.gave_up is not None:
+                gave_up = True
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            else:
+                timer = loop.call_later(delay(), look)
+
+        timer = loop.call_later(delay(), look)
+        try:
+            return await request
+        except asyncio.CancelledError:
+            if gave_up and task.uncancel() == 0:  # our cancellation, not the caller's
+                self._check_health()
+            raise
+        finally:
+            assert timer is not None
+            timer.cancel()
 
     def _answered(self, error: KlingError | None, sent_at: float, ticket: float) -> None:
         """Tell the health, the rate and the server clock what this request's outcome says."""

@@ -44,6 +44,9 @@ _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _B64_BAD = re.compile(r"[^A-Za-z0-9+/=]")
 _WS = re.compile(r"\s+")
+#: An http(s) URL urlsplit is sure to accept (a plain host name, no port, user or brackets;
+#: printable ASCII after it): checked with one match instead of urlsplit and its properties.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?:[/?#][!-~]*)?")
 _WIRE_CHUNK = 256 * 1024  # characters per chunk of base64 already in memory
 
 
@@ -117,6 +120,9 @@ class ImageInput:
     @classmethod
     def parse(cls, value: _Value, *, index: int = 0, base_dir: Path | None = None) -> ImageInput:
         """Classify and check one image value now; raise InvalidRequestError naming the rule."""
+        if type(value) is str and _PLAIN_URL.fullmatch(value):  # the common case, at once
+            label = value if len(value) <= 80 else value[:77] + "..."
+            return cls("url", None, value, label, index)
         if isinstance(value, ImageInput):
             return value if value._index == index else replace(value, _index=index)
         if isinstance(value, bytes | bytearray | memoryview):

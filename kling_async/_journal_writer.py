@@ -50,7 +50,9 @@ class GroupCommit:
         self._outbox.append((list(ops), done))
         if len(self._outbox) == 1:
             self._loop.call_soon(self._post)
-        await asyncio.shield(done)  # a cancelled caller must not un-write what is queued
+        # A cancelled caller cancels only its own `done`: the ops stay queued and are committed
+        # (`_settle` skips a done future), so no shield (and its second future) is needed.
+        await done
 
     def _post(self) -> None:
         if self._outbox:

@@ -43,18 +43,14 @@ def parse_http_date(value: str | None) -> float | None:
 
 def best_region(intervals: list[tuple[float, float]]) -> tuple[float, float, int] | None:
     """The region most intervals overlap (Marzullo): (low, high, how many); None if none."""
-    edges: list[tuple[float, int]] = []
-    for low, high in intervals:
-        edges.append((low, -1))  # an interval opens (sorted before a close at the same point)
-        edges.append((high, +1))
-    edges.sort()
-    best: tuple[float, float, int] | None = None
-    count = 0
-    for k, (point, kind) in enumerate(edges):
+    # An interval opens (-1, sorted before a close at the same point) and closes (+1).
+    edges = sorted([(low, -1) for low, _ in intervals] + [(high, +1) for _, high in intervals])
+    first, most, count = -1, -1 << 62, 0  # the first open where the most intervals overlap
+    for k, (_, kind) in enumerate(edges):
         count -= kind
-        if kind == -1 and (best is None or count > best[2]):
-            best = (point, edges[k + 1][0], count)
-    return best
+        if count > most and kind < 0:
+            first, most = k, count
+    return None if first < 0 else (edges[first][0], edges[first + 1][0], most)
 
 
 class ServerClock:
@@ -65,6 +61,9 @@ class ServerClock:
         self.wall = wall
         self._samples: deque[tuple[float, float]] = deque(maxlen=maxlen)
         self._estimate: tuple[float, float] | None = None  # (offset, uncertainty)
+        #: The last `Date` read, and its value: answers within one second repeat it, and
+        #: parsing an HTTP date costs more than the rest of `observe`.
+        self._date: tuple[str | None, float | None] = (None, None)
 
     def __repr__(self) -> str:
         if self._estimate is None:
@@ -75,7 +74,9 @@ class ServerClock:
     def observe(self, date: str | None, sent_at: float, received_at: float) -> bool:
         """One answer: its `Date` header, and our wall-clock times of sending and receiving it.
         Returns False if the header was missing or unreadable (nothing learnt)."""
-        server = parse_http_date(date)
+        if date != self._date[0]:
+            self._date = (date, parse_http_date(date))
+        server = self._date[1]
         if server is None or received_at < sent_at:
             return False
         self._samples.append((server - received_at, server + 1.0 - sent_at))

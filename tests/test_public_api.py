@@ -19,7 +19,17 @@ PACKAGE = Path(kling_async.__file__).parent
 #: until it is given its place.
 LAYERS: list[set[str]] = [
     {"_types", "_errors", "_shared_lua"},
-    {"_config", "_events", "_encoding", "_names", "_prices", "_probe", "_folder", "_sink"},
+    {
+        "_config",
+        "_events",
+        "_encoding",
+        "_names",
+        "_prices",
+        "_probe",
+        "_folder",
+        "_sink",
+        "_saver",
+    },
     {"_adaptive", "_health", "_server_time", "_lost_time", "_journal_writer", "_envelope"},
     {"_gate", "_stats"},
     {"_imagefile"},

@@ -1,7 +1,7 @@
 """Several `kling-async run` processes on one account, with and without the Redis coordinator.
 
     python benchmarks/shared.py            # 3 and 6 processes, 210 jobs, N=10, T=2 s (~5 min)
-    python benchmarks/shared.py --quick    # 48 jobs, N=4, T=1 s (~1.5 min)
+    python benchmarks/shared.py --quick    # 48 jobs, N=4, T=1 s, 3 processes only (~1 min)
     python benchmarks/run.py --only shared # the same, as rows of the benchmark table
 
 Each process is told `--concurrency N` on an account of N slots and gets an equal share of the
@@ -48,7 +48,8 @@ __all__ = ["Shared", "run_shared", "shared_rows"]
 #: (jobs, N, T): the full run as the main benchmark's 200-job scenarios (N = 10, T = 2 s), the
 #: quick one small (its last wave alone keeps makespan ÷ bound well above 1.05).
 FULL, QUICK = (210, 10, 2.0), (48, 4, 1.0)
-PROCS = (3, 6)
+#: The full run shows 3 and 6 processes; the CI smoke run (--quick) only 3, to keep CI short.
+PROCS, QUICK_PROCS = (3, 6), (3,)
 DEFAULTS = Limits()
 
 
@@ -133,6 +134,11 @@ class Shared:
     cap: int
     gen_seconds: float
     runs: list[Outcome] = field(default_factory=list)
+
+    @property
+    def procs(self) -> list[int]:
+        """The process counts run beside the one-process reference, in order."""
+        return sorted({r.procs for r in self.runs if r.procs > 1})
 
     def get(self, procs: int, coordinated: bool) -> Outcome:
         """The run with this many processes, with or without the coordinator."""
@@ -227,13 +233,13 @@ def _last_download(work: Path, procs: int) -> float:
 
 
 def run_shared(quick: bool, work: Path) -> Shared:
-    """1 process alone, then 3 and 6 processes with and without the coordinator."""
+    """1 process alone, then 3 and 6 (--quick: 3) processes with and without the coordinator."""
     size = QUICK if quick else FULL
     result = Shared(*size)
     redis, url = _redis(work)
     try:
         result.runs.append(_one(1, None, size, work / "alone"))
-        for procs in PROCS:
+        for procs in QUICK_PROCS if quick else PROCS:
             for coordinated in (False, True):
                 tag = f"{procs}-{'redis' if coordinated else 'alone'}"
                 result.runs.append(_one(procs, url if coordinated else None, size, work / tag))
@@ -260,7 +266,7 @@ def shared_rows(shared: Shared) -> list[Row]:
     sec += f"each told N={shared.cap} of N)"
     sec += "; kling-async column: with --coordinator, baseline column: without"
     rows: list[Row] = []
-    for procs in PROCS:
+    for procs in shared.procs:
         on, off = shared.get(procs, True), shared.get(procs, False)
         rows.append(
             Row(

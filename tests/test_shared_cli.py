@@ -170,12 +170,14 @@ def test_a_killed_worker_gives_its_slots_back_and_a_rerun_creates_nothing_twice(
 
 def test_redis_restarted_mid_run(tmp_path: Path, redis_server: Any) -> None:
     per = 8
-    with sim(gen=0.5) as api:
+    # T = 1 s: both runs still have jobs to create when Redis goes, even on a loaded machine.
+    with sim(gen=1.0) as api:
         env = api.env()
         url = f"{redis_server.url}?ttl={TTL}"
         runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(2)]
         try:
             wait_for(lambda: all(created(out) for _, out in runs), 30)  # both are connected
+            assert all(created(out) < per for _, out in runs)  # creating still to do in each
             redis_server.stop()  # its data is gone: persistence is off
             time.sleep(0.5)
             redis_server.start()
@@ -200,7 +202,7 @@ def test_redis_away_past_the_lost_limit_stops_creating_and_exits_1(
     tmp_path: Path, redis_server: Any
 ) -> None:
     per = 8
-    with sim(gen=0.5) as api:
+    with sim(gen=1.0) as api:  # T = 1 s: creating still to do in each when Redis goes
         env = api.env()
         url = f"{redis_server.url}?ttl={TTL}&lost_limit=1"
         runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(2)]

@@ -197,7 +197,9 @@ async def test_a_later_process_is_not_starved(gates: Gates) -> None:
         while True:
             lease = await busy.acquire()
             grants.append("busy")
-            await asyncio.sleep(0.005)
+            # Held long enough that a loaded machine's Redis round trips (late's own request
+            # reaching the queue) do not let several busy grants slip in before it is queued.
+            await asyncio.sleep(0.05)
             busy.release(lease)
 
     hogs = [asyncio.ensure_future(hog()) for _ in range(5)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import aiohttp
@@ -200,12 +201,11 @@ async def test_many_tasks_are_cheap():
         from kling_async.simulator._validate import CreateRequest
 
         store = sim._core.store  # in-process bulk create: the HTTP path is tested elsewhere
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = time.process_time()  # CPU, not wall time: a loaded machine must not fail it
         for i in range(10_000):
             store.create(CreateRequest(prompt=f"p{i}", image_count=1, external_task_id=f"e{i}"))
         await asyncio.sleep(0.05)
-        assert loop.time() - start < 5
+        assert time.process_time() - start < 5
         assert sim.stats.tasks_by_status["succeed"] == 10_000
         assert sim.stats.running == 0
         assert sim.task("e9999") is not None

@@ -10,11 +10,12 @@ Phases:
   `start_doubling` seconds, so a batch that opens 50 slots at once does not spend its first
   second on 1302 answers. It passes 1,000 requests/s within about two seconds, then ends.
 - **free**: no limit at all (the default state once started: nothing binds in normal use).
-- **cubic**: a throttling answer (1302) that is ours (below) to a request sent after the last cut
-  takes the rate down to `beta` × the rate we were sending at (the send rate over the last `window`, or if
-  lower the allowed rate, or what the server took — answers not throttled in the window: from
-  16/s into a limit of 15, a W_max of 16 is throttled again every K seconds): W_max is that
-  rate, and the allowed rate then climbs back along the CUBIC curve
+- **cubic**: a throttling answer (1302) that is ours (below) to a request sent after the last
+  cut takes the rate down to `beta` × the rate we were sending at (the send rate over the last
+  `window`, or since the first send when that is later — `_rate_sample`; or if lower the allowed
+  rate, or what the server took — answers not throttled in the window: from 16/s into a limit
+  of 15, a W_max of 16 is throttled again every K seconds): W_max is that rate, and the allowed
+  rate then climbs back along the CUBIC curve
 
       r(t) = W_max · (1 − (1 − beta) · (1 − t / K)³)
 
@@ -28,16 +29,21 @@ Phases:
   sweeps make way for queued creates; after `hold` the curve probes upwards again (the limit
   may have grown).
 
-Which throttles are ours. A 1302 cuts only when more than `ignore_share` of the last `sample`
-answers (by count; while fewer have come, the missing ones count as accepted) were throttles. A
-limit being overrun throttles a large share at once — into a limit of 15/s at 30/s, every other
-answer — so it is found within a few answers, from the very first request on; sparse throttles
-that are not ours to answer (another process on the account, a passing fault: 5 % of answers)
-stay far below that share and never cut, whether or not a limit was learnt before, at any send
-rate. A cut from a learnt limit that stands (no share above it) would only ratchet the rate down
-with every stray 1302. The base of a cut is what we really sent (see `_rate_sample`: counted
-over the time covered, not a whole window 0.2 s after the first request) or what the server
-took, never a rate that was mis-measured low.
+Which throttles are ours. A 1302 cuts only when it is ours: when more than `ignore_share` of
+the last `sample` answers (by count, whatever their age; while fewer have come, the missing ones
+count as accepted) were throttles, or when we send at ≥ `at_limit` × W_max, a rate refused
+before. A limit being overrun throttles a large share at once (into 15/s at 30/s, every other
+answer: 10 of the first 30 decide, within the first second) from the very first request on.
+Sparse throttles that are not ours — another process on the account, a passing fault: 5 % of
+answers — stay far below that share (10 of 30 at 5 %: about once in 100,000 throttles) and do
+not cut, before or after a cut, at any send rate: neither the first 1302 of a fresh client (its
+send rate measured over a whole window 0.2 s after the start was far too low a base) nor one
+among the two answers a one-second window holds at 2 requests/s. At a rate refused before (a
+probe past W_max, or held at it) one throttle cuts, as likely ours as not — but from W_max, never
+lower: there a stray 1302 costs one dip of the curve, while taking the moment's measure as the
+new W_max (5 % throttled: 0.95 × it) would ratchet the rate down to the floor one stray throttle
+at a time. Only a large share lowers W_max (the limit fell). The cost: a limit overrun from the
+start takes ~10 throttles to find instead of one.
 
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max

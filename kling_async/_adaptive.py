@@ -231,7 +231,7 @@ class RateController:
         """One request leaves now (its token was granted)."""
         if self._started is None:
             self._started = now
-        self._sample.sent(now)
+        self._sample.sent(now, self._span(now))
 
     def _span(self, now: float) -> float:
         """The measuring window now: `window`, or long enough for `MEASURED` requests at the

@@ -29,9 +29,15 @@ class RateSample:
         self._answers: deque[tuple[float, bool]] = deque()  # (when, throttled), oldest first
         self._throttles = 0  # throttles among `_answers`
 
-    def sent(self, now: float) -> None:
-        """One request left now."""
+    def sent(self, now: float, keep: float) -> None:
+        """One request left now; sends are kept for `keep` seconds."""
         self._sends.append(now)
+        self._trim(now, keep)
+
+    def _trim(self, now: float, span: float) -> None:
+        sends = self._sends
+        while sends and sends[0] <= now - span:
+            sends.popleft()
 
     def answer(self, now: float, throttled: bool, keep: float) -> None:
         """An answer came back now; answers are kept for `keep` seconds or `sample` answers."""
@@ -44,9 +50,8 @@ class RateSample:
     def send_rate(self, now: float, span: float) -> float:
         """Requests per second over the last `span` seconds, or since the first of them when
         sending began later: n sends between the first and now are (n − 1) intervals."""
+        self._trim(now, span)
         sends = self._sends
-        while sends and sends[0] <= now - span:
-            sends.popleft()
         count = len(sends)
         if count < 2 or now <= sends[0]:
             return count / span

@@ -11,6 +11,7 @@ import pytest
 
 from kling_async import ConfigurationError
 from kling_async._adaptive import Phase, RateController, RateRules
+from kling_async._rate_sample import RateSample
 
 NO_START = RateRules(start_rate=None)
 #: Every throttle is ours (no share needed): for the tests of a cut's arithmetic, which predate
@@ -385,3 +386,13 @@ def test_the_share_is_judged_over_the_last_answers_by_count() -> None:
 def test_rules_are_checked(field: str, value: float, says: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(f"RateRules.{says}")):
         RateRules(**{field: value})
+
+
+def test_what_is_measured_is_bounded_by_the_span() -> None:
+    # A long run without a throttle keeps a window's sends and answers, not all of them.
+    sample = RateSample(30)
+    for k in range(100_000):
+        sample.sent(k / 1000, keep=1.0)
+        sample.answer(k / 1000, False, keep=1.0)
+    assert len(sample._sends) <= 1001 and len(sample._answers) <= 1001
+    assert sample.send_rate(99.999, 1.0) == pytest.approx(1000.0, rel=0.01)

@@ -31,19 +31,18 @@ Phases:
 
 Which throttles are ours. A 1302 cuts only when it is ours: when more than `ignore_share` of
 the last `sample` answers (by count, whatever their age; while fewer have come, the missing ones
-count as accepted) were throttles, or when we send at ≥ `at_limit` × W_max, a rate refused
-before. A limit being overrun throttles a large share at once (into 15/s at 30/s, every other
-answer: 10 of the first 30 decide, within the first second) from the very first request on.
-Sparse throttles that are not ours — another process on the account, a passing fault: 5 % of
-answers — stay far below that share (10 of 30 at 5 %: about once in 100,000 throttles) and do
-not cut, before or after a cut, at any send rate: neither the first 1302 of a fresh client (its
-send rate measured over a whole window 0.2 s after the start was far too low a base) nor one
-among the two answers a one-second window holds at 2 requests/s. At a rate refused before (a
-probe past W_max, or held at it) one throttle cuts, as likely ours as not — but from W_max, never
-lower: there a stray 1302 costs one dip of the curve, while taking the moment's measure as the
-new W_max (5 % throttled: 0.95 × it) would ratchet the rate down to the floor one stray throttle
-at a time. Only a large share lowers W_max (the limit fell). The cost: a limit overrun from the
-start takes ~10 throttles to find instead of one.
+count as accepted) were throttles, or the last `streak` in a row, or when we send at ≥
+`at_limit` × W_max, a rate refused before. A limit overrun throttles a large share at once (once
+its window is full, every answer: 5 in a row decide, within the first second), from the first
+request on. Sparse throttles that are not ours — another process on the account, a passing
+fault: 5 % of answers — stay far below that (about once in 50,000 throttles) and do not cut,
+before or after a cut, at any send rate: not the first 1302 of a fresh client (cut, before, from
+a send rate counted over a whole window 0.2 s after the start: far too low), nor one among the
+two answers a one-second window holds at 2 requests/s. At a rate refused before (a probe past
+W_max, or held at it) one throttle cuts, as likely ours as not — but from W_max, never lower: a
+stray 1302 there costs one dip, while taking the moment's measure as the new W_max (0.95 × it
+with 5 % throttled) would ratchet the rate to the floor one stray throttle at a time. Only a
+large share lowers W_max (the limit fell). The cost: ~5 throttles to find a limit, not one.
 
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
@@ -103,6 +102,8 @@ class RateRules:
     #: throttles (fewer answers so far: the missing ones count as accepted); else it is not ours.
     ignore_share: float = 0.3
     sample: int = 30
+    #: ... or when the last `streak` answers in a row were all throttles.
+    streak: int = 5
     #: A throttle while sending at ≥ at_limit × W_max (a rate refused before) cuts on its own,
     #: from W_max: it backs off and probes again, only a large share lowers W_max.
     at_limit: float = 0.95
@@ -127,8 +128,11 @@ class RateRules:
             raise ConfigurationError(
                 f"RateRules.recovery_max ({self.recovery_max}) must be ≥ recovery ({self.recovery})"
             )
-        if self.sample < 1:
-            raise ConfigurationError(f"RateRules.sample must be ≥ 1 answer, got {self.sample}")
+        for name in ("sample", "streak"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(
+                    f"RateRules.{name} must be ≥ 1 answer, got {getattr(self, name)}"
+                )
         for name in ("same", "ignore_share", "at_limit"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigurationError(
@@ -262,13 +266,12 @@ class RateController:
         sending = min(self._uncapped(now), max(self._sample.send_rate(now, span), 1 / span))
         base = min(sending, self._sample.taken(now, span))
         last = self._w_max
-        if self._sample.throttled_share() > self.rules.ignore_share:
-            pass  # ours: a large share throttled
-        elif last is not None and sending >= self.rules.at_limit * last:
+        rules, sample = self.rules, self._sample
+        if sample.throttled_share() <= rules.ignore_share and sample.streak < rules.streak:
+            if last is None or sending < rules.at_limit * last:
+                return False  # sparse: not ours (see the module's doc)
             base = max(base, last)  # at a rate refused before: back off, keep the limit
-        else:
-            return False  # sparse: not ours (see the module's doc)
-        self._steady = last is not None and abs(base - last) <= self.rules.same * last
+        self._steady = last is not None and abs(base - last) <= rules.same * last
         self.adopt(now, base, now)
         self.cuts += 1
         return True

@@ -8,7 +8,8 @@ Pure bookkeeping on the caller's clock. Three numbers come out of it:
 - the **throttled share** of the last `sample` answers, by count, whatever their age: at 2
   requests/s a one-second window holds two answers, and one throttle among them says nothing.
   Fewer answers than `sample` so far count the missing ones as accepted, so the first few
-  answers cannot make a share on their own.
+  answers cannot make a share on their own;
+- the **streak**: how many of the last answers in a row were throttles.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class RateSample:
         self._sends: deque[float] = deque()
         self._answers: deque[tuple[float, bool]] = deque()  # (when, throttled), oldest first
         self._throttles = 0  # throttles among `_answers`
+        self.streak = 0  # throttles in a row, the last answers
 
     def sent(self, now: float, keep: float) -> None:
         """One request left now; sends are kept for `keep` seconds."""
@@ -43,6 +45,7 @@ class RateSample:
         """An answer came back now; answers are kept for `keep` seconds or `sample` answers."""
         self._answers.append((now, throttled))
         self._throttles += throttled
+        self.streak = self.streak + 1 if throttled else 0
         answers = self._answers
         while len(answers) > self.sample and answers[0][0] <= now - keep:
             self._throttles -= answers.popleft()[1]

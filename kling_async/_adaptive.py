@@ -42,7 +42,7 @@ two answers a one-second window holds at 2 requests/s. At a rate refused before 
 W_max, or held at it) one throttle cuts, as likely ours as not — but from W_max, never lower: a
 stray 1302 there costs one dip, while taking the moment's measure as the new W_max (0.95 × it
 with 5 % throttled) would ratchet the rate to the floor one stray throttle at a time. Only a
-large share lowers W_max (the limit fell). The cost: ~5 throttles to find a limit, not one.
+large share or a streak lowers W_max (the limit fell). The cost: ~5 throttles to find a limit.
 
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
@@ -105,7 +105,7 @@ class RateRules:
     #: ... or when the last `streak` answers in a row were all throttles.
     streak: int = 5
     #: A throttle while sending at ≥ at_limit × W_max (a rate refused before) cuts on its own,
-    #: from W_max: it backs off and probes again, only a large share lowers W_max.
+    #: from W_max: it backs off and probes again; only a share or a streak lowers W_max.
     at_limit: float = 0.95
     #: The send rate is measured over this many seconds, and a throttled request sent less
     #: than this long after a cut does not cut again (the server may still count the burst).

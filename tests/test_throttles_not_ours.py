@@ -1,6 +1,6 @@
 """1302s that are not ours (another process on the account, random faults): against the
 simulator, with no real rate limit and 5 % of API answers a random 1302, no job is lost and
-the adaptive rate is not cut by them (`RateRules.ignore_share` / `sample`)."""
+the adaptive rate is not cut by them (`RateRules.ignore_share`, `sample`, `streak`)."""
 
 from __future__ import annotations
 

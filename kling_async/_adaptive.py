@@ -10,11 +10,12 @@ Phases:
   `start_doubling` seconds, so a batch that opens 50 slots at once does not spend its first
   second on 1302 answers. It passes 1,000 requests/s within about two seconds, then ends.
 - **free**: no limit at all (the default state once started: nothing binds in normal use).
-- **cubic**: a throttling answer (1302) to a request sent after the last cut takes the rate
-  down to `beta` × the rate we were sending at (the send rate over the last `window`, or if
-  lower the allowed rate, or what the server took — answers not throttled in the window: from
-  16/s into a limit of 15, a W_max of 16 is throttled again every K seconds): W_max is that
-  rate, and the allowed rate then climbs back along the CUBIC curve
+- **cubic**: a throttling answer (1302) that is ours (below) to a request sent after the last
+  cut takes the rate down to `beta` × the rate we were sending at (the send rate over the last
+  `window`, or since the first send when that is later — `_rate_sample`; or if lower the allowed
+  rate, or what the server took — answers not throttled in the window: from 16/s into a limit
+  of 15, a W_max of 16 is throttled again every K seconds): W_max is that rate, and the allowed
+  rate then climbs back along the CUBIC curve
 
       r(t) = W_max · (1 − (1 − beta) · (1 − t / K)³)
 
@@ -28,11 +29,20 @@ Phases:
   sweeps make way for queued creates; after `hold` the curve probes upwards again (the limit
   may have grown).
 
-Throttles that are not ours to answer. A 1302 while we send at less than `ignore_below` ×
-W_max, when at most `ignore_share` of the window's answers were throttles, does not cut: we are
-far below a rate the server took, and it accepted nearly everything — another process on the
-account or a passing fault, which cutting on and on would only drive to the floor. If the limit
-really fell, most answers are throttles and the rate is cut as usual.
+Which throttles are ours. A 1302 cuts only when it is ours: when more than `ignore_share` of
+the last `sample` answers (by count, whatever their age; while fewer have come, the missing ones
+count as accepted) were throttles, or the last `streak` in a row, or when we send at ≥
+`at_limit` × W_max, a rate refused before. A limit overrun throttles a large share at once (once
+its window is full, every answer: 5 in a row decide, within the first second), from the first
+request on. Sparse throttles that are not ours — another process on the account, a passing
+fault: 5 % of answers — stay far below that (about once in 50,000 throttles) and do not cut,
+before or after a cut, at any send rate: not the first 1302 of a fresh client (cut, before, from
+a send rate counted over a whole window 0.2 s after the start: far too low), nor one among the
+two answers a one-second window holds at 2 requests/s. At a rate refused before (a probe past
+W_max, or held at it) one throttle cuts, as likely ours as not — but from W_max, never lower: a
+stray 1302 there costs one dip, while taking the moment's measure as the new W_max (0.95 × it
+with 5 % throttled) would ratchet the rate to the floor one stray throttle at a time. Only a
+large share or a streak lowers W_max (the limit fell). The cost: ~5 throttles to find a limit.
 
 Why K is a number of *requests* rather than AWS's fixed scale constant: every probe past the
 limit costs one or two 1302 answers, and the climb back takes about K seconds, so K = n / W_max
@@ -50,11 +60,11 @@ the limit.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 from ._errors import ConfigurationError
+from ._rate_sample import RateSample
 
 __all__ = ["MEASURED", "Phase", "RateController", "RateRules", "RateState"]
 
@@ -88,10 +98,15 @@ class RateRules:
     #: the curve then stays at W_max for `hold` seconds before it probes upwards again.
     same: float = 0.25
     hold: float = 30.0
-    #: A throttle while sending below ignore_below × W_max, with at most ignore_share of the
-    #: window's answers throttled, is not ours: no cut.
-    ignore_below: float = 0.8
-    ignore_share: float = 0.2
+    #: A throttle cuts only when more than ignore_share of the last `sample` answers were
+    #: throttles (fewer answers so far: the missing ones count as accepted); else it is not ours.
+    ignore_share: float = 0.3
+    sample: int = 30
+    #: ... or when the last `streak` answers in a row were all throttles.
+    streak: int = 5
+    #: A throttle while sending at ≥ at_limit × W_max (a rate refused before) cuts on its own,
+    #: from W_max: it backs off and probes again; only a share or a streak lowers W_max.
+    at_limit: float = 0.95
     #: The send rate is measured over this many seconds, and a throttled request sent less
     #: than this long after a cut does not cut again (the server may still count the burst).
     window: float = 1.0
@@ -113,7 +128,12 @@ class RateRules:
             raise ConfigurationError(
                 f"RateRules.recovery_max ({self.recovery_max}) must be ≥ recovery ({self.recovery})"
             )
-        for name in ("same", "ignore_below", "ignore_share"):
+        for name in ("sample", "streak"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(
+                    f"RateRules.{name} must be ≥ 1 answer, got {getattr(self, name)}"
+                )
+        for name in ("same", "ignore_share", "at_limit"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigurationError(
                     f"RateRules.{name} must be ≥ 0 and < 1, got {getattr(self, name)}"
@@ -186,8 +206,7 @@ class RateController:
         self._started: float | None = None  # the first request
         self._w_max: float | None = None
         self._cut_at: float | None = None
-        self._sends: deque[float] = deque()
-        self._answers: deque[tuple[float, bool]] = deque()  # (when, throttled) over `window`
+        self._sample = RateSample(self.rules.sample)
         self._steady = False  # the last two cuts came from about the same rate
         self.answered_count = 0
         self.throttled_count = 0
@@ -216,64 +235,43 @@ class RateController:
         """One request leaves now (its token was granted)."""
         if self._started is None:
             self._started = now
-        self._sends.append(now)
-        self._span(now)
+        self._sample.sent(now, self._span(now))
 
     def _span(self, now: float) -> float:
         """The measuring window now: `window`, or long enough for `MEASURED` requests at the
         allowed rate (at 1 request/s a one-second count is 0, 1 or 2: too noisy to cut from)."""
-        span = max(self.rules.window, MEASURED / self._uncapped(now))
-        horizon = now - span
-        while self._sends and self._sends[0] <= horizon:
-            self._sends.popleft()
-        return span
+        return max(self.rules.window, MEASURED / self._uncapped(now))
 
     def sent_rate(self, now: float) -> float:
-        """Requests per second sent over the measuring window."""
-        span = self._span(now)
-        return len(self._sends) / span
+        """Requests per second sent over the measuring window (or since sending began)."""
+        return self._sample.send_rate(now, self._span(now))
 
     def answered(self, now: float | None = None) -> None:
         """An answer that was not a throttle came back (counted for the throttled share)."""
         self.answered_count += 1
         if now is not None:
-            self._answer(now, False)
-
-    def _answer(self, now: float, throttled: bool) -> None:
-        self._answers.append((now, throttled))
-        horizon = now - self.rules.window
-        while self._answers and self._answers[0][0] <= horizon:
-            self._answers.popleft()
-
-    def _not_ours(self, measured: float) -> bool:
-        """True for a throttle that says nothing about our rate (see the module's doc)."""
-        rules = self.rules
-        if self._w_max is None or measured >= rules.ignore_below * self._w_max:
-            return False
-        throttles = sum(throttled for _, throttled in self._answers)
-        return throttles <= rules.ignore_share * len(self._answers)
-
-    def _taken(self) -> float:
-        """Requests/s the server took (unthrottled answers) in the window; inf below MEASURED."""
-        taken = sum(not throttled for _, throttled in self._answers)
-        return taken / self.rules.window if taken >= MEASURED else math.inf
+            self._sample.answer(now, False, self._span(now))
 
     def throttled(self, now: float, sent_at: float) -> bool:
-        """A request sent at `sent_at` was answered 1302: cut the rate unless it left before the
-        last cut or within one window after it (that cut answered this overload already).
+        """A request sent at `sent_at` was answered 1302: cut the rate if the throttle is ours
+        (a large share of the last answers throttled) and it left neither before the last cut
+        nor within one window after it (that cut answered this overload already).
         True if the rate was cut."""
         self.throttled_count += 1
-        self._answer(now, True)
+        span = self._span(now)
+        self._sample.answer(now, True, span)
         if self._cut_at is not None and sent_at < self._cut_at + self.rules.window:
             return False
-        allowed = self._uncapped(now)
         # At least the throttled request itself was sent: never measure a rate of zero.
-        measured = max(self.sent_rate(now), 1 / self._span(now))
-        if self._not_ours(measured):
-            return False
-        base = min(allowed, measured, self._taken())
+        sending = min(self._uncapped(now), max(self._sample.send_rate(now, span), 1 / span))
+        base = min(sending, self._sample.taken(now, span))
         last = self._w_max
-        self._steady = last is not None and abs(base - last) <= self.rules.same * last
+        rules, sample = self.rules, self._sample
+        if sample.throttled_share() <= rules.ignore_share and sample.streak < rules.streak:
+            if last is None or sending < rules.at_limit * last:
+                return False  # sparse: not ours (see the module's doc)
+            base = max(base, last)  # at a rate refused before: back off, keep the limit
+        self._steady = last is not None and abs(base - last) <= rules.same * last
         self.adopt(now, base, now)
         self.cuts += 1
         return True

@@ -19,6 +19,8 @@ from kling_async._adaptive import RateRules
 from kling_async._request_rate import LocalTokens, RequestRate, TokenBucket
 
 NO_START = RateRules(start_rate=None)
+#: Every 1302 cuts (no share of throttles needed): for tests of what a cut does to the tokens.
+EVERY = RateRules(start_rate=None, ignore_share=0.0)
 
 
 def capped(rps: float) -> RateRules:
@@ -136,7 +138,7 @@ def test_lanes_take_turns_and_each_is_first_in_first_out() -> None:
 
 def test_waiting_counts_per_lane_and_throttled_view() -> None:
     async def main() -> None:
-        rate = RequestRate(NO_START, monotonic=clock)
+        rate = RequestRate(EVERY, monotonic=clock)
         for _ in range(30):
             await rate.acquire()
         ticket = await rate.acquire()
@@ -156,7 +158,7 @@ def test_waiting_counts_per_lane_and_throttled_view() -> None:
 
 def test_a_cut_slows_requests_already_waiting() -> None:
     async def main() -> None:
-        rate = RequestRate(capped(10.0), monotonic=clock)
+        rate = RequestRate(RateRules(start_rate=None, cap=10.0, ignore_share=0.0), monotonic=clock)
         first = await rate.acquire()
         waiters = [asyncio.ensure_future(rate.acquire()) for _ in range(5)]
         await asyncio.sleep(0)

@@ -260,4 +260,6 @@ def test_processes_on_one_account_share_the_adaptive_rate(
     assert stats["accepted_creates"] == 3 * per
     # One cut shared by all (and followed by processes not throttled themselves), not a cut
     # per process and each process learning R alone.
-    assert stats["rejected_rate"] / (3 * per) <= 0.25, stats  # main before: 10 (0.28)
+    # The first cut takes five throttles in a row (one could be a stray 1302, not ours): 8–14
+    # here, where one throttle cut took 7–10 (each process learning R alone: about 3x that).
+    assert stats["rejected_rate"] / (3 * per) <= 0.45, stats

@@ -151,10 +151,11 @@ async def test_1302_cuts_the_rate_and_the_call_succeeds(
     layer: tuple[HttpLayer, Recorder, list[Event]], mock_http: aioresponses
 ) -> None:
     http, _, _ = layer
-    mock_http.get(URL, status=429, payload=env(1302), repeat=3)
+    # Five in a row make a 1302 ours (one or two could be another process's or a fault).
+    mock_http.get(URL, status=429, payload=env(1302), repeat=5)
     mock_http.get(URL, payload=env(0, []))
     assert await http.call("GET", PATH) == []
-    assert http.throttled == 3
+    assert http.throttled == 5
     state = http.rate.state().rate
     assert state.cuts >= 1 and state.limited
 

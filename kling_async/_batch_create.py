@@ -176,7 +176,9 @@ class Creator(Resumer):
             await self.journal.update_task(key, JobState.SUBMITTED, task)
             hold = result.adopted and not task.is_terminal
             wm = request.watermark
-            self._follow(key, ext, task, hold_slot=hold, watermark=wm, line=job.line)
+            self._follow(
+                key, ext, task, hold_slot=hold, watermark=wm, line=job.line, done=result.done
+            )
             return
         if result.outcome is Outcome.ABANDONED:
             # Not reported live, like the jobs never taken, but the row (kept: the create

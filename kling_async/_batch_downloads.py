@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._download_retry import video_gone
 from ._errors import DiskFullError, DownloadError, KlingError, VideoExpiredError, is_no_such_task
 from ._journal import JobState
 from ._names import video_name
@@ -189,11 +190,7 @@ class DownloadStage:
             if self.full is not None:
                 raise DiskFullError(f"not downloaded: the disk filled up earlier ({self.full})")
             if not task.videos:  # still listed as succeeded, but its videos are gone
-                when = f"{task.expires_at:%Y-%m-%d %H:%M} UTC" if task.expires_at else "unknown"
-                raise VideoExpiredError(
-                    f"task {task.task_id}: Kling lists no video any more "
-                    f"(past the 30-day retention? expiry {when})"
-                )
+                raise video_gone(task, self.client.server_clock)
             for index, wm, path, record in targets:
                 kept = await self._on_disk(fetch, index, wm, path, record)
                 if kept is None:
@@ -255,19 +252,17 @@ class DownloadStage:
             task = await self.requery.fresh(fetch.task, others)
         except KlingError as exc:
             if is_no_such_task(exc):
-                raise VideoExpiredError(
-                    f"task {fetch.task.task_id}: Kling no longer has it (past retention?)"
-                ) from exc
+                raise video_gone(fetch.task, self.client.server_clock, "the task") from exc
             raise DownloadError(
                 f"task {fetch.task.task_id}: could not ask for fresh video links: {exc}"
             ) from exc
-        if not task.videos:
-            raise VideoExpiredError(f"task {task.task_id}: Kling no longer lists its video")
+        if not task.videos:  # judged by the server's time this answer has just told
+            raise video_gone(task, self.client.server_clock)
         return task
 
     async def _save(self, task: Task, index: int, wm: bool, path: str) -> FileRecord:
         if index >= len(task.videos):
-            raise VideoExpiredError(f"task {task.task_id}: Kling no longer lists video {index}")
+            raise video_gone(task, self.client.server_clock, f"video {index}")
         saved = await self.client.save_video(
             task, index, self.out_dir / path, watermarked=wm, on_progress=self._progress()
         )

@@ -28,11 +28,14 @@ class Follower(Creator):
         hold_slot: bool,
         watermark: bool | None,
         line: int | None = None,
+        done: asyncio.Future[Task] | None = None,
     ) -> None:
+        """Follow `task` (`done`: its end, when the client began following it at its create)."""
         self._outstanding += 1
         self._inflight[key] = InFlight(watermark, line)
         self.counts.running += 1
-        done = self.client.follow(task, hold_slot=hold_slot)
+        if done is None:
+            done = self.client.follow(task, hold_slot=hold_slot)
 
         def finished(future: asyncio.Future[Task]) -> None:
             if not self._closed:

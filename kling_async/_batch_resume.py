@@ -62,6 +62,7 @@ class Resumer(Feeder):
         hold_slot: bool,
         watermark: bool | None,
         line: int | None = None,
+        done: asyncio.Future[Task] | None = None,
     ) -> None:
         raise NotImplementedError
 

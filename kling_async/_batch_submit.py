@@ -45,6 +45,8 @@ class CreateOutcome:
     task: Task | None = None
     adopted: bool = False  # found by external id after an abandoned POST: nobody tracks it yet
     error: KlingError | None = None
+    #: The created task's end, taken as the client began following it (None when adopted).
+    done: asyncio.Future[Task] | None = None
 
 
 async def lookup_external(client: Client, external_id: str) -> Task | None:
@@ -92,12 +94,13 @@ _WATCHES: weakref.WeakKeyDictionary[asyncio.Event, _StopWatch] = weakref.WeakKey
 
 async def _submit_unless_stopped(
     client: Client, request: MultiImageToVideoRequest, ext: str, stopped: asyncio.Event
-) -> tuple[Task | None, bool]:
-    """`client.submit`, abandoned if `stopped` is set while it waits for a slot.
+) -> tuple[Task | None, asyncio.Future[Task] | None]:
+    """`client.submit` (and the future of the task's end), abandoned if `stopped` is set while
+    it waits for a slot.
 
     Abandoned mid-POST, the create may still have happened: ask Kling by external id and adopt
-    the task, or return None when it does not exist (the row stays `submitting`; a rerun asks
-    again before creating).
+    the task (no future: nobody follows it yet), or return None when it does not exist (the
+    row stays `submitting`; a rerun asks again before creating).
     """
     task = asyncio.current_task()
     assert task is not None
@@ -105,18 +108,18 @@ async def _submit_unless_stopped(
         watch = _WATCHES.get(stopped) or _WATCHES.setdefault(stopped, _StopWatch(stopped))
         watch.enter(task)
         try:
-            created = await client.submit(request, adopt_existing=True)
+            # The future now: the task may end while the batch writes its journal row.
+            created = await client._submit_followed(request, adopt_existing=True)
         except asyncio.CancelledError:
             if task not in watch.stopping or task.uncancel() > 0:  # not (only) the stop's
                 raise
         else:
             if task in watch.stopping:  # the stop's cancellation was swallowed: forget it
                 task.uncancel()
-            return created, False
+            return created
         finally:
             watch.leave(task)
-    found = await lookup_external(client, ext)
-    return found, found is not None
+    return await lookup_external(client, ext), None
 
 
 async def create_for_batch(
@@ -124,7 +127,7 @@ async def create_for_batch(
 ) -> CreateOutcome:
     """Create the job's task once and say what the attempt means for the job."""
     try:
-        task, adopted = await _submit_unless_stopped(client, request, ext, stopped)
+        task, done = await _submit_unless_stopped(client, request, ext, stopped)
     except InvalidRequestError as exc:
         return CreateOutcome(Outcome.REJECTED, error=exc)
     except (AccountError, AuthenticationError, ApiUnreachableError, CoordinatorLostError) as exc:
@@ -138,4 +141,4 @@ async def create_for_batch(
         return CreateOutcome(Outcome.UNSUBMITTED, error=exc)
     if task is None:
         return CreateOutcome(Outcome.ABANDONED)
-    return CreateOutcome(Outcome.CREATED, task, adopted)
+    return CreateOutcome(Outcome.CREATED, task, adopted=done is None, done=done)

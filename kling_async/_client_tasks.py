@@ -60,6 +60,24 @@ class TaskOperations:
         `adopt_existing=True` returns the task already created under this external_task_id
         (resuming after a crash) instead of raising Kling's duplicate-id error.
         """
+        task, _ = await self._submit_followed(
+            request, external_task_id=external_task_id, adopt_existing=adopt_existing
+        )
+        return task
+
+    async def _submit_followed(
+        self,
+        request: MultiImageToVideoRequest,
+        *,
+        external_task_id: str | None = None,
+        adopt_existing: bool = False,
+    ) -> tuple[Task, asyncio.Future[Task]]:
+        """`submit`, plus the future `follow()` would give, taken before the task can end.
+
+        For run_batch, which awaits its journal between the create and following the task: a
+        task seen finished meanwhile would otherwise be followed afresh from its `submitted`
+        view (one more query, and a second `task_finished` event).
+        """
         self._check_open()
         request, own_key = prepared(request, external_task_id, self.callback_url)
         return await self._slots.create(

@@ -24,7 +24,7 @@ from ._server_time import ServerClock
 from ._types import Clock
 from .models import Task, Video
 
-__all__ = ["ProgressCallback", "progress_events", "save_video", "video_filename"]
+__all__ = ["ProgressCallback", "progress_events", "save_video", "video_filename", "video_gone"]
 
 #: At most one download_progress event per video per this many seconds (plus the last one):
 #: a fast CDN delivers a 1 MiB batch every few ms, far more than any progress display needs.
@@ -80,10 +80,27 @@ def policy_stalls(retries: Retries) -> int:
     return policy.attempts if policy.attempts is not None else policy.stalls
 
 
-def _expired(task: Task) -> VideoExpiredError:
+def _expired(task: Task, url: str = "") -> VideoExpiredError:
     return VideoExpiredError(
         f"task {task.task_id}: video expired on {task.expires_at:%Y-%m-%d %H:%M} UTC "
-        "(Kling keeps videos 30 days)"
+        "(Kling keeps videos 30 days)",
+        url=url,
+    )
+
+
+def video_gone(
+    task: Task, server_clock: ServerClock, what: str = "its video", *, url: str = ""
+) -> VideoExpiredError:
+    """Kling's answer about `task` no longer lists `what`: expired if past its expiry by the
+    server's clock, which that very answer has just set right (the earlier answers may have
+    outvoted the CDN's refusal); else gone for a reason Kling does not give."""
+    if server_clock.past_expiry(task.expires_at):
+        return _expired(task, url)
+    when = f"{task.expires_at:%Y-%m-%d %H:%M} UTC" if task.expires_at else "unknown"
+    return VideoExpiredError(
+        f"task {task.task_id}: Kling no longer lists {what} (past the 30-day retention? "
+        f"expiry {when})",
+        url=url,
     )
 
 
@@ -162,9 +179,7 @@ async def save_video(
                     url=redact_url(url),
                 ) from error
             if not task.videos or index >= len(task.videos):
-                raise VideoExpiredError(
-                    f"task {task.task_id}: Kling no longer lists its video", url=redact_url(url)
-                ) from None
+                raise video_gone(task, server_clock, url=redact_url(url)) from None
             if refreshes > policy_stalls(retries):
                 raise  # every fresh link refused, no byte received: the video is unavailable
             attempt.again()  # the fresh link is used at once

@@ -42,11 +42,15 @@ class Slots:
         self._probe_interval = probe_interval
         tracker.retake = self._retake
 
-    async def create(self, create: Callable[[bool], Awaitable[Task]]) -> Task:
+    async def create(
+        self, create: Callable[[bool], Awaitable[Task]]
+    ) -> tuple[Task, asyncio.Future[Task]]:
         """Run `create(refused_before)` on a slot until Kling takes it (1303: on a new slot).
 
         `refused_before` tells the create whether an earlier attempt got 1303, so that a task
-        found under its key may be that attempt's.
+        found under its key may be that attempt's. Returns the task and the future of its end,
+        taken as following began: the task may end before the caller gets to follow it, and a
+        later `follow()` of its `submitted` view would follow (and report) it a second time.
         """
         async for attempt in self._retries.attempts("POST", CREATE_PATH):
             slot = await self.gate.acquire()
@@ -61,8 +65,9 @@ class Slots:
                 raise
             else:
                 self._hold_until_ended(task, slot)  # first: given back even if cancelled below
+                done = self.tracker.track(task)  # the entry just made: no await in between
                 await self.gate.accepted(slot)
-        return task
+        return task, done
 
     def follow(self, task: Task, *, hold_slot: bool = False) -> asyncio.Future[Task]:
         """Follow `task`; with `hold_slot`, it holds a slot until seen finished (on resume)."""

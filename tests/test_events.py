@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 
 import kling_async as kling
 from kling_async._download_retry import progress_events
+from kling_async._journal import JobState, Journal
 from kling_async.simulator import Simulator
 
 FAST_RETRY = kling.RetryPolicy(wait_initial=0.01, wait_max=0.05, concurrency_wait_initial=0.05)
@@ -159,3 +161,39 @@ async def test_debug_logs_are_useful_and_hold_no_secret(
         assert useful in text, useful
     for secret in (sim.secret_key, webhook_secret, "Bearer", token.split(".")[0]):
         assert secret not in text
+
+
+async def test_a_batch_task_that_ends_before_its_row_is_written_finishes_once(
+    png_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_batch writes each task's `submitted` row before following it: a task seen finished
+    meanwhile must not be followed again from its `submitted` view (a second `task_finished`,
+    so a progress count past the total: examples/batch.py on a loaded machine)."""
+    finished: dict[str, asyncio.Event] = {}
+    events: list[kling.Event] = []
+
+    def hook(event: kling.Event) -> None:
+        events.append(event)
+        if isinstance(event, kling.TaskFinished):
+            finished.setdefault(event.task_id, asyncio.Event()).set()
+
+    write = Journal.update_task
+
+    async def after_the_end(self: Journal, key: str, state: JobState, task: Any, **kw: Any) -> Any:
+        if state is JobState.SUBMITTED:  # the premise by construction: the task ended first
+            ended = finished.setdefault(task.task_id, asyncio.Event())
+            await asyncio.wait_for(ended.wait(), 10)
+        return await write(self, key, state, task, **kw)
+
+    monkeypatch.setattr(Journal, "update_task", after_the_end)
+    requests = [
+        kling.MultiImageToVideoRequest(images=[png_path], prompt=f"shot {i}") for i in range(6)
+    ]
+    async with (
+        Simulator(concurrency=3, gen_seconds=0.05) as sim,
+        make_client(sim, hook, limits=kling.Limits(concurrency=3, rps=200)) as client,
+    ):
+        results = [r async for r in kling.run_batch(client, requests, tmp_path / "out")]
+    assert [r.ok for r in results] == [True] * 6
+    ids = [e["task_id"] for e in by_kind(events, "task_finished")]
+    assert sorted(ids) == sorted({r.task_id for r in results})  # each task once, none twice

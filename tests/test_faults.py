@@ -31,7 +31,7 @@ from batch_helpers import (
 )
 from fault_helpers import StartSim, not_ok, run, tally
 
-from kling_async import Event, RetryPolicy, Timeouts, run_batch
+from kling_async import Event, RetryPolicy, Timeouts, VideoExpiredError, run_batch
 from kling_async.simulator import FaultConfig, VideoContent
 
 start_sim = fault_helpers.start_sim  # the fixture, shared with the other fault tests
@@ -298,6 +298,27 @@ async def test_video_gone_for_good_is_a_clear_error_then_rerun(
     async with make_client(sim, concurrency=3) as client:
         again = await run(client, requests, tmp_path)
     check_all_done(sim, tmp_path, again, 3)
+
+
+async def test_a_refused_video_the_requery_shows_past_expiry_is_expired(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    """Retention passes between the task's end and its download. The CDN's 404 is the first
+    answer from the new time (outvoted by the earlier ones); the re-query's answers settle the
+    server's clock, and by it the video expired: said so, not merely "no longer listed"."""
+    sim = await start_sim(concurrency=1)
+    async with make_client(sim, concurrency=1) as client:
+        [request] = make_requests(1)
+        task = await client.wait(await client.submit(request), timeout=10)
+        assert task.videos and not client.server_clock.past_expiry(task.expires_at)
+        sim.advance(31 * DAY)
+        with pytest.raises(
+            VideoExpiredError, match=r"video expired on .* \(Kling keeps videos 30 days\)$"
+        ):
+            await client.save_video(task, 0, tmp_path / "videos" / "video.mp4")
+        assert client.server_clock.past_expiry(task.expires_at)
+    assert not list((tmp_path / "videos").glob("*"))  # no .part left behind
+    assert sim.stats.as_dict()["requests"]["video"] == 1  # the fresh query ended it, not a GET
 
 
 async def test_retention_passes_mid_batch(start_sim: StartSim, tmp_path: Path) -> None:

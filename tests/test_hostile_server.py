@@ -352,8 +352,12 @@ class RawServer:
         self.done: list[asyncio.Task[None]] = []
         self.url = ""
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Recorded as the connection is accepted, not once its handler runs: a handler that had
+        # not started by __aexit__ would leave its socket open (GC'd in some later test).
+        self.done.append(asyncio.get_running_loop().create_task(self._serve(reader, writer)))
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.done.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
             await reader.readuntil(b"\r\n\r\n")
             await self.handler(reader, writer)
@@ -365,12 +369,13 @@ class RawServer:
                 await writer.wait_closed()
 
     async def __aenter__(self) -> RawServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.server.close()
+        await asyncio.sleep(0.01)  # an accept under way when it closed gets its handler too
         await asyncio.wait_for(asyncio.gather(*self.done, return_exceptions=True), 5)
         await self.server.wait_closed()
 

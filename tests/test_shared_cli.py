@@ -83,17 +83,30 @@ def created(out: Path) -> int:
     return journal_count(out, "task_id IS NOT NULL")
 
 
+def slots_key(name: str) -> str:
+    """A Redis key of the simulator's account's shared slots."""
+    from kling_async._shared_link import account_id
+
+    account = account_id(Credentials(access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY))
+    return f"ka:{{{account}}}:slots:{name}"
+
+
 def leases(url: str) -> int:
     """Leases held (not expired) in Redis for the simulator's account."""
     import redis
 
-    from kling_async._shared_link import account_id
-
-    account = account_id(Credentials(access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY))
     with redis.Redis.from_url(url) as client:
         seconds, micros = client.time()  # leases are scored by their expiry in Redis time
         now_ms = seconds * 1000 + micros // 1000
-        return int(client.zcount(f"ka:{{{account}}}:slots:leases", now_ms + 1, "+inf"))
+        return int(client.zcount(slots_key("leases"), now_ms + 1, "+inf"))
+
+
+def waiting(url: str) -> int:
+    """Creates of every process queued for a slot (the account-wide FIFO)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        return int(client.zcard(slots_key("queue")))
 
 
 def test_several_processes_share_the_accounts_slots(tmp_path: Path, redis_server: Any) -> None:
@@ -201,14 +214,38 @@ def test_redis_restarted_mid_run(tmp_path: Path, redis_server: Any) -> None:
 def test_redis_away_past_the_lost_limit_stops_creating_and_exits_1(
     tmp_path: Path, redis_server: Any
 ) -> None:
-    per = 8
-    with sim(gen=1.0) as api:  # T = 1 s: creating still to do in each when Redis goes
+    per, gen = 8, 200.0
+    # Generation takes `gen` s of the simulator's clock, which moves only when told: no task ends
+    # and no slot comes free unless the test says so. When Redis goes, each run has created some
+    # of its jobs, and not all of them, by construction, not by timing.
+    with sim(CAP, gen) as api:
         env = api.env()
         url = f"{redis_server.url}?ttl={TTL}&lost_limit=1"
         runs = [start_run(tmp_path, f"w{k}", per, env, url, first=100 * k) for k in range(2)]
+
+        def accepted() -> int:
+            return int(api.get("/__sim/stats")["stats"]["accepted_creates"])
+
+        def settled(total: int) -> bool:
+            """`total` creates, each in its run's journal; every run with jobs left to create
+            has each of its CAP submitters (fewer near its end) queued for a slot."""
+            made = [created(out) for _, out in runs]
+            queued = sum(min(CAP, per - n) for n in made)
+            return accepted() == sum(made) == total and waiting(redis_server.url) == queued
+
         try:
-            wait_for(lambda: all(created(out) for _, out in runs), 30)
+            wait_for(lambda: settled(CAP), 30)  # the account is full: nothing moves now
+            while not all(created(out) for _, out in runs):
+                # One run holds every slot; the other's creates wait in the account's FIFO.
+                # Ending the running tasks frees the slots for the FIFO's first CAP; a run's
+                # next creates queue behind the others', so within two rounds the other run
+                # creates, and the first has made at most 2 × CAP < per.
+                total = accepted() + CAP
+                api.control(advance=2 * gen)
+                wait_for(lambda total=total: settled(total), 30)
+            assert all(0 < created(out) < per for _, out in runs)  # the premise, asserted
             redis_server.stop()  # and not back within the limit: both stop creating for good
+            api.control(advance=2 * gen, gen_seconds=0.4)  # the running tasks end; later, fast
             outcomes = [proc.communicate(timeout=90) for proc, _ in runs]
         finally:
             stop_all(proc for proc, _ in runs)

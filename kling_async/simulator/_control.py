@@ -112,6 +112,7 @@ def apply_control(core: Core, settings: Mapping[str, Any]) -> None:
         core.rate_limit = None if rate is None else float(rate)
     if advance is not None:
         core.clock.advance(advance)
+        store.clock_moved()
     if fail_rate is not None:
         store.fail_rate = fail_rate
     if gen_seconds is not None:

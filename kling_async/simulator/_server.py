@@ -243,8 +243,9 @@ class Simulator:
         return self._core.clock
 
     def advance(self, seconds: float) -> None:
-        """Move the simulator clock forward (retention, JWT times, timestamps)."""
-        self._core.clock.advance(seconds)
+        """Move the simulator clock forward (retention, JWT times, timestamps, and the running
+        tasks' lifecycles: one past its finish time ends now)."""
+        apply_control(self._core, {"advance": seconds})
 
     @property
     def concurrency(self) -> int:

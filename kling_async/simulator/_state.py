@@ -178,6 +178,12 @@ class TaskStore:
         if task.status in TERMINAL:
             return
         stats.task_started()
+        self._schedule(task)
+
+    def _schedule(self, task: Task) -> None:
+        """Time what is left of the task's lifecycle by the simulator clock as it is now."""
+        for handle in task.handles:
+            handle.cancel()
         loop, now_ms = asyncio.get_running_loop(), self._clock.now_ms()
         task.handles = [
             loop.call_later(max(0, due - now_ms) / 1000, step, task)
@@ -186,6 +192,13 @@ class TaskStore:
                 (task.finish_ms, self._finish),
             )
         ]
+
+    def clock_moved(self) -> None:
+        """The clock was advanced: a running task whose finish time has passed ends now (as
+        its timestamps say), the others as planned on the new time."""
+        for task in self._tasks:
+            if task.handles:
+                self._schedule(task)
 
     def _set_status(self, task: Task, status: str) -> None:
         self._stats.tasks_by_status[task.status] -= 1

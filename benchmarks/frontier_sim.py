@@ -7,7 +7,8 @@ next sweep and its slot refilled at once. Prints, for uniform polling and for kl
 pacing rule (`kling_async._lost_time.lost_time_due`, the learnt distribution given up front),
 status requests per job, makespan ÷ the zero-latency greedy schedule, and their product
 (≈ 1/(2N) for uniform polling at any interval). What the full benchmark adds above these is
-latency the simulation leaves out (a sweep's round trip, the next create).
+latency the simulation leaves out unless `--latency` puts it in (a sweep's round trip, the
+next create: ~5–7 ms per refill on 2 loaded cores, measured).
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ def greedy(times: list[float], n: int) -> float:
     return end
 
 
-def simulate(policy: Policy, times: list[float], n: int) -> tuple[float, float]:
-    """(status requests per job, makespan ÷ greedy) of one run."""
+def simulate(
+    policy: Policy, times: list[float], n: int, latency: float = 0.0
+) -> tuple[float, float]:
+    """(status requests per job, makespan ÷ greedy) of one run; `latency`: seconds from a
+    sweep to the create that refills a slot it found free (its answer, the create's trip)."""
     queue = iter(times)
     running = [(0.0, 0.0 + took) for took in (next(queue) for _ in range(min(n, len(times))))]
     left = len(times) - len(running)
@@ -55,7 +59,7 @@ def simulate(policy: Policy, times: list[float], n: int) -> tuple[float, float]:
             end = now
             if left:
                 took = next(queue)
-                running.append((now, now + took))
+                running.append((now + latency, now + latency + took))
                 left -= 1
     return sweeps / len(times), end / greedy(times, n)
 
@@ -65,6 +69,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="sweep → refilling create, seconds"
+    )
     args = parser.parse_args()
     t = 2.0
     learnt = Durations()
@@ -86,14 +93,17 @@ def main() -> int:
         *((f"uniform every {d:g} s", uniform(d)) for d in (0.02, 0.04, 0.08)),
         *((f"pacing due_fraction={f:g}", pacing(f)) for f in (0.003, 0.0065, 0.01)),
     ]
-    print(f"N={args.n}, M={args.jobs}, T={t:g}·U(0.8, 1.2), {args.seeds} seeds")
+    print(
+        f"N={args.n}, M={args.jobs}, T={t:g}·U(0.8, 1.2), {args.seeds} seeds, "
+        f"latency {args.latency * 1000:g} ms"
+    )
     print(f"{'schedule':<28} {'status/job':>10} {'÷ greedy':>9} {'product':>8}")
     for label, policy in cases:
         rows = []
         for seed in range(args.seeds):
             draw = random.Random(seed + 1)
             times = [t * draw.uniform(0.8, 1.2) for _ in range(args.jobs)]
-            rows.append(simulate(policy, times, args.n))
+            rows.append(simulate(policy, times, args.n, args.latency))
         per_job = sum(r[0] for r in rows) / len(rows)
         ratio = sum(r[1] for r in rows) / len(rows)
         print(f"{label:<28} {per_job:>10.3f} {ratio:>9.4f} {per_job * (ratio - 1):>8.4f}")

@@ -51,6 +51,9 @@ class RunSpec:
     image_paths: list[list[str]] = field(default_factory=list)  # per job; empty: URL images
     rps: float | None = None  # kling-async's request-rate ceiling at real scale (scaled below)
     callbacks: bool = False  # the account sends callbacks: kling-async runs a CallbackReceiver
+    # The account limits requests per real second (not time-compressed): the client's rate
+    # rules, its slow start included, then stay at real scale too.
+    real_time_rate: bool = False
 
     @property
     def scale(self) -> float:

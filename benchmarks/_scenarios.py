@@ -191,6 +191,7 @@ def run_client(client: str, sc: Scenario, work: Path, *, timeout: float = 1800.0
         image_paths=[list(p) for p in sc.image_paths],
         rps=sc.rps,
         callbacks=sc.callbacks,
+        real_time_rate=sc.rate_limit is not None,
     )
     sim = SimProcess(
         concurrency=sc.account_cap,

@@ -7,7 +7,9 @@ from dataclasses import replace
 import pytest
 
 import kling_async as kling
-from benchmarks._ours import scale_slow_start
+from benchmarks._common import RunSpec
+from benchmarks._ours import scale_slow_start, scaled_client
+from kling_async._adaptive import RateRules
 
 
 @pytest.mark.asyncio
@@ -26,3 +28,26 @@ async def test_the_slow_start_is_scaled_and_the_other_rate_rules_are_not() -> No
         assert replace(after, **same) == replace(before, **same)  # the 1302 rules untouched
         # The curve at a compressed moment equals the real one at 60× that moment.
         assert after.start_curve(0.01) == pytest.approx(before.start_curve(0.6) * 60)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("real_time_rate", [False, True])
+async def test_a_limit_in_real_seconds_keeps_the_slow_start_at_real_pace(
+    real_time_rate: bool,
+) -> None:
+    spec = RunSpec(
+        api_url="http://127.0.0.1:9",
+        access_key="ak",
+        secret_key="sk",
+        jobs=1,
+        concurrency=1,
+        gen_seconds=2.0,
+        out_dir="unused",
+        result_path="unused",
+        real_time_rate=real_time_rate,
+    )
+    default = RateRules().start_rate
+    async with scaled_client(spec) as c:
+        start_rate = c._http.rate.controller.rules.start_rate
+    assert default is not None and start_rate is not None
+    assert start_rate == pytest.approx(default if real_time_rate else default * 60)

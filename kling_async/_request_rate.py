@@ -39,14 +39,19 @@ __all__ = ["LocalTokens", "RateView", "RequestRate", "TokenBucket", "TokenStore"
 RECHECK = 0.25
 #: A lane served this recently still counts as queueing (see `RequestRate.runway`).
 RECENT = 1.0
+#: Seconds of tokens a bucket keeps beyond its one whole token, so that waking late (the event
+#: loop's timers, a busy loop: ~1 ms a token) costs no throughput; it fills that share slower.
+#: Without it a rate of 15/s granted 14.75 a second here: a 1302 limit's last 1.7 % unused.
+CATCH_UP = 0.005
 #: A bucket this close to a whole token has one: float rounding must not leave a waiter sleeping
 #: for 1e-18 s forever.
 _EPSILON = 1e-9
 
 
 class TokenBucket:
-    """Tokens filling at `rate` per second up to one (a burst of one: in any window of w
-    seconds at most 1 + rate·w requests leave, whatever window the server counts in)."""
+    """Tokens filling at about `rate` per second: one whole token, plus `CATCH_UP` seconds' worth
+    that a late wake-up may use (in any window of a second or more, at most 1 + rate·w requests
+    leave, whatever window the server counts in)."""
 
     def __init__(self, rate: float = math.inf, *, now: float = 0.0) -> None:
         self.rate = rate
@@ -58,7 +63,10 @@ class TokenBucket:
             if math.isinf(self.rate):
                 self._tokens = 1.0
             else:
-                self._tokens = min(1.0, self._tokens + (now - self._at) * self.rate)
+                # Kept: CATCH_UP seconds of tokens beyond the whole one; paid for by filling
+                # that much slower (1 + CATCH_UP·r + r·(1 − CATCH_UP)·1 s = 1 + r a second).
+                gained = (now - self._at) * self.rate * (1.0 - CATCH_UP)
+                self._tokens = min(1.0 + CATCH_UP * self.rate, self._tokens + gained)
             self._at = now
 
     def set_rate(self, rate: float, now: float) -> None:
@@ -71,7 +79,7 @@ class TokenBucket:
         self._fill(now)
         if self._tokens >= 1.0 - _EPSILON or math.isinf(self.rate):
             return 0.0
-        return (1.0 - self._tokens) / self.rate
+        return (1.0 - self._tokens) / (self.rate * (1.0 - CATCH_UP))
 
     def take(self, now: float) -> None:
         """Use one token (the caller waited for it)."""

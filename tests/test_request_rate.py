@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import bisect
 import math
+import random
 from collections import deque
 from collections.abc import Callable
 
@@ -16,9 +18,11 @@ import pytest
 from virtual_time import clock, run
 
 from kling_async._adaptive import RateRules
-from kling_async._request_rate import LocalTokens, RequestRate, TokenBucket
+from kling_async._request_rate import CATCH_UP, LocalTokens, RequestRate, TokenBucket
 
 NO_START = RateRules(start_rate=None)
+#: A bucket fills CATCH_UP (seconds per second) slower than its rate: what waking late may use.
+SLOWER = 1 / (1 - CATCH_UP)
 #: Every 1302 cuts (no share of throttles needed): for tests of what a cut does to the tokens.
 EVERY = RateRules(start_rate=None, ignore_share=0.0)
 
@@ -73,20 +77,45 @@ def test_bucket_holds_one_token_and_fills_at_its_rate() -> None:
     bucket = TokenBucket(2.0, now=0.0)
     assert bucket.wait(0.0) == 0.0
     bucket.take(0.0)
-    assert bucket.wait(0.0) == pytest.approx(0.5)
-    assert bucket.wait(0.25) == pytest.approx(0.25)
-    assert bucket.wait(10.0) == 0.0  # a long idle still leaves one token, not twenty
-    bucket.take(10.0)
-    assert bucket.wait(10.0) == pytest.approx(0.5)
+    assert bucket.wait(0.0) == pytest.approx(0.5 * SLOWER)
+    assert bucket.wait(0.25) == pytest.approx(0.5 * SLOWER - 0.25)
+    bucket.take(10.0)  # a long idle leaves one token and a sliver (CATCH_UP s), not twenty
+    assert bucket.wait(10.0) == pytest.approx((0.5 - CATCH_UP) * SLOWER)
 
 
 def test_bucket_rate_changes_apply_from_then_on() -> None:
     bucket = TokenBucket(1.0, now=0.0)
     bucket.take(0.0)
-    bucket.set_rate(10.0, 0.5)  # half a token accrued at 1/s; the other half at 10/s
-    assert bucket.wait(0.5) == pytest.approx(0.05)
-    bucket.set_rate(math.inf, 0.5)
-    assert bucket.wait(0.5) == 0.0
+    half = 0.5 * SLOWER  # half a token accrued at 1/s; the other half at 10/s
+    bucket.set_rate(10.0, half)
+    assert bucket.wait(half) == pytest.approx(0.05 * SLOWER)
+    bucket.set_rate(math.inf, half)
+    assert bucket.wait(half) == 0.0
+
+
+@pytest.mark.parametrize("rate", [1.0, 15.0, 200.0])
+def test_waking_late_costs_no_throughput_and_no_second_holds_more_than_its_rate(
+    rate: float,
+) -> None:
+    """A taker that wakes up to CATCH_UP late (the event loop's timers) still gets the rate less
+    CATCH_UP; without the carry it lost each lateness (15/s granted 14.75/s here). And however
+    the lateness falls, no window of one second holds more than 1 + rate grants."""
+    rng = random.Random(7)
+    for late in (lambda: CATCH_UP, lambda: rng.uniform(0, CATCH_UP), lambda: 0.0):
+        bucket = TokenBucket(rate, now=0.0)
+        grants: list[float] = []
+        now = 0.0
+        while len(grants) < 20 * rate + 1:
+            now += bucket.wait(now)
+            if grants:
+                now += late()
+            bucket.take(now)
+            grants.append(now)
+        granted = (len(grants) - 1) / (grants[-1] - grants[0])
+        assert granted >= rate * (1 - CATCH_UP) * 0.999
+        assert granted <= rate
+        per_second = max(bisect.bisect_right(grants, t + 1.0) - k for k, t in enumerate(grants))
+        assert per_second <= 1 + rate
 
 
 # -- acquire ----------------------------------------------------------------------------------
@@ -109,8 +138,8 @@ def test_a_cap_paces_requests_evenly() -> None:
     async def main() -> None:
         rate = RequestRate(capped(10.0), monotonic=clock)
         tickets = await asyncio.gather(*(rate.acquire() for _ in range(21)))
-        assert sorted(tickets) == pytest.approx([k / 10 for k in range(21)])
-        assert clock() == pytest.approx(2.0)
+        assert sorted(tickets) == pytest.approx([k / 10 * SLOWER for k in range(21)])
+        assert clock() == pytest.approx(2.0 * SLOWER)
 
     run(main())
 
@@ -131,7 +160,7 @@ def test_lanes_take_turns_and_each_is_first_in_first_out() -> None:
         # The lanes alternate while both wait: a sweep waits behind at most one create, not
         # behind the five queued before it; each lane keeps its own order.
         assert order == ["c0", "s0", "c1", "s1", "c2", "c3", "c4", "c5"]
-        assert clock() == pytest.approx(7.0)
+        assert clock() == pytest.approx(7.0 * SLOWER)
 
     run(main())
 
@@ -181,7 +210,7 @@ def test_a_cancelled_waiter_leaves_the_queue_and_loses_no_token() -> None:
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
-        assert await kept == pytest.approx(1.0)  # the next token went to the next waiter
+        assert await kept == pytest.approx(SLOWER)  # the next token went to the next waiter
         assert rate.state().waiting == {"default": 0}
 
     run(main())
@@ -277,3 +306,4 @@ def test_a_burst_at_the_start_costs_few_throttles() -> None:
 
     run(main())
     assert server.throttled <= 20
+

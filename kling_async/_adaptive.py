@@ -23,6 +23,8 @@ Phases:
   while, probing gently), and then grows faster and faster past it. Once it passes
   `lift` × W_max the episode is over: back to **free**.
 - **steady**: when a cut comes from about the same rate as the cut before it (within `same`),
+  or from the rate the server took while it refused more than `same` of what we sent over the
+  window (it told us its limit: from 26 requests a second into a limit of 15 it takes 15),
   that rate is the account's limit rather than a passing burst: the curve then stays at W_max
   for `hold` seconds once it reaches it instead of growing on to free. Going free at a known
   limit only buys a burst of 1302 answers and another cut, and while the rate binds, status
@@ -94,8 +96,9 @@ class RateRules:
     recovery_max: float = 60.0
     #: Past lift × W_max the throttling episode is over: no limit again.
     lift: float = 4.0
-    #: Two cuts in a row from rates this close (a share of the first) find a steady limit:
-    #: the curve then stays at W_max for `hold` seconds before it probes upwards again.
+    #: Two cuts in a row from rates this close (a share of the first) find a steady limit, as
+    #: does a cut while the server took less than (1 − same) of what we sent: the curve then
+    #: stays at W_max for `hold` seconds before it probes upwards again.
     same: float = 0.25
     hold: float = 30.0
     #: A throttle cuts only when more than ignore_share of the last `sample` answers were
@@ -208,6 +211,7 @@ class RateController:
         self._cut_at: float | None = None
         self._sample = RateSample(self.rules.sample)
         self._steady = False  # the last two cuts came from about the same rate
+        self._settle: float | None = None  # the last cut: throttles sent before it settled
         self.answered_count = 0
         self.throttled_count = 0
         self.cuts = 0
@@ -260,27 +264,37 @@ class RateController:
         self.throttled_count += 1
         span = self._span(now)
         self._sample.answer(now, True, span)
-        if self._cut_at is not None and sent_at < self._cut_at + self.rules.window:
+        if self._settle is not None and sent_at < self._settle + self.rules.window:
             return False
         # At least the throttled request itself was sent: never measure a rate of zero.
         sending = min(self._uncapped(now), max(self._sample.send_rate(now, span), 1 / span))
-        base = min(sending, self._sample.taken(now, span))
+        taken = self._sample.taken(now, span)
+        base = min(sending, taken)
         last = self._w_max
         rules, sample = self.rules, self._sample
         if sample.throttled_share() <= rules.ignore_share and sample.streak < rules.streak:
             if last is None or sending < rules.at_limit * last:
                 return False  # sparse: not ours (see the module's doc)
             base = max(base, last)  # at a rate refused before: back off, keep the limit
-        self._steady = last is not None and abs(base - last) <= rules.same * last
-        self.adopt(now, base, now)
+        # The server took far less than we sent over a whole window: that is its limit, read
+        # off its answers rather than guessed from ours; as good as a limit hit twice.
+        # Nor does its rate need a dip below that: the curve starts at its top (K seconds in).
+        measured = taken <= (1 - rules.same) * sending
+        self._steady = measured or (last is not None and abs(base - last) <= rules.same * last)
+        top = rules.recovery_time(base) if measured else 0.0
+        self.adopt(now, base, now - top, settle=now)
         self.cuts += 1
         return True
 
-    def adopt(self, now: float, w_max: float, cut_at: float) -> None:
+    def adopt(
+        self, now: float, w_max: float, cut_at: float, *, settle: float | None = None
+    ) -> None:
         """Follow a cut made elsewhere (e.g. by another process through a shared bucket):
-        from `w_max`, at `cut_at` on this controller's clock."""
+        from `w_max`, its curve starting at `cut_at` on this controller's clock; throttles
+        sent before `settle` (default: `cut_at`) plus one window do not cut again."""
         self._w_max = max(w_max, self.rules.floor)
         self._cut_at = cut_at
+        self._settle = cut_at if settle is None else settle
         self._phase = Phase.CUBIC
         self._uncapped(now)  # an episode that is already over ends now
 
@@ -290,7 +304,7 @@ class RateController:
             rate=self.rate(now),
             phase=self._phase,
             w_max=self._w_max,
-            since_cut=None if self._cut_at is None else now - self._cut_at,
+            since_cut=None if self._settle is None else now - self._settle,
             sent_rate=self.sent_rate(now),
             answered=self.answered_count,
             throttled=self.throttled_count,

@@ -307,3 +307,28 @@ def test_a_burst_at_the_start_costs_few_throttles() -> None:
     run(main())
     assert server.throttled <= 20
 
+
+def test_a_limit_the_server_measured_is_followed_at_once_and_held() -> None:
+    """The slow start overruns 15/s and the server takes 15 in that second of far more sent: 15
+    is its limit, read off its answers. The rate goes to it at once (no dip to 0.7 × 15 and
+    climb back: ~1 request lost) and stays there (no probe past it once the climb would be
+    over: a second cut, ~4 requests lost) for `hold` seconds; then it probes upwards again."""
+    server = WindowServer(15.0)
+    rules = RateRules()
+
+    async def main() -> None:
+        rate = RequestRate(rules, monotonic=clock)
+        await clients(rate, server, workers=50, until=20.0)
+        state = rate.state().rate
+        assert state.cuts == 1 and state.w_max == pytest.approx(15.0)
+        assert state.since_cut is not None
+        cut = clock() - state.since_cut
+        for later in (0.0, 1.0, rules.recovery_time(15.0), 10.0, rules.hold - 0.1):
+            assert rate.controller.rate(cut + later) == pytest.approx(15.0)
+        assert rate.controller.rate(cut + rules.hold + 2.0) > 15.0
+        await rate.aclose()
+
+    run(main())
+    # The limit used from the first second on, less the bucket's CATCH_UP; few 1302s.
+    assert server.accepted >= 15.0 * 19 * (1 - CATCH_UP)
+    assert server.throttled <= 20

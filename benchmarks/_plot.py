@@ -50,6 +50,7 @@ def draw_charts(runs: dict[tuple[str, str], Run], out_dir: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, (name, title) in CHARTS.items():
         pair = [(client, runs.get((key, client))) for client in ("kling-async", "baseline")]

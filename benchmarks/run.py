@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or "shared" in args.only:
             shared = run_shared(plan.quick, work / "shared")
         charts = args.charts or (work if plan.quick else Path(__file__).resolve().parent)
-        drawn = draw_charts(results.runs, charts)
+        try:
+            drawn = draw_charts(results.runs, charts)
+        except OSError as exc:  # a chart must never cost the numbers measured for it
+            print(f"charts: not drawn ({exc})", file=sys.stderr)
+            drawn = []
         gone = " (removed with the scratch dir: --keep keeps them)" if charts == work else ""
-        shown = ", ".join(map(str, drawn)) or "none (no matplotlib)"
+        shown = ", ".join(map(str, drawn)) or "none (no chart's scenarios ran, or no matplotlib)"
         print(f"charts: {shown}{gone if drawn and not args.keep else ''}", file=sys.stderr)
     finally:
         if not args.keep and args.work_dir is None:

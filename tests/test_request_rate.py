@@ -7,8 +7,8 @@ sleep and clock, so minutes of pacing take milliseconds and nothing depends on m
 from __future__ import annotations
 
 import asyncio
-import itertools
 import bisect
+import itertools
 import math
 import random
 from collections import deque

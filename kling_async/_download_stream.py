@@ -193,11 +193,10 @@ def _save_whole(
         hasher.update(chunk)
     whole.digest = hasher.hexdigest()
     matches = expected is None or whole.digest == expected.lower()
+    _finish(fh)
     if whole.complete and matches:
-        _finish(fh)
         os.replace(part, dest)
         return True, dest.parent
-    _finish(fh)
     if whole.complete:
         part.unlink()
     return False, None

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ._saver import settle
+
 __all__ = ["GroupCommit", "Op"]
 
 #: One SQL statement and its parameters.
@@ -51,7 +53,7 @@ class GroupCommit:
         if len(self._outbox) == 1:
             self._loop.call_soon(self._post)
         # A cancelled caller cancels only its own `done`: the ops stay queued and are committed
-        # (`_settle` skips a done future), so no shield (and its second future) is needed.
+        # (`settle` skips a done future), so no shield (and its second future) is needed.
         await done
 
     def _post(self) -> None:
@@ -81,8 +83,8 @@ class GroupCommit:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
             if work:  # one wake-up of the loop per group, not one per waiter
-                futures = [future for _, future in work]
-                self._loop.call_soon_threadsafe(_settle, futures, error)
+                settled = [(future, None, error) for _, future in work]
+                self._loop.call_soon_threadsafe(settle, settled)
             if stop:
                 return
 
@@ -94,13 +96,3 @@ class GroupCommit:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)

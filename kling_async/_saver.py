@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["run"]
+__all__ = ["fsync_dir", "run", "settle"]
 
 T = TypeVar("T")
 #: A job returns its result and the directory its rename must be made durable in (or None).
@@ -85,7 +85,7 @@ def _serve() -> None:
             by_loop.setdefault(loop, []).append(outcome)
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, settled)
+                loop.call_soon_threadsafe(settle, settled)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -99,7 +99,9 @@ def fsync_dir(folder: Path) -> None:
                 os.close(fd)
 
 
-def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Give each (future, result, error) its outcome, on the future's loop; a future already
+    done (its caller was cancelled) is skipped: the work it asked for was still done."""
     for future, result, error in settled:
         if future.done():
             continue
